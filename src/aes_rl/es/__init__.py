@@ -1,0 +1,1 @@
+"""Evolution strategies over flat actor parameter vectors (ALGORITHM.md sections 3-5)."""

@@ -1,0 +1,108 @@
+"""Pieces shared by the ES modules: parameter checks, the masked arrival scan, CEM statistics.
+
+The masked scan is how every asynchronous strategy receives the arrivals of one tick
+(ALGORITHM.md section 6); the CEM statistics are CEM-RL's tell (section 5), shared by the
+synchronous CEM and the asynchronous ACEM.
+"""
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+TellFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[Any, jax.Array]]
+
+
+def _concrete(value: Any) -> np.ndarray | None:
+    """`value` as a float array if it is a concrete Python/numpy number, else None.
+
+    jax arrays and tracers are skipped on purpose: dataclasses are re-built from tracers
+    whenever a pytree is unflattened under jit/vmap, and those must never fail.
+    """
+    if isinstance(value, bool | int | float | np.number | np.ndarray):
+        return np.asarray(value, dtype=np.float64)
+    return None
+
+
+def check_choice(field: str, value: Any, allowed: Sequence[Any]) -> None:
+    """Raise ValueError unless `value` is one of `allowed`."""
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {tuple(allowed)}, got {value!r}")
+
+
+def check_number(field: str, value: Any, ok: Callable[[np.ndarray], Any], allowed: str) -> None:
+    """Raise ValueError if `value` is a concrete number (or array) with `ok(value)` false."""
+    arr = _concrete(value)
+    if arr is not None and not np.all(ok(arr)):
+        raise ValueError(f"{field} must be {allowed}, got {value!r}")
+
+
+def check_int(field: str, value: Any, minimum: int) -> None:
+    """Raise ValueError unless `value` is a Python int >= minimum (static structure fields)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}")
+
+
+def masked_scan(
+    tell_fn: TellFn,
+    state: Any,
+    xs: jax.Array,
+    rets: jax.Array,
+    mean_rets: jax.Array,
+    mask: jax.Array,
+) -> tuple[Any, jax.Array]:
+    """Tell arrivals in row order; a masked-out row leaves the state bit-identical, p = 0.
+
+    tell_fn(state, x, ret, mean_ret) -> (state, p). xs [n, d], rets/mean_rets/mask [n].
+    """
+    rows = (xs, rets, mean_rets, jnp.asarray(mask, dtype=bool))
+    return lax.scan(partial(_masked_step, tell_fn), state, rows)
+
+
+def _masked_step(tell_fn: TellFn, state: Any, row: tuple) -> tuple[Any, jax.Array]:
+    x, ret, mean_ret, keep = row
+    new_state, p = tell_fn(state, x, ret, mean_ret)
+    # jnp.where, not a 0-weighted update: the old state is selected bit for bit.
+    state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_state, state)
+    return state, jnp.where(keep, p, jnp.zeros_like(p))
+
+
+def cem_weights(n_parents: int) -> jax.Array:
+    """CEM-RL's parent weights w_i = log(1 + mu_p) - log(i), i = 1..mu_p, normalised. [mu_p]."""
+    i = jnp.arange(1, n_parents + 1, dtype=jnp.float32)
+    w = jnp.log(1.0 + n_parents) - jnp.log(i)
+    return w / jnp.sum(w)
+
+
+def cem_statistics(
+    xs: jax.Array, rets: jax.Array, mean_old: jax.Array, n_parents: int
+) -> tuple[jax.Array, jax.Array]:
+    """CEM's new mean and spread from a population (ALGORITHM.md section 5).
+
+    Sort descending by return (ties keep row order), keep the best mu_p rows x_(i), and return
+      cem_mean   = sum_i w_i x_(i)                               [d]
+      cem_spread = (1/mu_p) * sum_i w_i (x_(i) - mean_old)^2     [d]   (damp not included)
+    Weighted sums are elementwise products (no matmul: exact f32 on every backend).
+    """
+    order = jnp.argsort(-rets, stable=True)
+    elite = xs[order[:n_parents]]  # [mu_p, d]
+    w = cem_weights(n_parents)[:, None]  # [mu_p, 1]
+    cem_mean = jnp.sum(w * elite, axis=0)
+    z = elite - mean_old
+    cem_spread = jnp.sum(w * z * z, axis=0) / n_parents
+    return cem_mean, cem_spread
+
+
+def broadcast_var(mean: jax.Array, var_init: float | jax.Array) -> jax.Array:
+    """`var_init` (scalar or [d]) as a fresh [d] f32 array shaped like `mean`."""
+    return jnp.broadcast_to(jnp.asarray(var_init, dtype=jnp.float32), mean.shape)
+
+
+def gaussian_sample(key: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
+    """x = mean + sqrt(var) * eps, eps ~ N(0, I). [d]."""
+    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    return mean + jnp.sqrt(var) * eps

@@ -1,0 +1,150 @@
+"""AES-RL's asynchronous ES: a separable Gaussian updated by ONE arrival at a time.
+
+Lee et al., NeurIPS 2020, section 4 ("Asynchronous update of the distribution"); the exact
+formulas are ALGORITHM.md section 3 (mean update ratio p, four rules) and section 4 (variance
+update with divisor n, fixed or adaptive). The authors' code (KyunghyunLee/aes-rl,
+`AesrlPopulation.tell`) is the reference. We maximise return.
+
+Interpretation notes:
+- fixed-linear is NOT clipped to [0, 1] (neither the spec nor the authors' code clip it): with
+  negative_ratio > 0 a worse-than-mean sample gives p in [-negative_ratio, 0) and pushes the
+  mean away from x; p < 1e-3 then means the variance is left alone. The other three rules
+  give p in [0, 1].
+- The two baseline rules use p = a / (a + b) (the spec's form); the 0/0 case of the absolute
+  rule (f = f_mu = -P) gives p = 0.5.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from aes_rl.es._common import (
+    broadcast_var,
+    check_choice,
+    check_number,
+    gaussian_sample,
+    masked_scan,
+)
+
+MEAN_RULES = ("fixed-linear", "fixed-sigmoid", "baseline-absolute", "baseline-relative")
+VAR_RULES = ("fixed", "adaptive")
+P_MIN = 1e-3  # p below this: n = 0, the variance is not touched (ALGORITHM.md section 4)
+
+
+@struct.dataclass
+class AESParams:
+    """Rules (static structure) and their numbers (traced, so sweeps can be vmapped)."""
+
+    mean_rule: str = struct.field(pytree_node=False)  # one of MEAN_RULES
+    var_rule: str = struct.field(pytree_node=False)  # one of VAR_RULES
+    mean_param: float | jax.Array  # P > 0, in return units (HalfCheetah 2000, Hopper 600, ...)
+    fixed_n: float | jax.Array = 10.0  # divisor n of the "fixed" variance rule, > 0
+    negative_ratio: float | jax.Array = 0.0  # fixed-linear: scale of p when f < f_mu, in [0, 1]
+    var_min: float | jax.Array = 1e-5  # variance floor, >= 0
+
+    def __post_init__(self) -> None:
+        check_choice("mean_rule", self.mean_rule, MEAN_RULES)
+        check_choice("var_rule", self.var_rule, VAR_RULES)
+        check_number("mean_param", self.mean_param, lambda v: v > 0, "> 0")
+        check_number("fixed_n", self.fixed_n, lambda v: v > 0, "> 0")
+        check_number(
+            "negative_ratio", self.negative_ratio, lambda v: (v >= 0) & (v <= 1), "in [0, 1]"
+        )
+        check_number("var_min", self.var_min, lambda v: v >= 0, ">= 0")
+
+
+@struct.dataclass
+class AESState:
+    mean: jax.Array  # [d] f32, mu
+    var: jax.Array  # [d] f32, v (a variance, not a std)
+
+
+def init(mean: jax.Array, var_init: float | jax.Array = 1e-3) -> AESState:
+    """mu0 = mean, v0 = var_init (scalar or [d])."""
+    mean = jnp.asarray(mean, dtype=jnp.float32)
+    chex.assert_rank(mean, 1)
+    return AESState(mean=mean, var=broadcast_var(mean, var_init))
+
+
+def sample(key: jax.Array, state: AESState) -> jax.Array:
+    """x = mu + sqrt(v) * eps, eps ~ N(0, I). [d] f32."""
+    return gaussian_sample(key, state.mean, state.var)
+
+
+def _baseline_ratio(a: jax.Array, b: jax.Array) -> jax.Array:
+    """p = 0 if a < 0 else a / (a + b), with 0/0 -> 0.5, clipped to [0, 1]."""
+    ratio = jnp.where((a == 0) & (b == 0), 0.5, a / (a + b))
+    return jnp.clip(jnp.where(a < 0, 0.0, ratio), 0.0, 1.0)
+
+
+def update_ratio(params: AESParams, ret: jax.Array, mean_ret: jax.Array) -> jax.Array:
+    """Mean update ratio p for a sample of return f = ret, mean return f_mu = mean_ret.
+
+    ALGORITHM.md section 3, P = params.mean_param:
+      fixed-linear:      d = (f - f_mu)/P; p = clip(d, -1, 1); p *= negative_ratio if d < 0
+      fixed-sigmoid:     p = sigmoid((f - f_mu)/P)
+      baseline-absolute: a = f + P, b = f_mu + P (floor f_b = -P); p = a/(a+b) or 0 if a < 0
+      baseline-relative: a = f - f_mu + P, b = P (f_b = f_mu - P); p = a/(a+b) or 0 if a < 0
+    Returns a f32 scalar.
+    """
+    ret = jnp.asarray(ret, dtype=jnp.float32)
+    mean_ret = jnp.asarray(mean_ret, dtype=jnp.float32)
+    big_p = jnp.asarray(params.mean_param, dtype=jnp.float32)
+    rule = params.mean_rule
+    if rule == "fixed-linear":
+        d = (ret - mean_ret) / big_p
+        p = jnp.clip(d, -1.0, 1.0)
+        return jnp.where(d < 0, p * params.negative_ratio, p).astype(jnp.float32)
+    if rule == "fixed-sigmoid":
+        return jax.nn.sigmoid((ret - mean_ret) / big_p)
+    if rule == "baseline-absolute":
+        return _baseline_ratio(ret + big_p, mean_ret + big_p)
+    if rule == "baseline-relative":
+        return _baseline_ratio(ret - mean_ret + big_p, big_p)
+    raise ValueError(f"mean_rule must be one of {MEAN_RULES}, got {rule!r}")
+
+
+def _divisor(params: AESParams, p: jax.Array) -> jax.Array:
+    """Variance divisor n (ALGORITHM.md section 4): 0 if p < 1e-3, else fixed_n or max(1/p-1, 1)."""
+    if params.var_rule == "fixed":
+        n = jnp.asarray(params.fixed_n, dtype=jnp.float32)
+    else:
+        n = jnp.maximum(1.0 / jnp.maximum(p, P_MIN) - 1.0, 1.0)
+    return jnp.where(p < P_MIN, 0.0, n)
+
+
+def tell(
+    state: AESState, x: jax.Array, ret: jax.Array, mean_ret: jax.Array, params: AESParams
+) -> tuple[AESState, jax.Array]:
+    """One arrival: mean update, then variance update on the CURRENT state. Returns (state, p).
+
+      mu_new = (1 - p) mu_old + p x
+      if n != 0: v <- max(v + ((x - mu_old)(x - mu_new) - v) / n, v_min)   (else v unchanged)
+    """
+    chex.assert_shape(x, state.mean.shape)
+    x = jnp.asarray(x, dtype=state.mean.dtype)
+    p = update_ratio(params, ret, mean_ret)
+    mu_old = state.mean
+    mu_new = (1.0 - p) * mu_old + p * x
+    n = _divisor(params, p)
+    changed = n != 0
+    var_new = state.var + ((x - mu_old) * (x - mu_new) - state.var) / jnp.where(changed, n, 1.0)
+    var_new = jnp.maximum(var_new, jnp.asarray(params.var_min, dtype=state.var.dtype))
+    var = jnp.where(changed, var_new, state.var)
+    return AESState(mean=mu_new, var=var), p
+
+
+def tell_many(
+    state: AESState,
+    xs: jax.Array,
+    rets: jax.Array,
+    mean_rets: jax.Array,
+    mask: jax.Array,
+    params: AESParams,
+) -> tuple[AESState, jax.Array]:
+    """Tell the rows of xs [n, d] in row order (`lax.scan`); rows with mask False are skipped
+    (state bit-identical, p = 0). rets, mean_rets, mask: [n]. Returns (state, ps [n])."""
+    return masked_scan(
+        lambda s, x, r, m: tell(s, x, r, m, params), state, xs, rets, mean_rets, mask
+    )
