@@ -1,0 +1,26 @@
+"""Small configurations shared by the loop, checkpoint and CLI tests."""
+
+import jax
+import numpy as np
+
+from aes_rl.config import preset
+
+
+def probe_cfg(algo="aes-rl", env="probe", **overrides):
+    """A tiny, fast-compiling configuration on a pure-JAX probe env."""
+    base = dict(actor_hidden=(16, 16), critic_hidden=(32, 32), ticks_per_chunk=100,
+                episode_length=10, warmup_steps=200, buffer_size=4000, batch_size=64,
+                n_mean_evals=2)
+    if algo == "td3":
+        base.update(critic_steps_per_tick=1, actor_lr=1e-3, critic_lr=1e-3)
+    base.update(overrides)
+    return preset(env, algo, **base)
+
+
+def assert_trees_equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -1,0 +1,147 @@
+"""The slot loop (ALGORITHM.md sections 2 and 6) on pure-JAX envs with known episode lengths."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aes_rl import loop
+from aes_rl.es import aes
+from helpers import assert_trees_equal, probe_cfg
+
+# countdown episodes of exactly L steps; warm-up never ends, so every job is an ES rollout.
+L = 4
+
+
+def countdown_cfg(algo="aes-rl", **kw):
+    base = dict(env="countdown", env_kwargs=(("max_length", L), ("min_length", L)),
+                episode_length=L, warmup_steps=10**9, num_slots=4, n_mean_evals=2)
+    base.update(kw)
+    return probe_cfg(algo, **base)
+
+
+def run(cfg, ticks, seeds=(0,)):
+    state = loop.init_batch(cfg, seeds)
+    return loop.make_train_chunk(cfg, len(seeds), ticks)(state)
+
+
+def test_each_slot_arrives_exactly_when_its_staggered_counters_say():
+    cfg = countdown_cfg()
+    _, m = run(cfg, 40)
+    arrived = np.asarray(m.arrived[0])  # [ticks, W]
+    # Slot w starts with its step counter at w*L/W = w, so its first (truncated) rollout takes
+    # L - w ticks, then 2 mean-evaluation episodes of L ticks: first arrival at tick
+    # (L - w) + 2L - 1 (0-based), then one every L + 2L = 12 ticks.
+    for w in range(4):
+        want = [t for t in range(40) if t >= 11 - w and (t - (11 - w)) % 12 == 0]
+        assert np.flatnonzero(arrived[:, w]).tolist() == want
+    assert arrived.sum(axis=1).max() == 1  # staggered: never two arrivals in one tick
+    first_len = np.asarray(m.length[0])[np.argmax(arrived, axis=0), range(4)]
+    assert first_len.tolist() == [4, 3, 2, 1]
+
+
+def test_without_staggering_all_slots_arrive_together():
+    _, m = run(countdown_cfg(stagger=False), 40)
+    counts = np.asarray(m.arrived[0]).sum(axis=1)
+    assert np.flatnonzero(counts).tolist() == [11, 23, 35]
+    assert counts[[11, 23, 35]].tolist() == [4, 4, 4]
+
+
+def test_same_tick_arrivals_equal_telling_them_one_by_one():
+    cfg = countdown_cfg(stagger=False)
+    chunk = loop.make_train_chunk(cfg, 1, 11)  # ticks 0..10: just before the joint arrival
+    state = chunk(loop.init_batch(cfg, [3]))[0]
+    before = jax.tree.map(lambda x: x[0], state.es)
+    after, m = loop.make_train_chunk(cfg, 1, 1)(state)
+    assert int(m.arrived.sum()) == 4
+    sl = jax.tree.map(lambda x: x[0], after.slots)
+    mean_rets = sl.eval_sum / sl.eval_count
+    params = aes.AESParams(mean_rule=cfg.mean_rule, var_rule=cfg.var_rule,
+                           mean_param=cfg.mean_param, var_min=cfg.var_min)
+    es = before
+    ps = []
+    for w in range(4):  # slot order
+        es, p = aes.tell(es, sl.x[w], sl.ret[w], mean_rets[w], params)
+        ps.append(float(p))
+    got = jax.tree.map(lambda x: x[0], after.es)
+    np.testing.assert_allclose(got.mean, es.mean, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(got.var, es.var, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(m.p[0, 0]), ps, atol=1e-7)
+    assert float(after.counters.f_mu[0]) == pytest.approx(float(mean_rets[3]))
+    assert not np.array_equal(got.mean, before.mean)  # the arrivals did move the mean
+
+
+def test_synchronous_barrier_idle_slot_ticks_match_the_episode_lengths():
+    # p-cem-rl, W=4, 10 members of L ticks: rounds of 4, 4, 2 members -> a generation lasts
+    # 3L = 12 ticks with 10L = 40 busy slot-ticks out of 48 (utilisation 5/6).
+    cfg = countdown_cfg("p-cem-rl", pop_size=10)
+    state, m = run(cfg, 36)
+    c = state.counters
+    assert int(c.ticks[0]) == 36 and int(c.busy[0]) == 3 * 40
+    assert int(c.arrivals[0]) == 30
+    assert np.asarray(m.arrived[0]).sum(axis=1)[[3, 7, 11]].tolist() == [4, 4, 2]
+    # the same 10 members on AES-RL's asynchronous loop keep every slot busy
+    state, _ = run(countdown_cfg("aes-rl"), 36)
+    assert int(state.counters.busy[0]) == 4 * 36
+
+
+def test_one_slot_cem_rl_is_never_idle_and_sees_generations_of_ten():
+    state, m = run(countdown_cfg("cem-rl", num_slots=1), 80)
+    assert int(state.counters.busy[0]) == 80
+    assert int(state.counters.arrivals[0]) == 20
+
+
+def test_critic_never_ahead_of_counted_steps_and_rl_share_converges_to_rho():
+    for rho in (0.5, 0.2):
+        cfg = probe_cfg(num_slots=3, critic_steps_per_tick=8, rho=rho, actor_steps_per_tick=50,
+                        n_mean_evals=0)
+        state = loop.init_batch(cfg, [0])
+        chunk = loop.make_train_chunk(cfg, 1, 100)
+        for _ in range(4):
+            state, _ = chunk(state)
+            c = state.counters
+            assert int(c.critic_steps[0]) <= int(c.total_steps[0])
+        assert int(c.critic_steps[0]) >= int(c.total_steps[0]) - 8  # it keeps up otherwise
+        n_rl, n_es = int(c.n_rl[0]) - 1, int(c.n_es[0]) - 1
+        assert n_rl + n_es > 40
+        assert abs(n_rl / (n_rl + n_es) - rho) < 0.05
+
+
+def test_two_seeds_in_one_program_equal_the_seeds_run_apart():
+    cfg = probe_cfg()
+    both, mb = run(cfg, 60, seeds=(0, 1))
+    for i, seed in enumerate((0, 1)):
+        alone, ma = run(cfg, 60, seeds=(seed,))
+        one = jax.tree.map(lambda x: x[i : i + 1], both)
+        np.testing.assert_allclose(one.es.mean, alone.es.mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(one.counters.total_steps, alone.counters.total_steps)
+        np.testing.assert_array_equal(mb.arrived[i], ma.arrived[0])
+        np.testing.assert_allclose(mb.ret[i], ma.ret[0], rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_is_bit_identical_and_the_chunk_compiles_once():
+    cfg = probe_cfg("td3")
+    chunk = loop.make_train_chunk(cfg, 1, 50)
+    a = chunk(chunk(loop.init_batch(cfg, [0]))[0])[0]
+    b = chunk(chunk(loop.init_batch(cfg, [0]))[0])[0]
+    assert chunk._cache_size() == 1  # four calls, one trace and compile
+    assert_trees_equal(a, b)
+    c = chunk(chunk(loop.init_batch(cfg, [1]))[0])[0]
+    assert not np.array_equal(a.learner.actor, c.learner.actor)
+
+
+@pytest.mark.parametrize("algo,slots", [("aes-rl", 5), ("aes-rl", 2), ("acem-rl", 3),
+                                         ("one-plus-one", 3), ("p-cem-rl", 4), ("cem-rl", 1),
+                                         ("td3", 1)])
+def test_every_algorithm_learns_the_probe(algo, slots):
+    """Random actions score about -4.2 over 10 steps; the optimum is 0."""
+    cfg = probe_cfg(algo, num_slots=slots, ticks_per_chunk=400)
+    state = loop.init_batch(cfg, [0])
+    evaluate = loop.make_evaluate(cfg, 10)
+    start = float(evaluate(loop.mean_params(cfg, state), jax.random.key(9)).mean())
+    chunk = loop.make_train_chunk(cfg, 1)
+    for _ in range(4):
+        state, _ = chunk(state)
+    final = float(evaluate(loop.mean_params(cfg, state), jax.random.key(9)).mean())
+    assert final > -0.35, (start, final)
+    assert final > start + 0.5
