@@ -196,7 +196,7 @@ def test_variance_never_below_floor(var_rule):
     state = aes.init(jnp.zeros(4), 1e-2)
     xs, rets, mean_rets = _arrivals(jax.random.key(3), n=300, d=4)
     xs = xs * 1e-3  # samples right at the mean: (x - mu)^2 ~ 1e-6 would pull v far below
-    state, ps = aes.tell_many(state, xs, rets, mean_rets, jnp.ones(300, bool), params)
+    state, _ = aes.tell_many(state, xs, rets, mean_rets, jnp.ones(300, bool), params)
     assert float(state.var.min()) >= 1e-3
     assert float(state.var.max()) < 1e-2  # it did shrink to (near) the floor
 
@@ -214,17 +214,17 @@ def test_init_and_sample():
 @pytest.mark.parametrize(
     "kwargs,field",
     [
-        (dict(mean_rule="linear"), "mean_rule"),
-        (dict(var_rule="welford"), "var_rule"),
-        (dict(mean_param=0.0), "mean_param"),
-        (dict(mean_param=-3), "mean_param"),
-        (dict(fixed_n=0.0), "fixed_n"),
-        (dict(negative_ratio=1.5), "negative_ratio"),
-        (dict(var_min=-1e-5), "var_min"),
+        ({"mean_rule": "linear"}, "mean_rule"),
+        ({"var_rule": "welford"}, "var_rule"),
+        ({"mean_param": 0.0}, "mean_param"),
+        ({"mean_param": -3}, "mean_param"),
+        ({"fixed_n": 0.0}, "fixed_n"),
+        ({"negative_ratio": 1.5}, "negative_ratio"),
+        ({"var_min": -1e-5}, "var_min"),
     ],
 )
 def test_invalid_params_raise(kwargs, field):
-    args = dict(mean_rule="baseline-relative", var_rule="adaptive", mean_param=1.0) | kwargs
+    args = {"mean_rule": "baseline-relative", "var_rule": "adaptive", "mean_param": 1.0} | kwargs
     with pytest.raises(ValueError, match=field):
         AESParams(**args)
 
@@ -232,7 +232,9 @@ def test_invalid_params_raise(kwargs, field):
 def test_params_traced_under_jit_and_vmap():
     # P is a traced leaf: a vmapped sweep over P and a jitted tell both rebuild AESParams
     # from tracers, which must not trip the validation.
-    ratio = jax.vmap(lambda bp: aes.update_ratio(AESParams("baseline-relative", "fixed", bp), 2.0, 3.0))
+    ratio = jax.vmap(
+        lambda bp: aes.update_ratio(AESParams("baseline-relative", "fixed", bp), 2.0, 3.0)
+    )
     # a = 2 - 3 + P, b = P: P=1 -> 0/1 = 0; P=2 -> 1/3; P=4 -> 3/7
     np.testing.assert_allclose(ratio(jnp.array([1.0, 2.0, 4.0])), [0.0, 1 / 3, 3 / 7], rtol=1e-6)
     params = AESParams("baseline-relative", "adaptive", 2.0)

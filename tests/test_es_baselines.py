@@ -48,7 +48,9 @@ def test_cem_tell_hand_values():
     w1, w2 = W2
     np.testing.assert_allclose(new.mean, [3 * w2, 2 * w1 + 3 * w2], rtol=1e-6)
     np.testing.assert_allclose(new.damp, 9.01e-4, rtol=1e-6)
-    np.testing.assert_allclose(new.var, [0.5 * 9 * w2 + 9.01e-4, 0.5 * (4 * w1 + 9 * w2) + 9.01e-4], rtol=1e-6)
+    np.testing.assert_allclose(
+        new.var, [0.5 * 9 * w2 + 9.01e-4, 0.5 * (4 * w1 + 9 * w2) + 9.01e-4], rtol=1e-6
+    )
 
 
 def test_cem_damp_schedule_over_three_tells():
@@ -100,12 +102,12 @@ def test_cem_sphere_converges():
 @pytest.mark.parametrize(
     "kwargs,field",
     [
-        (dict(pop_size=7), "pop_size"),
-        (dict(pop_size=0), "pop_size"),
-        (dict(pop_size=4, n_parents=5), "n_parents"),
-        (dict(damp_tau=1.5), "damp_tau"),
-        (dict(damp_limit=-1.0), "damp_limit"),
-        (dict(damp_init=-1.0), "damp_init"),
+        ({"pop_size": 7}, "pop_size"),
+        ({"pop_size": 0}, "pop_size"),
+        ({"pop_size": 4, "n_parents": 5}, "n_parents"),
+        ({"damp_tau": 1.5}, "damp_tau"),
+        ({"damp_limit": -1.0}, "damp_limit"),
+        ({"damp_init": -1.0}, "damp_init"),
     ],
 )
 def test_cem_invalid_params_raise(kwargs, field):
@@ -145,7 +147,9 @@ def test_acem_hand_values_ring_of_four():
     # scale_var=False (the authors' code): v is replaced by cem_var
     replaced = ACEMParams(ring_size=4, scale_var=False)
     state2 = acem.init(jnp.zeros(2), replaced, var_init=1.0)
-    state2, _ = acem.tell_many(state2, jnp.asarray(XS4), jnp.asarray(RETS4), jnp.zeros(4), jnp.ones(4, bool), replaced)
+    state2, _ = acem.tell_many(
+        state2, jnp.asarray(XS4), jnp.asarray(RETS4), jnp.zeros(4), jnp.ones(4, bool), replaced
+    )
     np.testing.assert_allclose(state2.var, cem_var, rtol=1e-6)
     np.testing.assert_array_equal(state2.mean, state.mean)
 
@@ -167,7 +171,9 @@ def test_acem_applies_every_arrival_once_full_and_ring_keeps_last_ten():
     for i in range(9, 13):  # then the mean moves at every arrival
         assert not np.array_equal(means[i + 1], means[i])
     # the ring holds arrivals 3..12; arrival j sits in slot j % 10
-    assert sorted(np.asarray(state.ring_ret).tolist()) == pytest.approx(np.asarray(rets[3:]).tolist())
+    assert sorted(np.asarray(state.ring_ret).tolist()) == pytest.approx(
+        np.asarray(rets[3:]).tolist()
+    )
     np.testing.assert_array_equal(state.ring_x[:3], xs[10:13])
     np.testing.assert_array_equal(state.ring_x[3:], xs[3:10])
     assert int(state.count) == 13

@@ -37,7 +37,9 @@ def test_async_strategy_vmaps_over_three_states(name):
     means = jnp.stack([jnp.zeros(D), jnp.ones(D), -jnp.ones(D)])
     states = jax.vmap(strat.init)(means)
     keys = jax.random.split(jax.random.key(0), 3)
-    xs = jax.vmap(lambda k, s: jax.vmap(strat.sample, in_axes=(0, None))(jax.random.split(k, 4), s))(keys, states)
+    xs = jax.vmap(
+        lambda k, s: jax.vmap(strat.sample, in_axes=(0, None))(jax.random.split(k, 4), s)
+    )(keys, states)
     rets = _sphere(xs)  # [3, 4]
     mean_rets = jax.vmap(lambda s: jnp.full(4, _sphere(strat.mean(s))))(states)
     mask = jnp.array([[1, 1, 0, 1], [1, 1, 1, 1], [0, 1, 1, 0]], bool)
@@ -45,7 +47,7 @@ def test_async_strategy_vmaps_over_three_states(name):
     for i in range(3):
         state_i = strat.init(means[i])
         single, ps_i = strat.tell_many(state_i, xs[i], rets[i], mean_rets[i], mask[i])
-        _leaves_equal(jax.tree.map(lambda a: a[i], batched), single, rtol=1e-6, atol=1e-7)
+        _leaves_equal(jax.tree.map(lambda a, i=i: a[i], batched), single, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(ps[i], ps_i, rtol=1e-6)
         assert strat.mean(single).shape == strat.var(single).shape == (D,)
     assert not jnp.allclose(strat.mean(batched)[0], means[0])  # something was told
@@ -69,7 +71,7 @@ def test_generation_strategy_vmaps_over_three_states(name):
     batched = jax.jit(jax.vmap(strat.tell))(states, xs, _sphere(xs))
     for i in range(3):
         single = strat.tell(strat.init(keys[i], means[i]), xs[i], _sphere(xs[i]))
-        _leaves_equal(jax.tree.map(lambda a: a[i], batched), single, rtol=1e-5, atol=1e-6)
+        _leaves_equal(jax.tree.map(lambda a, i=i: a[i], batched), single, rtol=1e-5, atol=1e-6)
     assert strat.mean(single).shape == strat.var(single).shape == (D,)
     means_after = jax.vmap(strat.mean)(batched)
     assert float(jnp.abs(means_after - means).max()) > 1e-3  # the tell moved the means
@@ -90,7 +92,9 @@ def test_evosax_adapter_matches_native_evosax_and_negates():
         native_xs, native = algo.ask(k, native, state.es_params)
         np.testing.assert_array_equal(xs, native_xs)
         state = strat.tell(state, xs, _sphere(xs))
-        native, _ = algo.tell(jax.random.key(0), native_xs, -_sphere(native_xs), native, state.es_params)
+        native, _ = algo.tell(
+            jax.random.key(0), native_xs, -_sphere(native_xs), native, state.es_params
+        )
     _leaves_equal(state.es_state, native, rtol=1e-6, atol=1e-7)
 
 

@@ -222,7 +222,7 @@ def init(cfg: Config, key: jax.Array) -> TrainState:
     i32 = lambda v=0: jnp.asarray(v, jnp.int32)  # noqa: E731
     counters = Counters(i32(), i32(), i32(), i32(), i32(), i32(1), i32(1), i32(),
                         jnp.zeros((cfg.rl_history,), jnp.int32), i32(), jnp.zeros(()))
-    n = cfg.pop_size if cfg.is_sync else 0
+    n = cfg.pop_size if cfg.is_sync else 1  # a dummy row: orbax cannot save empty arrays
     gen = Generation(jnp.zeros((n, d)), jnp.zeros((n,)), jnp.zeros((n,), bool),
                      jnp.zeros((n,), bool), i32(), i32(), i32())
     buffer = replay.init(cfg.buffer_size, s.env.observation_size, s.env.action_size)
@@ -578,3 +578,11 @@ def make_evaluate(cfg: Config, num_episodes: int):
         return jax.vmap(lambda f, ks: jax.vmap(lambda k: episode(f, k))(ks))(flat, keys)
 
     return jax.jit(evaluate)
+
+
+def var_mean(cfg: Config, state: TrainState) -> jax.Array:
+    """Mean of the ES variance per seed ([seeds]; zeros for td3, which has no ES)."""
+    s = build(cfg)
+    if s.strategy is None:
+        return jnp.zeros(state.counters.ticks.shape)
+    return jax.vmap(lambda es: jnp.mean(s.strategy.var(es)))(state.es)

@@ -22,6 +22,7 @@ from flax import struct
 from aes_rl.es._common import (
     broadcast_var,
     cem_statistics,
+    check_choice,
     check_int,
     check_number,
     gaussian_sample,
@@ -47,8 +48,7 @@ class ACEMParams:
         check_int("n_parents", self.n_parents, 1)
         if self.n_parents > self.ring_size:
             raise ValueError(f"n_parents must be <= ring_size, got {self.n_parents}")
-        if not isinstance(self.scale_var, bool):
-            raise ValueError(f"scale_var must be one of (True, False), got {self.scale_var!r}")
+        check_choice("scale_var", self.scale_var, (True, False))
         check_number("damp_init", self.damp_init, lambda v: v >= 0, ">= 0")
         check_number("damp_limit", self.damp_limit, lambda v: v >= 0, ">= 0")
         check_number("damp_tau", self.damp_tau, lambda v: (v >= 0) & (v <= 1), "in [0, 1]")

@@ -119,8 +119,8 @@ def tell(
 ) -> tuple[AESState, jax.Array]:
     """One arrival: mean update, then variance update on the CURRENT state. Returns (state, p).
 
-      mu_new = (1 - p) mu_old + p x
-      if n != 0: v <- max(v + ((x - mu_old)(x - mu_new) - v) / n, v_min)   (else v unchanged)
+    mu_new = (1 - p) mu_old + p x
+    if n != 0: v <- max(v + ((x - mu_old)(x - mu_new) - v) / n, v_min)   (else v unchanged)
     """
     chex.assert_shape(x, state.mean.shape)
     x = jnp.asarray(x, dtype=state.mean.dtype)

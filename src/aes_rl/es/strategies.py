@@ -65,8 +65,9 @@ def aes_strategy(params: AESParams, var_init: float = 1e-3) -> AsyncStrategy:
     )
 
 
-def acem_strategy(params: ACEMParams = ACEMParams(), var_init: float = 1e-3) -> AsyncStrategy:
-    """ACEM-RL's ring CEM (`acem`)."""
+def acem_strategy(params: ACEMParams | None = None, var_init: float = 1e-3) -> AsyncStrategy:
+    """ACEM-RL's ring CEM (`acem`); params None: ACEMParams() (K = 10)."""
+    params = ACEMParams() if params is None else params
     return AsyncStrategy(
         init=partial(acem.init, params=params, var_init=var_init),
         sample=acem.sample,
@@ -77,9 +78,10 @@ def acem_strategy(params: ACEMParams = ACEMParams(), var_init: float = 1e-3) -> 
 
 
 def one_plus_one_strategy(
-    params: OnePlusOneParams = OnePlusOneParams(), var_init: float = 1e-3
+    params: OnePlusOneParams | None = None, var_init: float = 1e-3
 ) -> AsyncStrategy:
-    """The (1+1)-ES with a sliding-window 1/5 rule (`one_plus_one`)."""
+    """The (1+1)-ES with a sliding-window 1/5 rule (`one_plus_one`); None: defaults."""
+    params = OnePlusOneParams() if params is None else params
     return AsyncStrategy(
         init=partial(one_plus_one.init, params=params, var_init=var_init),
         sample=one_plus_one.sample,
@@ -94,8 +96,9 @@ def _cem_init(key: jax.Array, mean: jax.Array, params: CEMParams, var_init: floa
     return cem.init(mean, params, var_init)
 
 
-def cem_strategy(params: CEMParams = CEMParams(), var_init: float = 1e-3) -> GenerationStrategy:
-    """CEM-RL's synchronous CEM (`cem`)."""
+def cem_strategy(params: CEMParams | None = None, var_init: float = 1e-3) -> GenerationStrategy:
+    """CEM-RL's synchronous CEM (`cem`); params None: CEMParams() (pop 10, 5 parents)."""
+    params = CEMParams() if params is None else params
     return GenerationStrategy(
         pop_size=params.pop_size,
         init=partial(_cem_init, params=params, var_init=var_init),

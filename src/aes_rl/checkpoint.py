@@ -1,0 +1,163 @@
+"""Whole-state checkpoints with orbax, and small exported policy files.
+
+A checkpoint holds the ENTIRE `TrainState` of any algorithm (ES state, critic and optimiser
+states, replay buffer, env states, slot states, counters, PRNG key) plus a JSON record with the
+resolved config, the chunk index and the format version, so a resumed run continues exactly
+where it stopped. orbax writes each step into a temporary directory and renames it when
+complete, so killing the process at any moment leaves the previous checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from aes_rl import loop, replay
+from aes_rl.config import Config
+from aes_rl.networks import ActorSpec
+
+FORMAT_VERSION = 1
+POLICY_FORMAT = "aes_rl.policy/1"
+
+# orbax logs every save at INFO/WARNING level; the driver prints its own one-line summaries.
+logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint (all corrupt or incomplete), or an unreadable one."""
+
+
+def _to_disk(state: loop.TrainState) -> loop.TrainState:
+    """Typed PRNG keys are stored as their raw uint32 data."""
+    return state.replace(key=jax.random.key_data(state.key))
+
+
+def _from_disk(state: loop.TrainState) -> loop.TrainState:
+    return state.replace(key=jax.random.wrap_key_data(state.key))
+
+
+class Checkpointer:
+    """Host-side shell around orbax's CheckpointManager for one run directory."""
+
+    def __init__(self, directory: Path, keep: int = 3, save_buffer: bool = True):
+        self.directory = Path(directory).absolute()
+        self.save_buffer = save_buffer
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
+                                               create=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> list[int]:
+        self.manager.reload()
+        return sorted(self.manager.all_steps())
+
+    def save(self, chunk: int, state: loop.TrainState, meta: dict) -> None:
+        disk = _to_disk(state)
+        items: dict[str, Any] = {
+            "state": ocp.args.StandardSave(disk.replace(buffer=None)),
+            "meta": ocp.args.JsonSave(dict(meta, format_version=FORMAT_VERSION,
+                                           has_buffer=self.save_buffer)),
+        }
+        if self.save_buffer:
+            items["buffer"] = ocp.args.StandardSave(disk.buffer)
+        self.manager.save(chunk, args=ocp.args.Composite(**items), force=True)
+        self.manager.wait_until_finished()
+
+    def read_meta(self, chunk: int) -> dict:
+        path = self.directory / str(chunk) / "meta" / "metadata"
+        return json.loads(path.read_text())
+
+    def restore(self, chunk: int, template: loop.TrainState) -> tuple[loop.TrainState, dict]:
+        """Restore step `chunk` into the structure of `template` (a state of the same config)."""
+        meta = self.read_meta(chunk)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"checkpoint {chunk}: format version "
+                                  f"{meta.get('format_version')}, expected {FORMAT_VERSION}")
+        abstract = jax.eval_shape(_to_disk, template)
+        items = {"state": ocp.args.StandardRestore(abstract.replace(buffer=None))}
+        if meta.get("has_buffer"):
+            items["buffer"] = ocp.args.StandardRestore(abstract.buffer)
+        out = self.manager.restore(chunk, args=ocp.args.Composite(**items))
+        state = out["state"]
+        buffer = out["buffer"] if meta.get("has_buffer") else template.buffer
+        return _from_disk(state.replace(buffer=buffer)), meta
+
+    def restore_latest(self, template: loop.TrainState) -> tuple[int, loop.TrainState, dict]:
+        """The newest checkpoint that restores; corrupt ones are skipped with a warning."""
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"resume: no checkpoint in {self.directory}")
+        bad = []
+        for chunk in reversed(steps):
+            try:
+                state, meta = self.restore(chunk, template)
+            except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped
+                warnings.warn(f"checkpoint {chunk} is corrupt or incomplete ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200]}); falling back to an older one",
+                              stacklevel=2)
+                bad.append(chunk)
+                continue
+            self._set_aside(bad)
+            return chunk, state, meta
+        raise CheckpointError(f"resume: none of the checkpoints {steps} in {self.directory} "
+                              "could be restored (all corrupt or incomplete)")
+
+    def _set_aside(self, chunks: list[int]) -> None:
+        """Move unreadable checkpoints out of the way (kept for inspection, never deleted)."""
+        if not chunks:
+            return
+        aside = self.directory.parent / "corrupt_checkpoints"
+        aside.mkdir(exist_ok=True)
+        for chunk in chunks:
+            target = aside / f"{chunk}-{int(time.time())}"
+            (self.directory / str(chunk)).rename(target)
+            warnings.warn(f"checkpoint {chunk} moved to {target}", stacklevel=3)
+        self.manager.reload()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def empty_buffer(cfg: Config, num_seeds: int) -> replay.ReplayBuffer:
+    setup = loop.build(cfg)
+    one = replay.init(cfg.buffer_size, setup.env.observation_size, setup.env.action_size)
+    return jax.tree.map(lambda x: np.broadcast_to(x, (num_seeds,) + x.shape).copy(), one)
+
+
+# ------------------------------------------------------------------ exported policies
+
+
+def export_policy(path: Path, cfg: Config, flat: np.ndarray, seed: int | None = None) -> Path:
+    """Write one actor (flat [d]) with what is needed to run it: a small .npz file."""
+    setup = loop.build(cfg)
+    a = setup.actor
+    meta = dict(format=POLICY_FORMAT, env=cfg.env, backend=cfg.backend,
+                episode_length=cfg.episode_length, env_kwargs=dict(cfg.env_kwargs),
+                obs_dim=a.obs_dim, act_dim=a.act_dim, hidden=list(a.hidden),
+                activation=a.activation, max_action=a.max_action, algo=cfg.algo, seed=seed)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, params=np.asarray(flat, np.float32), meta=np.array(json.dumps(meta)))
+    tmp.replace(path)
+    return path
+
+
+def load_policy(path: Path) -> tuple[ActorSpec, np.ndarray, dict]:
+    """Read an exported policy: (actor spec, flat params [d], metadata)."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            flat, meta = data["params"], json.loads(str(data["meta"]))
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"policy: cannot read {path}: {err}") from err
+    if meta.get("format") != POLICY_FORMAT:
+        raise CheckpointError(f"policy: {path} is not an aes_rl policy file")
+    spec = ActorSpec(meta["obs_dim"], meta["act_dim"], tuple(meta["hidden"]),
+                     meta["activation"], meta["max_action"])
+    return spec, flat, meta

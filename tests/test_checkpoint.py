@@ -1,0 +1,161 @@
+"""Checkpoint, exact resume and interruption safety (orbax)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from aes_rl import checkpoint, loop, run
+from helpers import assert_trees_equal, probe_cfg
+
+HERE = Path(__file__).parent
+
+
+def settings(path, **kw):
+    base = dict(steps=900, seeds=(0,), progress=False, eval_episodes=2)
+    base.update(kw)
+    return run.RunSettings(str(path), **base)
+
+
+def metric_rows(path):
+    return [{k: v for k, v in r.items() if k != "wall_time"} for r in run.read_metrics(path)]
+
+
+@pytest.mark.parametrize("algo", ["aes-rl", "td3"])
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, algo):
+    cfg = probe_cfg(algo)
+    whole = run.train(cfg, settings(tmp_path / "whole"))
+    part = run.train(cfg, settings(tmp_path / "part", max_chunks=3))
+    assert part.interrupted and part.chunks == 3
+    rest = run.resume(tmp_path / "part")
+    assert rest.chunks == whole.chunks > 3
+    assert_trees_equal(rest.state, whole.state)
+    assert metric_rows(tmp_path / "part") == metric_rows(tmp_path / "whole")
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    cfg = probe_cfg()
+    run.train(cfg, settings(tmp_path, max_chunks=3, keep=3))
+    ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints")
+    assert ckpt.steps() == [1, 2, 3]
+    for f in (tmp_path / "checkpoints" / "3" / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"garbage")  # every file of the newest state is destroyed
+    template = loop.init_batch(cfg, [0])
+    with pytest.warns(UserWarning, match="checkpoint 3 is corrupt"):
+        chunk, state, _ = ckpt.restore_latest(template)
+    assert chunk == 2
+    assert int(state.counters.ticks[0]) == 2 * cfg.ticks_per_chunk
+    # the unreadable checkpoint is set aside (not deleted), so the chunk can be saved again
+    assert ckpt.steps() == [1, 2]
+    assert len(list((tmp_path / "corrupt_checkpoints").iterdir())) == 1
+    # the run resumes from chunk 2 and its metrics keep no row of the lost chunk 3 twice
+    out = run.resume(tmp_path, max_chunks=1)
+    assert out.chunks == 3
+    assert [r["chunk"] for r in run.read_metrics(tmp_path)] == [1, 2, 3]
+
+
+def test_no_valid_checkpoint_is_a_clear_error(tmp_path):
+    cfg = probe_cfg()
+    run.train(cfg, settings(tmp_path, max_chunks=1))
+    shutil.rmtree(tmp_path / "checkpoints" / "1" / "state")
+    with pytest.raises(checkpoint.CheckpointError, match="none of the checkpoints"):
+        with pytest.warns(UserWarning):
+            run.resume(tmp_path)
+
+
+def test_structural_config_change_is_refused_naming_the_fields(tmp_path):
+    run.train(probe_cfg(), settings(tmp_path, max_chunks=1))
+    before = (tmp_path / "config.json").read_text()
+    with pytest.raises(run.RunError, match=r"num_slots \(stored 5, requested 3\).*actor_hidden"):
+        run.train(probe_cfg(num_slots=3, actor_hidden=(8,)), settings(tmp_path))
+    assert (tmp_path / "config.json").read_text() == before  # nothing overwritten
+
+
+def test_buffer_can_be_left_out_and_resume_says_so(tmp_path):
+    cfg = probe_cfg()
+    run.train(cfg, settings(tmp_path, max_chunks=2, save_buffer=False))
+    assert not (tmp_path / "checkpoints" / "2" / "buffer").exists()
+    with pytest.warns(UserWarning, match="replay buffer was not checkpointed"):
+        out = run.resume(tmp_path, max_chunks=1)
+    assert out.chunks == 3
+
+
+def test_exported_policy_acts_like_the_mean_in_the_state(tmp_path):
+    cfg = probe_cfg()
+    out = run.train(cfg, settings(tmp_path, max_chunks=2))
+    obs = jax.random.uniform(jax.random.key(0), (7, 3), minval=-1, maxval=1)
+    mean = loop.mean_params(cfg, out.state)[0]
+    want = loop.build(cfg).actor.apply(mean, obs)
+    got = run.policy_actions(tmp_path / "policy_seed0.npz", obs)
+    np.testing.assert_array_equal(got, want)
+    assert (tmp_path / "policy_seed0.npz").stat().st_size < 20_000
+    with pytest.raises(checkpoint.CheckpointError, match="cannot read"):
+        checkpoint.load_policy(tmp_path / "config.json")
+
+
+SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from helpers import probe_cfg
+from aes_rl import run
+cfg = probe_cfg(buffer_size={buffer})
+run.train(cfg, run.RunSettings({path!r}, steps={steps}, progress=False, eval_episodes=2))
+"""
+
+
+def _spawn(path, steps, buffer=4000):
+    code = SCRIPT.format(tests=str(HERE), path=str(path), steps=steps, buffer=buffer)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(pred, proc, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if pred():
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def test_sigkill_during_a_save_leaves_a_resumable_run(tmp_path):
+    whole = run.train(probe_cfg(buffer_size=400_000), settings(tmp_path / "whole", steps=1500))
+    path = tmp_path / "killed"
+    proc = _spawn(path, 1500, buffer=400_000)  # a big buffer makes each save take a while
+    ckdir = path / "checkpoints"
+
+    def saving():
+        return ckdir.exists() and any("tmp" in p.name for p in ckdir.iterdir())
+
+    caught = _wait_for(lambda: len(list(ckdir.glob("[0-9]*"))) >= 2 and saving(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert caught, "the process was not caught in the middle of a save"
+    rest = run.resume(path)
+    assert_trees_equal(rest.state, whole.state)
+
+
+def test_sigint_saves_and_exits_then_resume_is_exact(tmp_path):
+    whole = run.train(probe_cfg(), settings(tmp_path / "whole", steps=1500))
+    path = tmp_path / "stopped"
+    proc = _spawn(path, 1500)
+    metrics = path / "metrics.csv"
+    assert _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "interrupt: finishing this chunk" in err
+    stopped_at = max(r["chunk"] for r in run.read_metrics(path))
+    assert stopped_at < whole.chunks
+    assert checkpoint.Checkpointer(path / "checkpoints").steps()[-1] == stopped_at
+    rest = run.resume(path)
+    assert_trees_equal(rest.state, whole.state)
