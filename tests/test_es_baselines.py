@@ -125,7 +125,7 @@ def test_acem_hand_values_ring_of_four():
     #   cem_mean = [3 w2, 2 w1 + 3 w2]; tau = 0.9^(1/4); damp = tau 1e-3 + (1 - tau) 1e-5
     #   cem_var = (1/2)(w1 [0, 4] + w2 [9, 9]) + damp
     #   mean = 0 + (cem_mean - 0)/4; var = 1 + (cem_var - 1)/4; p = 1/4
-    params = ACEMParams(ring_size=4)
+    params = ACEMParams(ring_size=4, scale_var=True)
     state = acem.init(jnp.zeros(2), params, var_init=1.0)
     ps = []
     for i in range(4):
@@ -144,8 +144,9 @@ def test_acem_hand_values_ring_of_four():
     np.testing.assert_allclose(state.mean, np.array([3 * w2, 2 * w1 + 3 * w2]) / 4, rtol=1e-6)
     np.testing.assert_allclose(state.var, 1 + (cem_var - 1) / 4, rtol=1e-6)
     np.testing.assert_allclose(state.damp, damp, rtol=1e-6)
-    # scale_var=False (the authors' code): v is replaced by cem_var
-    replaced = ACEMParams(ring_size=4, scale_var=False)
+    # scale_var=False (the default, the authors' code): v is replaced by cem_var
+    replaced = ACEMParams(ring_size=4)
+    assert replaced.scale_var is False
     state2 = acem.init(jnp.zeros(2), replaced, var_init=1.0)
     state2, _ = acem.tell_many(
         state2, jnp.asarray(XS4), jnp.asarray(RETS4), jnp.zeros(4), jnp.ones(4, bool), replaced
