@@ -17,9 +17,16 @@ branch returning an object with the same `reset`/`step`/`observation_size`/`acti
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import jax
 import jax.numpy as jnp
-from brax.envs import base as brax_base
+
+# Brax imports MuJoCo's MJX, which prints "Failed to import warp" when the optional GPU
+# package is absent; that line is noise for every user of this CPU/GPU-JAX framework.
+with contextlib.redirect_stdout(io.StringIO()):
+    from brax.envs import base as brax_base
 
 State = brax_base.State
 

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from aes_rl import replay, td3
+from aes_rl import evaluation, replay, td3
 from aes_rl.config import Config
 from aes_rl.envs import State as EnvState
 from aes_rl.envs import TimeLimit, make_env
@@ -243,10 +243,16 @@ def _init_es(s: Setup, mu0: jax.Array, key: jax.Array):
     return None
 
 
+@functools.lru_cache(maxsize=32)
+def _jit_init(cfg: Config):
+    build(cfg)  # build the env outside the trace (Brax creates arrays at construction)
+    return jax.jit(jax.vmap(functools.partial(init, cfg)))
+
+
 def init_batch(cfg: Config, seeds) -> TrainState:
     """States of several seeds stacked on a leading axis (one compiled program runs them all)."""
     keys = jnp.stack([jax.random.key(int(seed)) for seed in seeds])
-    state = jax.vmap(functools.partial(init, cfg))(keys)
+    state = _jit_init(cfg)(keys)
     # Distinct buffers for every leaf (the chunk donates its input; aliases cannot be donated).
     return jax.tree.map(lambda x: x.copy(), state)
 
@@ -564,21 +570,14 @@ def make_evaluate(cfg: Config, num_episodes: int):
     """
     s = build(cfg)
 
-    def episode(flat, key):
-        def body(carry, _):
-            env, ret, alive = carry
-            nxt = s.env.step(env, s.actor.apply(flat, env.obs))
-            return (nxt, ret + alive * nxt.reward, alive * (1.0 - nxt.done)), None
-        init_carry = (s.env.reset(key), jnp.zeros(()), jnp.ones(()))
-        (_, ret, _), _ = jax.lax.scan(body, init_carry, None, length=cfg.episode_length)
-        return ret
+    def one(flat, key):
+        return evaluation.episode_return(s.env, s.actor, flat, key, cfg.episode_length)[0]
 
     def evaluate(flat, key):
         keys = jax.random.split(key, (flat.shape[0], num_episodes))
-        return jax.vmap(lambda f, ks: jax.vmap(lambda k: episode(f, k))(ks))(flat, keys)
+        return jax.vmap(jax.vmap(one, in_axes=(None, 0)))(flat, keys)
 
     return jax.jit(evaluate)
-
 
 def var_mean(cfg: Config, state: TrainState) -> jax.Array:
     """Mean of the ES variance per seed ([seeds]; zeros for td3, which has no ES)."""

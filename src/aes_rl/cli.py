@@ -1,0 +1,330 @@
+"""The `aes-rl` command line: train, resume, eval, render, plot, bench.
+
+Built with tyro from typed functions, so `--help` documents every option from the code.
+Argument errors print ONE line (`aes-rl: error: ...`) and exit with status 2, before anything
+is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless GL, chosen before it is imported
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tyro  # noqa: E402
+
+from aes_rl.config import ALGOS, Config, preset  # noqa: E402
+from aes_rl.envs import BACKENDS, ENV_NAMES  # noqa: E402
+
+Algo = Literal[ALGOS]  # type: ignore[valid-type]
+EnvName = Literal[ENV_NAMES]  # type: ignore[valid-type]
+Backend = Literal[BACKENDS]  # type: ignore[valid-type]
+
+# Config fields the CLI sets through its own options, or that have no CLI form.
+_OWN = {"algo", "env", "backend", "env_kwargs"}
+
+
+def _overrides_class():
+    """A dataclass with every other Config field as an optional override (default: preset)."""
+    fields = []
+    for f in dataclasses.fields(Config):
+        if f.name in _OWN:
+            continue
+        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(f.type, tuple[int, ...])
+        fields.append((f.name, Optional[kind], dataclasses.field(default=None)))
+    return dataclasses.make_dataclass("Overrides", fields, frozen=True)
+
+
+Overrides = _overrides_class()
+Overrides.__doc__ = ("Hyper-parameter overrides (default: the per-environment preset of "
+                     "aes_rl.config.preset; see ALGORITHM.md for each).")
+
+
+class UsageError(ValueError):
+    """A bad argument: reported as one line, exit status 2."""
+
+
+def _fail(message: str) -> None:
+    print(f"aes-rl: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+# ------------------------------------------------------------------ commands
+
+
+def train(
+    algo: Algo = "aes-rl",
+    env: EnvName = "hopper",
+    backend: Optional[Backend] = None,
+    steps: int = 100_000,
+    seed: int = 0,
+    num_seeds: int = 1,
+    run_dir: Optional[Path] = None,
+    eval_episodes: int = 5,
+    eval_every: int = 1,
+    save_every: int = 1,
+    keep: int = 3,
+    no_buffer: bool = False,
+    tensorboard: bool = False,
+    quiet: bool = False,
+    overrides: Annotated[Overrides, tyro.conf.arg(name="")] = Overrides(),  # type: ignore
+) -> None:
+    """Train ALGO on ENV for STEPS counted env steps per seed; writes a run directory.
+
+    Args:
+        algo: Algorithm.
+        env: Environment (probe and countdown are tiny pure-JAX test envs).
+        backend: Brax physics backend (default: spring; swimmer: generalized).
+        steps: Budget in counted env steps per seed (individual rollouts only).
+        seed: First seed.
+        num_seeds: Seeds seed, seed+1, ... run vmapped in one compiled program.
+        run_dir: Run directory (default: runs/ENV-ALGO-sSEED). An existing run continues.
+        eval_episodes: Deterministic episodes of the mean policy per evaluation.
+        eval_every: Evaluate the mean policy every this many chunks.
+        save_every: Checkpoint every this many chunks (and always at the end or on Ctrl-C).
+        keep: Checkpoints kept.
+        no_buffer: Leave the replay buffer out of checkpoints (smaller; resume is then inexact).
+        tensorboard: Also write TensorBoard events (test/mean, train/individuals, train/p).
+        quiet: No progress bar.
+    """
+    from aes_rl import run
+
+    chosen = {k: v for k, v in dataclasses.asdict(overrides).items() if v is not None}
+    if backend is not None:
+        chosen["backend"] = backend
+    cfg = preset(env, algo, **chosen)
+    seeds = tuple(range(seed, seed + num_seeds))
+    if num_seeds < 1 or seed < 0:
+        raise UsageError(f"num_seeds/seed: need num_seeds >= 1 and seed >= 0, got {num_seeds}, {seed}")
+    run_dir = run_dir or Path("runs") / f"{env}-{algo}-s{seed}"
+    settings = run.RunSettings(str(run_dir), steps=steps, seeds=seeds,
+                               eval_episodes=eval_episodes, eval_every=eval_every,
+                               save_every=save_every, keep=keep, save_buffer=not no_buffer,
+                               progress=not quiet, tensorboard=tensorboard)
+    run.check_settings(cfg, settings)
+    run.enable_compilation_cache()
+    out = run.train(cfg, settings)
+    _summary(out)
+
+
+def _summary(out) -> None:
+    last = {}
+    for row in out.rows:
+        last[row["seed"]] = row
+    state = "stopped (resume with `aes-rl resume " + str(out.run_dir) + "`)" if out.interrupted \
+        else "finished"
+    print(f"{state}: {out.run_dir}, chunk {out.chunks}")
+    for seed, row in sorted(last.items()):
+        print(f"  seed {seed}: {row['total_steps']} counted steps, eval return "
+              f"{row['eval_mean']:.2f} +- {row['eval_std']:.2f}, f_mu {row['f_mu']:.2f}, "
+              f"utilisation {row['utilisation']:.3f}, wall {row['wall_time']:.0f}s")
+
+
+def resume(
+    run_dir: tyro.conf.Positional[Path],
+    steps: Optional[int] = None,
+    quiet: bool = False,
+) -> None:
+    """Continue a run directory from its latest valid checkpoint, with its stored config.
+
+    Args:
+        run_dir: The run directory.
+        steps: A new (larger) budget in counted steps per seed (default: the stored one).
+        quiet: No progress bar.
+    """
+    from aes_rl import run
+
+    run.read_run(run_dir)
+    run.enable_compilation_cache()
+    _summary(run.resume(run_dir, steps=steps, progress=not quiet))
+
+
+def _policy_files(target: Path) -> list[Path]:
+    if target.is_file():
+        return [target]
+    files = sorted(target.glob("policy_seed*.npz"))
+    if not files:
+        raise UsageError(f"target: {target} is neither a policy file nor a run directory with "
+                         "policy_seed*.npz files")
+    return files
+
+
+def _policy_env(meta: dict):
+    from aes_rl.envs import make_env
+
+    return make_env(meta["env"], meta["backend"], meta["episode_length"],
+                    **meta.get("env_kwargs", {}))
+
+
+def eval(  # noqa: A001 - the command's name
+    target: tyro.conf.Positional[Path],
+    episodes: int = 10,
+    seed: int = 0,
+) -> None:
+    """Evaluate exported policies (a run directory's policy_seed*.npz, or one .npz file).
+
+    Args:
+        target: Run directory or exported policy file.
+        episodes: Deterministic episodes per policy, each from a fresh initial state.
+        seed: Seed of the episodes' initial states.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from aes_rl import checkpoint, evaluation, run
+
+    if episodes < 1:
+        raise UsageError(f"episodes: must be >= 1, got {episodes}")
+    files = _policy_files(target)
+    run.enable_compilation_cache()
+    for path in files:
+        spec, flat, meta = checkpoint.load_policy(path)
+        env = _policy_env(meta)
+        one = jax.jit(jax.vmap(lambda k: evaluation.episode_return(
+            env, spec, jnp.asarray(flat), k, meta["episode_length"])))
+        rets, lengths = one(jax.random.split(jax.random.key(seed), episodes))
+        rets = np.asarray(rets)
+        print(f"{path}: {meta['algo']} on {meta['env']} ({meta['backend']}): return "
+              f"{rets.mean():.2f} +- {rets.std():.2f} over {episodes} episodes "
+              f"(mean length {np.asarray(lengths).mean():.0f})")
+
+
+def render(
+    target: tyro.conf.Positional[Path],
+    out: Path = Path("replay.html"),
+    seed: int = 0,
+    policy_seed: Optional[int] = None,
+    gif: Optional[Path] = None,
+) -> None:
+    """Write a self-contained, offline HTML replay of one deterministic policy episode.
+
+    Args:
+        target: Run directory or exported policy file.
+        out: Output HTML file.
+        seed: Seed of the episode's initial state.
+        policy_seed: Which seed's policy of a run directory (default: the first).
+        gif: Also write an animated GIF here (MuJoCo offscreen rendering, headless via EGL).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from aes_rl import checkpoint, evaluation
+    from aes_rl import render as render_lib
+    from aes_rl.envs import PROBE_ENVS
+
+    files = _policy_files(target)
+    if policy_seed is not None:
+        files = [f for f in files if f.name == f"policy_seed{policy_seed}.npz"]
+        if not files:
+            raise UsageError(f"policy_seed: no policy_seed{policy_seed}.npz in {target}")
+    spec, flat, meta = checkpoint.load_policy(files[0])
+    if meta["env"] in PROBE_ENVS:
+        raise UsageError(f"target: {meta['env']} is a pure-JAX probe env with no scene to "
+                         "render; render needs a Brax env")
+    env = _policy_env(meta)
+    frames, ret, length = evaluation.episode_replay(env, spec, jnp.asarray(flat),
+                                                    jax.random.key(seed), meta["episode_length"])
+    title = f"aes_rl {meta['algo']} {meta['env']} return {ret:.1f}"
+    render_lib.write_html(out, env.sys, frames, title=title)
+    print(f"wrote {out} ({length} steps, return {ret:.2f})")
+    if gif is not None:
+        render_lib.render_video(gif, env.sys, frames)
+        print(f"wrote {gif}")
+
+
+def plot(
+    run_dirs: tyro.conf.Positional[list[Path]],
+    out: Path = Path("curves.png"),
+    metric: str = "eval_mean",
+    x: str = "total_steps",
+) -> None:
+    """Plot learning curves of run directories (mean across seeds, min-max band) to a PNG.
+
+    Args:
+        run_dirs: One or more run directories.
+        out: Output PNG.
+        metric: Column of metrics.csv (eval_mean, f_mu, individual_mean, utilisation, ...).
+        x: X axis: total_steps, wall_time or ticks.
+    """
+    from aes_rl import plot as plot_lib
+    from aes_rl import run
+
+    for d in run_dirs:
+        run.read_run(d)
+    print(f"wrote {plot_lib.plot_runs(run_dirs, out, metric, x)}")
+
+
+def bench(quick: bool = False) -> None:
+    """Run the benchmark suite (benchmarks/suite.py of a source checkout); updates RESULTS.md.
+
+    Args:
+        quick: Tiny budgets (about a minute per benchmark), to check the suite runs.
+    """
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / "suite.py").exists():
+        raise UsageError("bench: needs a source checkout (benchmarks/suite.py not found)")
+    cmd = [sys.executable, "-m", "benchmarks.suite"] + (["--quick"] if quick else [])
+    raise SystemExit(subprocess.call(cmd, cwd=root))
+
+
+COMMANDS = {"train": train, "resume": resume, "eval": eval, "render": render, "plot": plot,
+            "bench": bench}
+
+
+def _one_line(text: str) -> str:
+    """tyro's boxed error message folded into one line."""
+    lines = []
+    for raw in text.splitlines():
+        if "───" in raw or "For full helptext" in raw:
+            if lines:
+                break
+            continue
+        line = raw.strip().strip("│╭╮╰╯─").strip()
+        if line:
+            lines.append(line)
+    message = re.sub(r"\s+", " ", " ".join(lines)).strip()
+    return message or text.strip().splitlines()[-1]
+
+
+def _deferred(fn):
+    """Same signature and help as `fn`, but parsing returns a thunk instead of running it."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return lambda: fn(*args, **kwargs)
+    return wrapper
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse (errors: one line, exit 2), then run the command."""
+    argv = sys.argv[1:] if argv is None else argv
+    err = io.StringIO()
+    commands = {name: _deferred(fn) for name, fn in COMMANDS.items()}
+    try:
+        with contextlib.redirect_stderr(err):
+            thunk = tyro.extras.subcommand_cli_from_dict(commands, args=argv, prog="aes-rl",
+                                                         description=__doc__.splitlines()[0])
+    except SystemExit as exit_:
+        if exit_.code not in (0, None) and err.getvalue().strip():
+            _fail(_one_line(err.getvalue()))
+        sys.stderr.write(err.getvalue())
+        raise
+    sys.stderr.write(err.getvalue())
+    from aes_rl.checkpoint import CheckpointError
+
+    try:
+        thunk()
+    except (ValueError, CheckpointError) as error:
+        if os.environ.get("AES_RL_DEBUG"):
+            raise
+        _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
