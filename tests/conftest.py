@@ -4,6 +4,7 @@ import os
 
 # MuJoCo picks its GL backend at first import; EGL is the one that renders headless here.
 os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # XLA logs cache loads as ERROR lines
 
 import jax  # noqa: E402
 

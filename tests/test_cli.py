@@ -1,0 +1,146 @@
+"""The `aes-rl` command line and the experiment modules, as a new user meets them."""
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aes_rl import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROBE = ["--env", "probe", "--warmup-steps", "100", "--episode-length", "10",
+         "--actor-hidden", "16", "16", "--critic-hidden", "16", "16", "--ticks-per-chunk", "100",
+         "--buffer-size", "4000", "--batch-size", "32", "--n-mean-evals", "1", "--quiet"]
+
+
+def call(capsys, *argv):
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    try:
+        cli.main(list(argv))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--algo", "foo"], "invalid choice 'foo' for argument '--algo'"),
+    (["train", "--env", "cartpole"], "'--env'"),
+    (["train", "--num-slots", "-1"], "num_slots: must be >= 1"),
+    (["train", "--num-slots", "abc"], "--num-slots"),
+    (["train", "--steps", "100"], "steps: budget 100 is smaller than the warm-up"),
+    (["train", "--mean-rule", "best"], "mean_rule: unknown 'best'; allowed: fixed-linear"),
+    (["train", "--backend", "bullet"], "'--backend'"),
+    (["train", "--bogus", "3"], "Unrecognized options: --bogus"),
+    (["train", "--env", "swimmer", "--backend", "spring"], "backend: swimmer exists only on"),
+    (["resume", "NOWHERE"], "holds no run (no config.json)"),
+    (["eval", "NOWHERE"], "neither a policy file nor a run directory"),
+])
+def test_argument_errors_are_one_line_exit_2_and_write_nothing(capsys, tmp_path, monkeypatch,
+                                                               argv, needle):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = call(capsys, *[a.replace("NOWHERE", str(tmp_path / "none")) for a in argv])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aes-rl: error: "), err
+    assert needle in lines[0]
+    assert list(tmp_path.iterdir()) == []  # nothing written (no runs/ directory either)
+
+
+def test_unwritable_run_directory_is_refused(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = call(capsys, "train", "--algo", "td3", *PROBE, "--steps", "300",
+                        "--run-dir", str(blocker / "run"))
+    assert code == 2 and err.startswith("aes-rl: error: run_dir: cannot write to")
+    assert blocker.read_text() == "x"
+
+
+def test_help_documents_every_option(capsys):
+    code, out, _ = call(capsys, "train", "--help")
+    assert code == 0
+    for option in ("--algo", "--env", "--backend", "--steps", "--seed", "--num-seeds",
+                   "--run-dir", "--num-slots", "--mean-rule", "--var-rule", "--mean-param",
+                   "--actor-hidden", "--n-mean-evals", "--no-buffer", "--tensorboard"):
+        assert option in out, option
+    for command in ("resume", "eval", "render", "plot", "bench"):
+        code, out, _ = call(capsys, command, "--help")
+        assert code == 0 and "usage: aes-rl " + command in out
+
+
+def test_train_resume_eval_plot_end_to_end(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    code, out, err = call(capsys, "train", "--algo", "aes-rl", *PROBE, "--steps", "300",
+                          "--seed", "0", "--num-seeds", "2", "--run-dir", str(run_dir),
+                          "--tensorboard")
+    assert code == 0, err
+    assert "finished" in out and "seed 1:" in out
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["seed"] for r in rows} == {"0", "1"}
+    assert int(rows[-1]["total_steps"]) >= 300
+    events = b"".join(p.read_bytes() for p in (run_dir / "tb").rglob("events.*"))
+    for tag in (b"test/mean", b"train/individuals", b"train/p"):
+        assert tag in events
+    code, out, err = call(capsys, "resume", str(run_dir), "--steps", "500", "--quiet")
+    assert code == 0, err
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert int(rows[-1]["total_steps"]) >= 500
+    assert len({(r["chunk"], r["seed"]) for r in rows}) == len(rows)  # no duplicated rows
+    code, out, err = call(capsys, "eval", str(run_dir), "--episodes", "3")
+    assert code == 0, err
+    assert out.count("return") == 2 and "over 3 episodes" in out
+    png = tmp_path / "curves.png"
+    code, out, err = call(capsys, "plot", str(run_dir), str(run_dir), "--out", str(png))
+    assert code == 0, err
+    with Image.open(png) as img:
+        assert img.size[0] > 300 and len(np.unique(np.asarray(img.convert("L")))) > 10
+    code, _, err = call(capsys, "plot", str(run_dir), "--metric", "nope", "--out", str(png))
+    assert code == 2 and "metric: unknown 'nope'" in err
+
+
+def test_progress_line_shows_steps_rate_f_mu_and_eta(capsys, tmp_path):
+    code, _, err = call(capsys, "train", "--algo", "td3", *[a for a in PROBE if a != "--quiet"],
+                        "--steps", "300", "--run-dir", str(tmp_path / "r"))
+    assert code == 0
+    line = err.strip().splitlines()[-1]
+    for part in ("steps 300/300", "ticks/s", "f_mu", "ETA"):
+        assert part in line
+
+
+def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path, capsys):
+    from experiments import quickstart
+
+    run_dir = quickstart.main(["--env", "probe", "--steps", "700", "--run-dir",
+                               str(tmp_path / "qs"), "--quiet"])
+    assert (run_dir / "curve.png").stat().st_size > 10_000
+    assert any((run_dir / "checkpoints").iterdir())
+    assert (run_dir / "policy_seed0.npz").exists()
+    out = capsys.readouterr().out
+    assert "mean-policy return" in out
+
+
+def test_paper_comparison_and_ablation_write_tables(tmp_path, capsys):
+    from experiments import ablation, paper_comparison
+
+    common = ["--steps", "600", "--seeds", "2", "--hidden", "16", "16", "--slots", "2", "--quiet"]
+    path = paper_comparison.main(["--envs", "probe", "--algos", "aes-rl", "td3",
+                                  "--out-dir", str(tmp_path / "cmp"), *common])
+    text = path.read_text()
+    assert "| aes-rl | 2 |" in text and "| td3 | 2 |" in text
+    assert (tmp_path / "cmp" / "probe.png").exists()
+    path = ablation.main(["--env", "probe", "--mean-rules", "fixed-linear", "baseline-relative",
+                          "--var-rules", "adaptive", "--out-dir", str(tmp_path / "abl"), *common])
+    text = path.read_text()
+    assert "| fixed-linear + adaptive | 2 |" in text
+    assert "| baseline-relative + adaptive | 2 |" in text
+    finals = [float(line.split("|")[4].split("+-")[0]) for line in text.splitlines()
+              if line.startswith("| fixed") or line.startswith("| baseline")]
+    assert len(finals) == 2 and all(np.isfinite(finals))
