@@ -145,3 +145,22 @@ def test_every_algorithm_learns_the_probe(algo, slots):
     final = float(evaluate(loop.mean_params(cfg, state), jax.random.key(9)).mean())
     assert final > -0.35, (start, final)
     assert final > start + 0.5
+
+
+def test_an_evosax_strategy_drives_the_synchronous_loop():
+    from aes_rl.es.strategies import EvosaxState
+
+    cfg = probe_cfg("p-cem-rl", es="evosax:SNES", num_slots=4, ticks_per_chunk=400,
+                    var_init=0.01)
+    state = loop.init_batch(cfg, [0])
+    assert isinstance(state.es, EvosaxState)
+    mean0 = np.asarray(loop.mean_params(cfg, state))
+    evaluate = loop.make_evaluate(cfg, 10)
+    start = float(evaluate(mean0, jax.random.key(1)).mean())
+    chunk = loop.make_train_chunk(cfg, 1)
+    for _ in range(4):
+        state, _ = chunk(state)
+    final = float(evaluate(loop.mean_params(cfg, state), jax.random.key(1)).mean())
+    assert int(state.counters.arrivals[0]) >= 3 * cfg.pop_size  # several generations told
+    assert not np.allclose(np.asarray(loop.mean_params(cfg, state)), mean0)
+    assert final > start + 0.5 and final > -0.35
