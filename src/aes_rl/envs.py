@@ -68,7 +68,8 @@ class TimeLimit(brax_base.Wrapper):
         truncated = jnp.where(steps >= self.episode_length, 1.0 - terminated, 0.0)
         info = dict(nstate.info, steps=steps, terminated=terminated, truncated=truncated)
         done = jnp.maximum(terminated, truncated)
-        return nstate.replace(info=info, done=done, reward=nstate.reward.astype(jnp.float32))
+        nstate = nstate.replace(info=info, done=done, reward=nstate.reward.astype(jnp.float32))
+        return _strong(nstate)  # e.g. hopper's metrics["reward_healthy"] comes out weak
 
 
 def make_env(

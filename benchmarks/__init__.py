@@ -1,0 +1,5 @@
+"""Benchmarks of aes_rl: throughput, loop overhead, slot scaling, time efficiency, learning.
+
+Each module runs as `python -m benchmarks.NAME [--quick]` from the repository root, prints its
+table and writes its own section of `benchmarks/RESULTS.md` (see `benchmarks.common`).
+"""

@@ -1,0 +1,442 @@
+"""Shared pieces of the benchmarks: start-up, machine record, timing, memory, RESULTS.md sections.
+
+Every benchmark module does the same four things, in this order:
+
+1. `parser(...)` gives it the common flags (`--quick`, `--cache`, `--results`, `--note`, ...);
+2. `Session.start(name, args)` silences XLA's log noise, turns on the persistent compilation
+   cache (a fresh empty one when compile times are being measured) and starts counting
+   compilations through JAX's monitoring events;
+3. it measures, timing compiled programs with `timed`/`time_repeats` (always through
+   `jax.block_until_ready`) and compiling them apart from their steady-state calls with
+   `compile_jitted` (`jitted.lower(...).compile()`);
+4. `session.finish(title, tables, notes)` prints the tables and replaces its own section of
+   `benchmarks/RESULTS.md` (between `<!-- NAME:start -->` and `<!-- NAME:end -->`) with the
+   figures, the exact command, the machine, the library versions and the date.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before jaxlib loads: no XLA log noise
+
+import argparse  # noqa: E402
+import atexit  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
+
+import jax  # noqa: E402
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS = BENCH_DIR / "RESULTS.md"
+RESULTS_HEADER = """# Benchmark results
+
+Each section below is written by one benchmark module (`python -m benchmarks.NAME`) and
+replaced whenever that benchmark runs again; the text between a section's markers is generated.
+Sections marked QUICK come from `--quick` smoke-test budgets: they show that the benchmark
+runs, not how fast or how well anything is.
+"""
+# Set by the suite so a child's section can say it was run from the suite.
+SUITE_ENV = "AES_RL_BENCH_SUITE_CMD"
+
+warnings.filterwarnings("ignore", message=".*Brax System, piplines.*")
+
+
+# ------------------------------------------------------------------ command line
+
+
+def parser(description: str, measures_compile: bool) -> argparse.ArgumentParser:
+    """An argument parser with the flags every benchmark shares.
+
+    `measures_compile`: the benchmark reports compile times, so a full run defaults to a fresh
+    (empty) persistent compilation cache and its compile times are real compiles.
+    """
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="tiny budgets and one env: a smoke test that takes about a minute")
+    p.add_argument("--cache", choices=("shared", "fresh"), default=None,
+                   help="persistent compilation cache: 'shared' ($AES_RL_JAX_CACHE or "
+                        "~/.cache/aes_rl/jax) or 'fresh' (an empty temporary one, so compile "
+                        "times are real compiles). Default: "
+                        + ("fresh for full runs, shared with --quick" if measures_compile
+                           else "shared"))
+    p.add_argument("--results", default=str(RESULTS),
+                   help="markdown file whose section this benchmark replaces")
+    p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    p.add_argument("--note", action="append", default=[],
+                   help="a free-text line added to the section (repeatable)")
+    p.add_argument("--summary-json", default=None, help=argparse.SUPPRESS)  # set by the suite
+    p.set_defaults(_measures_compile=measures_compile)
+    return p
+
+
+def command_line(module: str) -> str:
+    """The command that ran this benchmark, as typed (without the suite's private flags)."""
+    argv, out, skip = sys.argv[1:], [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--summary-json":
+            skip = True
+            continue
+        if a.startswith("--summary-json="):
+            continue
+        out.append(a)
+    return " ".join(["python", "-m", module] + ([shlex.join(out)] if out else []))
+
+
+# ------------------------------------------------------------------ compile accounting
+
+
+@dataclass
+class CompileLog:
+    """Process-wide compilation time and persistent-cache hits, from JAX's monitoring events.
+
+    `backend_s` is XLA compile time (or the cache load time on a persistent-cache hit);
+    `trace_s` and `lower_s` are jaxpr tracing and MLIR lowering.
+    """
+
+    trace_s: float = 0.0
+    lower_s: float = 0.0
+    backend_s: float = 0.0
+    compiles: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def install(self) -> "CompileLog":
+        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
+        jax.monitoring.register_event_listener(self._on_event)
+        return self
+
+    def _on_duration(self, event: str, duration: float, **_: Any) -> None:
+        if event == "/jax/core/compile/jaxpr_trace_duration":
+            self.trace_s += duration
+        elif event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            self.lower_s += duration
+        elif event == "/jax/core/compile/backend_compile_duration":
+            self.backend_s += duration
+            self.compiles += 1
+
+    def _on_event(self, event: str, **_: Any) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            self.cache_hits += 1
+        elif event == "/jax/compilation_cache/cache_misses":
+            self.cache_misses += 1
+
+    @property
+    def total_s(self) -> float:
+        return self.trace_s + self.lower_s + self.backend_s
+
+    def as_dict(self) -> dict:
+        return dict(trace_s=self.trace_s, lower_s=self.lower_s, backend_s=self.backend_s,
+                    total_s=self.total_s, compiles=self.compiles, cache_hits=self.cache_hits,
+                    cache_misses=self.cache_misses)
+
+
+# ------------------------------------------------------------------ machine record
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def _version(module: str) -> str:
+    try:
+        from importlib.metadata import version
+        return version(module)
+    except Exception:  # noqa: BLE001 - a missing package is reported, not fatal
+        return "not installed"
+
+
+def machine() -> dict:
+    """Where and with what the figures were measured."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    mem = _memory_gib()
+    return {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_gib": round(mem, 1) if mem is not None else None,
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": _version("jaxlib"),
+        "brax": _version("brax"),
+        "jax_backend": jax.default_backend(),
+        "devices": ", ".join(str(d) for d in jax.devices()),
+    }
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ------------------------------------------------------------------ timing
+
+
+def timed(fn: Callable, *args) -> tuple[Any, float]:
+    """Call `fn(*args)`, wait for every output array, return (output, seconds)."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    jax.block_until_ready(out)
+    return out, time.perf_counter() - t0
+
+
+def compile_jitted(jitted: Callable, *args) -> tuple[Callable, float]:
+    """Lower and compile `jitted` for `args` (not run): (compiled executable, seconds).
+
+    Call the returned executable for steady-state timing: calling `jitted` itself would look
+    up (or build) its own executable again.
+    """
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def time_repeats(step: Callable[[Any], Any], carry: Any, repeats: int) -> tuple[Any, list[float]]:
+    """`carry = step(carry)` `repeats` times (threading donated state); per-call seconds."""
+    times = []
+    for _ in range(repeats):
+        carry, dt = timed(step, carry)
+        times.append(dt)
+    return carry, times
+
+
+@dataclass(frozen=True)
+class Stats:
+    median: float
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, xs: Sequence[float]) -> "Stats":
+        xs = list(xs)
+        return cls(statistics.median(xs), min(xs), max(xs), len(xs))
+
+
+# ------------------------------------------------------------------ tables
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A table cell: floats to `digits` significant figures (large ones as integers)."""
+    if isinstance(x, bool) or x is None:
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if x != x:  # NaN
+            return "n/a"
+        if abs(x) >= 10 ** digits:
+            return f"{x:,.0f}"
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
+    cells = [[fmt(c, digits) for c in row] for row in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ RESULTS.md
+
+
+def write_section(name: str, body: str, path: Path | str = RESULTS) -> None:
+    """Replace the text between this benchmark's markers (append the section if missing)."""
+    path = Path(path)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    text = path.read_text() if path.exists() else RESULTS_HEADER
+    i, j = text.find(start), text.find(end)
+    if i >= 0 and j > i:
+        text = text[:i] + block + text[j + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+@dataclass
+class Session:
+    """One benchmark run: its arguments, compile accounting, start time and load."""
+
+    name: str
+    args: argparse.Namespace
+    compile_log: CompileLog
+    cache: str
+    started: float = field(default_factory=time.time)
+    load_start: tuple[float, float, float] = field(default_factory=os.getloadavg)
+
+    @classmethod
+    def start(cls, name: str, args: argparse.Namespace) -> "Session":
+        """Persistent compilation cache on (fresh or shared), compile accounting installed."""
+        cache = args.cache or ("fresh" if args._measures_compile and not args.quick else "shared")
+        if cache == "fresh":
+            tmp = tempfile.mkdtemp(prefix="aes_rl_bench_cache_")
+            atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+            os.environ["AES_RL_JAX_CACHE"] = tmp
+        from aes_rl import run
+
+        run.enable_compilation_cache()
+        return cls(name, args, CompileLog().install(), cache)
+
+    def header(self, title: str) -> str:
+        m = machine()
+        load_end = os.getloadavg()
+        when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+        quick = ("**QUICK run (`--quick`): smoke-test budgets; these figures show the benchmark "
+                 "runs, they are not results.**\n\n" if self.args.quick else "")
+        suite = os.environ.get(SUITE_ENV)
+        lines = [
+            f"## {title}", "", quick.rstrip(), "" if quick else None,
+            f"- Command: `{command_line('benchmarks.' + self.name)}`"
+            + (f" (run by `{suite}`)" if suite else ""),
+            f"- Date: {when}; benchmark wall-clock {time.time() - self.started:.0f} s",
+            f"- Machine: {m['platform']}; CPU {m['cpu']}; {m['cores']} cores "
+            f"({m['usable_cores']} usable); {m['memory_gib']} GiB memory",
+            f"- Software: Python {m['python']}, jax {m['jax']} (jaxlib {m['jaxlib']}), "
+            f"brax {m['brax']}; JAX backend `{m['jax_backend']}` ({m['devices']})",
+            f"- Load average (1 min) at start / end: {self.load_start[0]:.2f} / {load_end[0]:.2f}",
+            f"- Compilation: {self._compile_line()}",
+            f"- Peak resident memory of the benchmark process: {peak_rss_mib():,.0f} MiB",
+        ]
+        return "\n".join(x for x in lines if x is not None)
+
+    def _compile_line(self) -> str:
+        c = self.compile_log
+        return (f"{c.total_s:.1f} s in all ({c.compiles} XLA compiles: trace {c.trace_s:.1f} s, "
+                f"lower {c.lower_s:.1f} s, backend {c.backend_s:.1f} s); persistent cache "
+                f"'{self.cache}' with {c.cache_hits} hits and {c.cache_misses} misses")
+
+    def finish(self, title: str, tables: Sequence[str], notes: Sequence[str] = (),
+               extra: dict | None = None) -> str:
+        """Print the tables, write the RESULTS.md section and the suite summary; return body."""
+        notes = list(notes) + list(self.args.note)
+        parts = [self.header(title)] + [t.strip() for t in tables]
+        if notes:
+            parts.append("\n".join(f"- {n}" for n in notes))
+        body = "\n\n".join(parts) + "\n"
+        print("\n" + body, flush=True)
+        if not self.args.no_write:
+            write_section(self.name, body, self.args.results)
+            print(f"wrote section '{self.name}' of {self.args.results}", flush=True)
+        if self.args.summary_json:
+            summary = dict(name=self.name, wall_s=time.time() - self.started,
+                           peak_rss_mib=peak_rss_mib(), compile=self.compile_log.as_dict(),
+                           cache=self.cache, quick=bool(self.args.quick), **(extra or {}))
+            Path(self.args.summary_json).write_text(json.dumps(summary, indent=2))
+        return body
+
+
+# ------------------------------------------------------------------ small shared helpers
+
+
+def log(*parts: Any) -> None:
+    """Progress lines go to stderr so stdout holds only the tables."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def hidden_arg(text: str) -> tuple[int, ...]:
+    """'64,64' -> (64, 64)."""
+    try:
+        sizes = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected widths like 64,64, got {text!r}") from err
+    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"expected positive widths like 64,64, got {text!r}")
+    return sizes
+
+
+def counters(state) -> dict:
+    """Host copies of the loop's counters for seed 0 (ints)."""
+    c = jax.device_get(state.counters)
+    return {k: int(getattr(c, k)[0]) for k in ("total_steps", "critic_steps", "actor_steps",
+                                               "ticks", "busy", "arrivals")}
+
+
+# ------------------------------------------------------------------ learning runs
+
+
+@dataclass
+class LearningRun:
+    """What a learning benchmark keeps from one `run.train` call (all seeds of one config)."""
+
+    label: str
+    rows: list[dict]  # per chunk and seed, as `run.read_metrics` returns them
+    wall_s: float  # whole call: init, compiles, chunks, evaluations, checkpoint
+    chunk_wall_s: float  # sum of the chunk calls (the first one includes its compile)
+    run_dir: str
+
+    def seeds(self) -> list[int]:
+        return sorted({r["seed"] for r in self.rows})
+
+    def curve(self, seed: int) -> tuple[list[int], list[float]]:
+        """(counted steps, eval_mean) of one seed, chunk by chunk."""
+        rows = sorted((r for r in self.rows if r["seed"] == seed), key=lambda r: r["chunk"])
+        return [int(r["total_steps"]) for r in rows], [float(r["eval_mean"]) for r in rows]
+
+    def final(self, seed: int) -> dict:
+        rows = sorted((r for r in self.rows if r["seed"] == seed), key=lambda r: r["chunk"])
+        return rows[-1]
+
+
+def train_run(label: str, cfg, steps: int, seeds: Sequence[int], eval_episodes: int,
+              run_root: str | None) -> LearningRun:
+    """One `run.train` in a fresh run directory under `run_root` (default: a /tmp dir).
+
+    Checkpoints only at the end, without the replay buffer (the benchmark never resumes).
+    """
+    from aes_rl import run
+
+    root = Path(run_root) if run_root else Path(tempfile.gettempdir()) / "aes_rl_bench"
+    root.mkdir(parents=True, exist_ok=True)
+    run_dir = tempfile.mkdtemp(prefix=f"{label}_", dir=root)
+    settings = run.RunSettings(run_dir=run_dir, steps=steps, seeds=tuple(seeds),
+                               eval_episodes=eval_episodes, save_every=10**9, keep=1,
+                               save_buffer=False, progress=False)
+    log(f"training {label}: {cfg.algo} on {cfg.env}/{cfg.backend}, {steps} counted steps, "
+        f"seeds {list(seeds)}, chunks of {cfg.ticks_per_chunk} ticks -> {run_dir}")
+    t0 = time.perf_counter()
+    result = run.train(cfg, settings)
+    wall = time.perf_counter() - t0
+    rows = run.read_metrics(Path(run_dir))
+    chunk_wall = max(r["wall_time"] for r in rows)
+    log(f"  {label}: {result.chunks} chunks in {wall:.0f} s")
+    return LearningRun(label, rows, wall, chunk_wall, run_dir)

@@ -1,0 +1,128 @@
+"""A TD3 learning curve on Brax hopper (spring backend) through `run.train`.
+
+Evaluates the actor after every chunk (deterministic episodes from fresh initial states, not
+counted) and reports the final and the best evaluation return and the wall-clock. A full run
+writes the curve to `benchmarks/td3_hopper_curve.csv` (steps, eval_mean) and
+`benchmarks/td3_hopper_curve.png`; `--quick` writes them under /tmp instead.
+"""
+
+from __future__ import annotations
+
+from benchmarks import common  # first: sets the XLA log level before jax loads
+
+import csv  # noqa: E402
+import math  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from aes_rl.config import preset  # noqa: E402
+
+NAME = "td3_curve"
+
+
+def parse_args(argv=None):
+    p = common.parser(__doc__.splitlines()[0], measures_compile=False)
+    p.add_argument("--env", default="hopper")
+    p.add_argument("--backend", default="spring")
+    p.add_argument("--steps", type=int, default=100_000, help="counted env steps")
+    p.add_argument("--hidden", type=common.hidden_arg, default=(256, 256),
+                   help="actor and critic hidden widths (TD3's standard is 256,256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunks", type=int, default=25, help="evaluation points (ticks per chunk = "
+                                                          "steps / chunks; TD3 ticks one step)")
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--warmup-steps", type=int, default=10_000)
+    p.add_argument("--run-root", default=None, help="where run directories go (default /tmp)")
+    p.add_argument("--out", default=None,
+                   help="output stem for .csv/.png (default benchmarks/td3_<env>_curve; "
+                        "a /tmp path with --quick)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.chunks, args.eval_episodes = 2_000, 2, 2
+        args.warmup_steps, args.hidden = 1_000, (64, 64)
+    if args.out is None:
+        base = Path(tempfile.gettempdir()) if args.quick else common.BENCH_DIR
+        args.out = str(base / f"td3_{args.env}_curve{'_quick' if args.quick else ''}")
+    return args
+
+
+def write_curve(path: Path, steps, returns, stds) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["steps", "eval_mean", "eval_std"])
+        for s, r, e in zip(steps, returns, stds):
+            w.writerow([s, f"{r:.3f}", f"{e:.3f}"])
+
+
+def plot_curve(path: Path, steps, returns, stds, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    lo = [r - s for r, s in zip(returns, stds)]
+    hi = [r + s for r, s in zip(returns, stds)]
+    ax.fill_between(steps, lo, hi, alpha=0.25, label="+-1 std over evaluation episodes")
+    ax.plot(steps, returns, marker="o", markersize=3, label="evaluation return (mean)")
+    ax.set_xlabel("counted environment steps")
+    ax.set_ylabel("return (deterministic policy)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    session = common.Session.start(NAME, args)
+    ticks = max(1, math.ceil(args.steps / args.chunks))
+    cfg = preset(args.env, "td3", backend=args.backend, actor_hidden=args.hidden,
+                 critic_hidden=args.hidden, warmup_steps=args.warmup_steps,
+                 ticks_per_chunk=ticks)
+    run = common.train_run("td3", cfg, args.steps, (args.seed,), args.eval_episodes,
+                           args.run_root)
+    steps, returns = run.curve(args.seed)
+    stds = [float(r["eval_std"]) for r in sorted(run.rows, key=lambda r: r["chunk"])]
+    out = Path(args.out)
+    write_curve(out.with_suffix(".csv"), steps, returns, stds)
+    nets = "x".join(map(str, args.hidden))
+    plot_curve(out.with_suffix(".png"), steps, returns, stds,
+               f"TD3 on Brax {args.env} ({args.backend}), nets {nets}, seed {args.seed}")
+    best = max(range(len(returns)), key=lambda i: returns[i])
+    table = common.md_table(
+        ["env", "backend", "nets", "counted steps", "final eval return", "best eval return",
+         "best at step", "run wall-clock s", "chunk time s", "critic updates"],
+        [[args.env, args.backend, nets, steps[-1], returns[-1], returns[best], steps[best],
+          run.wall_s, run.chunk_wall_s, int(run.final(args.seed)["critic_steps"])]])
+    curve = common.md_table(["counted steps", "eval return (mean)", "eval std"],
+                            list(zip(steps, returns, stds)))
+    notes = [
+        f"TD3 through `run.train` (`algo=td3`: 1 slot, one env step and one critic update per "
+        f"tick, actor and targets every 2nd update, batch 256, lr 3e-4, exploration noise 0.1, "
+        f"{args.warmup_steps} random warm-up steps, 1e6-transition buffer), actor and critic "
+        f"nets {args.hidden}, 1 seed ({args.seed}).",
+        f"Evaluation after every chunk of {ticks} ticks: {args.eval_episodes} deterministic "
+        "episodes (up to 1000 steps) from fresh initial states, not counted. 'final' is the "
+        "last evaluation, 'best' the best of all evaluations (an optimistic figure).",
+        "Run wall-clock includes init, all compiles, chunks and evaluations; chunk time is the "
+        "sum of the chunk calls (the first includes its compile).",
+        f"Curve: `{_rel(out.with_suffix('.csv'))}`, figure `{_rel(out.with_suffix('.png'))}`; "
+        f"run directory `{run.run_dir}`.",
+    ]
+    session.finish(f"TD3 learning curve ({args.env}, {args.backend})",
+                   [table, "<details><summary>Curve</summary>\n\n" + curve + "\n\n</details>"],
+                   notes, extra=dict(final=returns[-1], best=returns[best]))
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(common.BENCH_DIR.parent))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    main()
