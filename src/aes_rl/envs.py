@@ -41,6 +41,8 @@ _BACKENDS_OF = {name: BACKENDS for name in BRAX_ENVS} | {"swimmer": ("generalize
 def _strong(tree):
     """Make weakly typed leaves strong, so `jit(step)` does not compile twice."""
     def strong(x):
+        if isinstance(x, (bool, int, float)):  # Python scalars (hopper's reward_healthy)
+            x = jnp.asarray(x)
         if not hasattr(x, "astype") or jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             return x
         return x.astype(x.dtype)
@@ -69,7 +71,7 @@ class TimeLimit(brax_base.Wrapper):
         info = dict(nstate.info, steps=steps, terminated=terminated, truncated=truncated)
         done = jnp.maximum(terminated, truncated)
         nstate = nstate.replace(info=info, done=done, reward=nstate.reward.astype(jnp.float32))
-        return _strong(nstate)  # e.g. hopper's metrics["reward_healthy"] comes out weak
+        return _strong(nstate)  # hopper's metrics["reward_healthy"] is a Python float
 
 
 def make_env(
