@@ -90,3 +90,13 @@ def test_brax_hopper_termination_truncation_and_single_compile():
     s = short.reset(jax.random.key(2))
     s = short.step(short.step(s, jnp.zeros(3)), jnp.zeros(3))
     assert (float(s.info["terminated"]), float(s.info["truncated"])) == (0.0, 1.0)
+
+
+@pytest.mark.slow
+def test_swimmer_steps_on_the_generalized_backend():
+    """The reason for pinning jax 0.9: Brax's fluid model calls jnp.clip(a_min=...)."""
+    env = make_env("swimmer", backend="generalized", episode_length=10)
+    assert (env.observation_size, env.action_size) == (8, 2)
+    state = jax.jit(env.step)(env.reset(jax.random.key(0)), jnp.ones(2))
+    assert np.all(np.isfinite(np.asarray(state.obs))) and np.isfinite(float(state.reward))
+    assert float(state.info["terminated"]) == 0.0

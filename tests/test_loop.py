@@ -164,3 +164,21 @@ def test_an_evosax_strategy_drives_the_synchronous_loop():
     assert int(state.counters.arrivals[0]) >= 3 * cfg.pop_size  # several generations told
     assert not np.allclose(np.asarray(loop.mean_params(cfg, state)), mean0)
     assert final > start + 0.5 and final > -0.35
+
+
+def test_every_episode_starts_fresh_and_the_buffer_keeps_true_final_observations():
+    # countdown lengths are drawn at reset: a slot whose episodes all had the same length would
+    # reveal a reused initial state (Brax's AutoResetWrapper trap).
+    cfg = countdown_cfg(env_kwargs=(("max_length", 9), ("min_length", 3)), episode_length=20,
+                        n_mean_evals=0, num_slots=2, stagger=False)
+    state, m = run(cfg, 200)
+    for w in range(2):
+        lengths = np.asarray(m.length[0])[np.asarray(m.arrived[0])[:, w], w]
+        assert len(lengths) > 15 and len(set(lengths.tolist())) >= 4
+    buf = jax.tree.map(lambda x: x[0], state.buffer)
+    n = int(buf.size)
+    last_left = np.asarray(buf.data.next_obs[:n, -1])
+    terminal = np.asarray(buf.data.not_done[:n]) == 0
+    assert terminal.sum() > 30
+    np.testing.assert_array_equal(last_left[terminal], 0.0)  # the true final observation
+    assert not np.any(last_left == 1.0)  # never a reset observation as next_obs
