@@ -33,9 +33,10 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
+from typing import Any
 
 import jax  # noqa: E402
 
@@ -117,7 +118,7 @@ class CompileLog:
     cache_hits: int = 0
     cache_misses: int = 0
 
-    def install(self) -> "CompileLog":
+    def install(self) -> CompileLog:
         jax.monitoring.register_event_duration_secs_listener(self._on_duration)
         jax.monitoring.register_event_listener(self._on_event)
         return self
@@ -244,7 +245,7 @@ class Stats:
     n: int
 
     @classmethod
-    def of(cls, xs: Sequence[float]) -> "Stats":
+    def of(cls, xs: Sequence[float]) -> Stats:
         xs = list(xs)
         return cls(statistics.median(xs), min(xs), max(xs), len(xs))
 
@@ -305,7 +306,7 @@ class Session:
     load_start: tuple[float, float, float] = field(default_factory=os.getloadavg)
 
     @classmethod
-    def start(cls, name: str, args: argparse.Namespace) -> "Session":
+    def start(cls, name: str, args: argparse.Namespace) -> Session:
         """Persistent compilation cache on (fresh or shared), compile accounting installed."""
         cache = args.cache or ("fresh" if args._measures_compile and not args.quick else "shared")
         if cache == "fresh":

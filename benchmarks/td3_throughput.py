@@ -15,14 +15,12 @@ Compile time is measured apart from the steady state (`jitted.lower(...).compile
 
 from __future__ import annotations
 
-from benchmarks import common  # first: sets the XLA log level before jax loads
-
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 from aes_rl import loop  # noqa: E402
 from aes_rl.config import preset  # noqa: E402
 from aes_rl.envs import make_env  # noqa: E402
+from benchmarks import common  # first: sets the XLA log level before jax loads
 
 NAME = "td3_throughput"
 
@@ -123,7 +121,7 @@ def main(argv=None) -> None:
                               t["actor_rate"]])
     raw = common.md_table(
         ["env", "backend", "envs N", "compile s", "per call us", "per-call steps/s",
-         f"scan compile s", f"scanned steps/s (K={args.scan_steps})"], raw_rows)
+         "scan compile s", f"scanned steps/s (K={args.scan_steps})"], raw_rows)
     td3 = common.md_table(
         ["env", "backend", "nets", "compile s", "ms/tick", "env steps/s", "critic updates/s",
          "actor updates/s"], loop_rows)

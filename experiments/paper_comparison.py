@@ -18,8 +18,9 @@ from experiments.common import add_common_args, run_one, table
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m experiments.paper_comparison",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.paper_comparison", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--envs", nargs="+", default=["hopper"])
     parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
     parser.add_argument("--out-dir", type=Path, default=Path("runs/paper_comparison"))
@@ -27,15 +28,24 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     hidden = tuple(args.hidden)
     try:
-        cfgs = {(env, algo): preset(env, algo, actor_hidden=hidden, critic_hidden=hidden,
-                                    backend=args.backend if env != "swimmer" else "generalized",
-                                    **({} if algo in ("cem-rl", "td3") else
-                                       {"num_slots": args.slots}))
-                for env in args.envs for algo in args.algos}
+        cfgs = {
+            (env, algo): preset(
+                env,
+                algo,
+                actor_hidden=hidden,
+                critic_hidden=hidden,
+                backend=args.backend if env != "swimmer" else "generalized",
+                **({} if algo in ("cem-rl", "td3") else {"num_slots": args.slots}),
+            )
+            for env in args.envs
+            for algo in args.algos
+        }
     except ValueError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
-    report = [f"# Paper comparison: {args.steps} counted steps, {args.seeds} seeds, "
-              f"hidden {hidden}, backend {args.backend}\n"]
+    report = [
+        f"# Paper comparison: {args.steps} counted steps, {args.seeds} seeds, "
+        f"hidden {hidden}, backend {args.backend}\n"
+    ]
     for env in args.envs:
         results, dirs = [], []
         for algo in args.algos:

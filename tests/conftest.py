@@ -6,7 +6,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # XLA logs cache loads as ERROR lines
 
-import jax  # noqa: E402
+import jax
 
 _CACHE = os.environ.get("AES_RL_JAX_CACHE", os.path.expanduser("~/.cache/aes_rl/jax"))
 jax.config.update("jax_compilation_cache_dir", _CACHE)

@@ -8,9 +8,16 @@ from aes_rl.config import preset
 
 def probe_cfg(algo="aes-rl", env="probe", **overrides):
     """A tiny, fast-compiling configuration on a pure-JAX probe env."""
-    base = dict(actor_hidden=(16, 16), critic_hidden=(32, 32), ticks_per_chunk=100,
-                episode_length=10, warmup_steps=200, buffer_size=4000, batch_size=64,
-                n_mean_evals=2)
+    base = dict(
+        actor_hidden=(16, 16),
+        critic_hidden=(32, 32),
+        ticks_per_chunk=100,
+        episode_length=10,
+        warmup_steps=200,
+        buffer_size=4000,
+        batch_size=64,
+        n_mean_evals=2,
+    )
     if algo == "td3":
         base.update(critic_steps_per_tick=1, actor_lr=1e-3, critic_lr=1e-3)
     base.update(overrides)

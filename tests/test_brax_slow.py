@@ -11,9 +11,17 @@ pytestmark = pytest.mark.slow
 
 
 def hopper_cfg(algo, **kw):
-    base = dict(actor_hidden=(16, 16), critic_hidden=(16, 16), ticks_per_chunk=150,
-                warmup_steps=150, buffer_size=5000, batch_size=32, n_mean_evals=1,
-                actor_steps_per_tick=2, episode_length=50)
+    base = dict(
+        actor_hidden=(16, 16),
+        critic_hidden=(16, 16),
+        ticks_per_chunk=150,
+        warmup_steps=150,
+        buffer_size=5000,
+        batch_size=32,
+        n_mean_evals=1,
+        actor_steps_per_tick=2,
+        episode_length=50,
+    )
     if algo in ("cem-rl", "p-cem-rl"):
         base.update(pop_size=4, rl_members=2)  # short generations: RL members within 3 chunks
     if algo == "cem-rl":

@@ -11,9 +11,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import assert_trees_equal, probe_cfg
 
 from aes_rl import checkpoint, loop, run
-from helpers import assert_trees_equal, probe_cfg
 
 HERE = Path(__file__).parent
 
@@ -114,8 +114,13 @@ run.train(cfg, run.RunSettings({path!r}, steps={steps}, progress=False, eval_epi
 def _spawn(path, steps, buffer=4000):
     code = SCRIPT.format(tests=str(HERE), path=str(path), steps=steps, buffer=buffer)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(pred, proc, timeout=120):

@@ -13,9 +13,29 @@ from aes_rl import cli
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PROBE = ["--env", "probe", "--warmup-steps", "100", "--episode-length", "10",
-         "--actor-hidden", "16", "16", "--critic-hidden", "16", "16", "--ticks-per-chunk", "100",
-         "--buffer-size", "4000", "--batch-size", "32", "--n-mean-evals", "1", "--quiet"]
+PROBE = [
+    "--env",
+    "probe",
+    "--warmup-steps",
+    "100",
+    "--episode-length",
+    "10",
+    "--actor-hidden",
+    "16",
+    "16",
+    "--critic-hidden",
+    "16",
+    "16",
+    "--ticks-per-chunk",
+    "100",
+    "--buffer-size",
+    "4000",
+    "--batch-size",
+    "32",
+    "--n-mean-evals",
+    "1",
+    "--quiet",
+]
 
 
 def call(capsys, *argv):
@@ -29,21 +49,25 @@ def call(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["train", "--algo", "foo"], "invalid choice 'foo' for argument '--algo'"),
-    (["train", "--env", "cartpole"], "'--env'"),
-    (["train", "--num-slots", "-1"], "num_slots: must be >= 1"),
-    (["train", "--num-slots", "abc"], "--num-slots"),
-    (["train", "--steps", "100"], "steps: budget 100 is smaller than the warm-up"),
-    (["train", "--mean-rule", "best"], "mean_rule: unknown 'best'; allowed: fixed-linear"),
-    (["train", "--backend", "bullet"], "'--backend'"),
-    (["train", "--bogus", "3"], "Unrecognized options: --bogus"),
-    (["train", "--env", "swimmer", "--backend", "spring"], "backend: swimmer exists only on"),
-    (["resume", "NOWHERE"], "holds no run (no config.json)"),
-    (["eval", "NOWHERE"], "neither a policy file nor a run directory"),
-])
-def test_argument_errors_are_one_line_exit_2_and_write_nothing(capsys, tmp_path, monkeypatch,
-                                                               argv, needle):
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["train", "--algo", "foo"], "invalid choice 'foo' for argument '--algo'"),
+        (["train", "--env", "cartpole"], "'--env'"),
+        (["train", "--num-slots", "-1"], "num_slots: must be >= 1"),
+        (["train", "--num-slots", "abc"], "--num-slots"),
+        (["train", "--steps", "100"], "steps: budget 100 is smaller than the warm-up"),
+        (["train", "--mean-rule", "best"], "mean_rule: unknown 'best'; allowed: fixed-linear"),
+        (["train", "--backend", "bullet"], "'--backend'"),
+        (["train", "--bogus", "3"], "Unrecognized options: --bogus"),
+        (["train", "--env", "swimmer", "--backend", "spring"], "backend: swimmer exists only on"),
+        (["resume", "NOWHERE"], "holds no run (no config.json)"),
+        (["eval", "NOWHERE"], "neither a policy file nor a run directory"),
+    ],
+)
+def test_argument_errors_are_one_line_exit_2_and_write_nothing(
+    capsys, tmp_path, monkeypatch, argv, needle
+):
     monkeypatch.chdir(tmp_path)
     code, out, err = call(capsys, *[a.replace("NOWHERE", str(tmp_path / "none")) for a in argv])
     assert code == 2
@@ -56,8 +80,17 @@ def test_argument_errors_are_one_line_exit_2_and_write_nothing(capsys, tmp_path,
 def test_unwritable_run_directory_is_refused(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, _, err = call(capsys, "train", "--algo", "td3", *PROBE, "--steps", "300",
-                        "--run-dir", str(blocker / "run"))
+    code, _, err = call(
+        capsys,
+        "train",
+        "--algo",
+        "td3",
+        *PROBE,
+        "--steps",
+        "300",
+        "--run-dir",
+        str(blocker / "run"),
+    )
     assert code == 2 and err.startswith("aes-rl: error: run_dir: cannot write to")
     assert blocker.read_text() == "x"
 
@@ -65,9 +98,23 @@ def test_unwritable_run_directory_is_refused(capsys, tmp_path):
 def test_help_documents_every_option(capsys):
     code, out, _ = call(capsys, "train", "--help")
     assert code == 0
-    for option in ("--algo", "--env", "--backend", "--steps", "--seed", "--num-seeds",
-                   "--run-dir", "--num-slots", "--mean-rule", "--var-rule", "--mean-param",
-                   "--actor-hidden", "--n-mean-evals", "--no-buffer", "--tensorboard"):
+    for option in (
+        "--algo",
+        "--env",
+        "--backend",
+        "--steps",
+        "--seed",
+        "--num-seeds",
+        "--run-dir",
+        "--num-slots",
+        "--mean-rule",
+        "--var-rule",
+        "--mean-param",
+        "--actor-hidden",
+        "--n-mean-evals",
+        "--no-buffer",
+        "--tensorboard",
+    ):
         assert option in out, option
     for command in ("resume", "eval", "render", "plot", "bench"):
         code, out, _ = call(capsys, command, "--help")
@@ -76,9 +123,22 @@ def test_help_documents_every_option(capsys):
 
 def test_train_resume_eval_plot_end_to_end(capsys, tmp_path):
     run_dir = tmp_path / "run"
-    code, out, err = call(capsys, "train", "--algo", "aes-rl", *PROBE, "--steps", "300",
-                          "--seed", "0", "--num-seeds", "2", "--run-dir", str(run_dir),
-                          "--tensorboard")
+    code, out, err = call(
+        capsys,
+        "train",
+        "--algo",
+        "aes-rl",
+        *PROBE,
+        "--steps",
+        "300",
+        "--seed",
+        "0",
+        "--num-seeds",
+        "2",
+        "--run-dir",
+        str(run_dir),
+        "--tensorboard",
+    )
     assert code == 0, err
     assert "finished" in out and "seed 1:" in out
     with (run_dir / "metrics.csv").open() as f:
@@ -107,8 +167,17 @@ def test_train_resume_eval_plot_end_to_end(capsys, tmp_path):
 
 
 def test_progress_line_shows_steps_rate_f_mu_and_eta(capsys, tmp_path):
-    code, _, err = call(capsys, "train", "--algo", "td3", *[a for a in PROBE if a != "--quiet"],
-                        "--steps", "300", "--run-dir", str(tmp_path / "r"))
+    code, _, err = call(
+        capsys,
+        "train",
+        "--algo",
+        "td3",
+        *[a for a in PROBE if a != "--quiet"],
+        "--steps",
+        "300",
+        "--run-dir",
+        str(tmp_path / "r"),
+    )
     assert code == 0
     line = err.strip().splitlines()[-1]
     for part in ("steps 300/300", "ticks/s", "f_mu", "ETA"):
@@ -118,8 +187,9 @@ def test_progress_line_shows_steps_rate_f_mu_and_eta(capsys, tmp_path):
 def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     from experiments import quickstart
 
-    run_dir = quickstart.main(["--env", "probe", "--steps", "700", "--run-dir",
-                               str(tmp_path / "qs"), "--quiet"])
+    run_dir = quickstart.main(
+        ["--env", "probe", "--steps", "700", "--run-dir", str(tmp_path / "qs"), "--quiet"]
+    )
     assert (run_dir / "curve.png").stat().st_size > 10_000
     assert any((run_dir / "checkpoints").iterdir())
     assert (run_dir / "policy_seed0.npz").exists()
@@ -131,16 +201,32 @@ def test_paper_comparison_and_ablation_write_tables(tmp_path, capsys):
     from experiments import ablation, paper_comparison
 
     common = ["--steps", "600", "--seeds", "2", "--hidden", "16", "16", "--slots", "2", "--quiet"]
-    path = paper_comparison.main(["--envs", "probe", "--algos", "aes-rl", "td3",
-                                  "--out-dir", str(tmp_path / "cmp"), *common])
+    path = paper_comparison.main(
+        ["--envs", "probe", "--algos", "aes-rl", "td3", "--out-dir", str(tmp_path / "cmp"), *common]
+    )
     text = path.read_text()
     assert "| aes-rl | 2 |" in text and "| td3 | 2 |" in text
     assert (tmp_path / "cmp" / "probe.png").exists()
-    path = ablation.main(["--env", "probe", "--mean-rules", "fixed-linear", "baseline-relative",
-                          "--var-rules", "adaptive", "--out-dir", str(tmp_path / "abl"), *common])
+    path = ablation.main(
+        [
+            "--env",
+            "probe",
+            "--mean-rules",
+            "fixed-linear",
+            "baseline-relative",
+            "--var-rules",
+            "adaptive",
+            "--out-dir",
+            str(tmp_path / "abl"),
+            *common,
+        ]
+    )
     text = path.read_text()
     assert "| fixed-linear + adaptive | 2 |" in text
     assert "| baseline-relative + adaptive | 2 |" in text
-    finals = [float(line.split("|")[4].split("+-")[0]) for line in text.splitlines()
-              if line.startswith("| fixed") or line.startswith("| baseline")]
+    finals = [
+        float(line.split("|")[4].split("+-")[0])
+        for line in text.splitlines()
+        if line.startswith("| fixed") or line.startswith("| baseline")
+    ]
     assert len(finals) == 2 and all(np.isfinite(finals))

@@ -11,7 +11,9 @@ from aes_rl.envs import make_env
 def test_unknown_env_and_backend_are_refused_with_allowed_values():
     with pytest.raises(ValueError, match=r"env: unknown environment 'cartpole'.*hopper"):
         make_env("cartpole")
-    with pytest.raises(ValueError, match=r"backend: 'spring' is not available for swimmer.*generalized"):
+    with pytest.raises(
+        ValueError, match=r"backend: 'spring' is not available for swimmer.*generalized"
+    ):
         make_env("swimmer", backend="spring")
     with pytest.raises(ValueError, match="backend"):
         make_env("hopper", backend="bullet")
@@ -35,7 +37,9 @@ def test_truncation_is_not_termination():
     flags = []
     for _ in range(3):
         state = env.step(state, jnp.zeros(2))
-        flags.append((float(state.info["terminated"]), float(state.info["truncated"]), float(state.done)))
+        flags.append(
+            (float(state.info["terminated"]), float(state.info["truncated"]), float(state.done))
+        )
     assert flags == [(0, 0, 0), (0, 0, 0), (0, 1, 1)]
 
 

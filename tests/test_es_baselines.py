@@ -13,7 +13,8 @@ from aes_rl.es.acem import ACEMParams
 from aes_rl.es.cem import CEMParams
 from aes_rl.es.one_plus_one import OnePlusOneParams
 
-# Parents mu_p = 2: w = [log 3 - log 1, log 3 - log 2] / (2 log 3 - log 2) = [log 3, log 1.5] / log 4.5
+# Parents mu_p = 2: w = [log 3 - log 1, log 3 - log 2] / (2 log 3 - log 2)
+#                     = [log 3, log 1.5] / log 4.5
 W2 = np.array([math.log(3.0), math.log(1.5)]) / math.log(4.5)  # ~ [0.730423, 0.269577]
 # A 4-member population in d = 2 and its returns; sorted descending: row 1 (3), row 2 (2), ...
 XS4 = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-1.0, -1.0]], np.float32)

@@ -1,21 +1,26 @@
 """The slot loop (ALGORITHM.md sections 2 and 6) on pure-JAX envs with known episode lengths."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_trees_equal, probe_cfg
 
 from aes_rl import loop
 from aes_rl.es import aes
-from helpers import assert_trees_equal, probe_cfg
 
 # countdown episodes of exactly L steps; warm-up never ends, so every job is an ES rollout.
 L = 4
 
 
 def countdown_cfg(algo="aes-rl", **kw):
-    base = dict(env="countdown", env_kwargs=(("max_length", L), ("min_length", L)),
-                episode_length=L, warmup_steps=10**9, num_slots=4, n_mean_evals=2)
+    base = dict(
+        env="countdown",
+        env_kwargs=(("max_length", L), ("min_length", L)),
+        episode_length=L,
+        warmup_steps=10**9,
+        num_slots=4,
+        n_mean_evals=2,
+    )
     base.update(kw)
     return probe_cfg(algo, **base)
 
@@ -56,8 +61,12 @@ def test_same_tick_arrivals_equal_telling_them_one_by_one():
     assert int(m.arrived.sum()) == 4
     sl = jax.tree.map(lambda x: x[0], after.slots)
     mean_rets = sl.eval_sum / sl.eval_count
-    params = aes.AESParams(mean_rule=cfg.mean_rule, var_rule=cfg.var_rule,
-                           mean_param=cfg.mean_param, var_min=cfg.var_min)
+    params = aes.AESParams(
+        mean_rule=cfg.mean_rule,
+        var_rule=cfg.var_rule,
+        mean_param=cfg.mean_param,
+        var_min=cfg.var_min,
+    )
     es = before
     ps = []
     for w in range(4):  # slot order
@@ -93,8 +102,9 @@ def test_one_slot_cem_rl_is_never_idle_and_sees_generations_of_ten():
 
 def test_critic_never_ahead_of_counted_steps_and_rl_share_converges_to_rho():
     for rho in (0.5, 0.2):
-        cfg = probe_cfg(num_slots=3, critic_steps_per_tick=8, rho=rho, actor_steps_per_tick=50,
-                        n_mean_evals=0)
+        cfg = probe_cfg(
+            num_slots=3, critic_steps_per_tick=8, rho=rho, actor_steps_per_tick=50, n_mean_evals=0
+        )
         state = loop.init_batch(cfg, [0])
         chunk = loop.make_train_chunk(cfg, 1, 100)
         for _ in range(4):
@@ -112,7 +122,7 @@ def test_two_seeds_in_one_program_equal_the_seeds_run_apart():
     both, mb = run(cfg, 60, seeds=(0, 1))
     for i, seed in enumerate((0, 1)):
         alone, ma = run(cfg, 60, seeds=(seed,))
-        one = jax.tree.map(lambda x: x[i : i + 1], both)
+        one = jax.tree.map(lambda x, i=i: x[i : i + 1], both)
         np.testing.assert_allclose(one.es.mean, alone.es.mean, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(one.counters.total_steps, alone.counters.total_steps)
         np.testing.assert_array_equal(mb.arrived[i], ma.arrived[0])
@@ -130,9 +140,18 @@ def test_same_seed_is_bit_identical_and_the_chunk_compiles_once():
     assert not np.array_equal(a.learner.actor, c.learner.actor)
 
 
-@pytest.mark.parametrize("algo,slots", [("aes-rl", 5), ("aes-rl", 2), ("acem-rl", 3),
-                                         ("one-plus-one", 3), ("p-cem-rl", 4), ("cem-rl", 1),
-                                         ("td3", 1)])
+@pytest.mark.parametrize(
+    "algo,slots",
+    [
+        ("aes-rl", 5),
+        ("aes-rl", 2),
+        ("acem-rl", 3),
+        ("one-plus-one", 3),
+        ("p-cem-rl", 4),
+        ("cem-rl", 1),
+        ("td3", 1),
+    ],
+)
 def test_every_algorithm_learns_the_probe(algo, slots):
     """Random actions score about -4.2 over 10 steps; the optimum is 0."""
     cfg = probe_cfg(algo, num_slots=slots, ticks_per_chunk=400)
@@ -150,8 +169,7 @@ def test_every_algorithm_learns_the_probe(algo, slots):
 def test_an_evosax_strategy_drives_the_synchronous_loop():
     from aes_rl.es.strategies import EvosaxState
 
-    cfg = probe_cfg("p-cem-rl", es="evosax:SNES", num_slots=4, ticks_per_chunk=400,
-                    var_init=0.01)
+    cfg = probe_cfg("p-cem-rl", es="evosax:SNES", num_slots=4, ticks_per_chunk=400, var_init=0.01)
     state = loop.init_batch(cfg, [0])
     assert isinstance(state.es, EvosaxState)
     mean0 = np.asarray(loop.mean_params(cfg, state))
@@ -169,8 +187,13 @@ def test_an_evosax_strategy_drives_the_synchronous_loop():
 def test_every_episode_starts_fresh_and_the_buffer_keeps_true_final_observations():
     # countdown lengths are drawn at reset: a slot whose episodes all had the same length would
     # reveal a reused initial state (Brax's AutoResetWrapper trap).
-    cfg = countdown_cfg(env_kwargs=(("max_length", 9), ("min_length", 3)), episode_length=20,
-                        n_mean_evals=0, num_slots=2, stagger=False)
+    cfg = countdown_cfg(
+        env_kwargs=(("max_length", 9), ("min_length", 3)),
+        episode_length=20,
+        n_mean_evals=0,
+        num_slots=2,
+        stagger=False,
+    )
     state, m = run(cfg, 200)
     for w in range(2):
         lengths = np.asarray(m.length[0])[np.asarray(m.arrived[0])[:, w], w]

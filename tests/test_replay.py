@@ -9,8 +9,9 @@ from aes_rl import replay
 
 def _batch(values, not_done):
     v = jnp.asarray(values, jnp.float32)
-    return replay.Transition(v[:, None], v[:, None], v, v[:, None] + 0.5,
-                             jnp.asarray(not_done, jnp.float32))
+    return replay.Transition(
+        v[:, None], v[:, None], v, v[:, None] + 0.5, jnp.asarray(not_done, jnp.float32)
+    )
 
 
 def test_masked_rows_are_skipped_and_the_ring_wraps_in_order():
@@ -52,9 +53,12 @@ def test_truncation_is_stored_as_not_done_and_termination_as_done():
     p2 = probe.step(probe.step(p0, jnp.zeros(2)), jnp.zeros(2))  # truncated at the limit
     rows = [(s1, s2), (p0, p2)]
     trans = replay.Transition(
-        jnp.stack([a.obs for a, _ in rows]), jnp.zeros((2, 2)),
-        jnp.stack([b.reward for _, b in rows]), jnp.stack([b.obs for _, b in rows]),
-        jnp.stack([1.0 - b.info["terminated"] for _, b in rows]))
+        jnp.stack([a.obs for a, _ in rows]),
+        jnp.zeros((2, 2)),
+        jnp.stack([b.reward for _, b in rows]),
+        jnp.stack([b.obs for _, b in rows]),
+        jnp.stack([1.0 - b.info["terminated"] for _, b in rows]),
+    )
     buf = replay.add(replay.init(4, 3, 2), trans, jnp.ones(2, bool))
     assert float(s2.done) == 1.0 and float(p2.done) == 1.0
     np.testing.assert_array_equal(buf.data.not_done[:2], [0.0, 1.0])

@@ -50,16 +50,22 @@ def test_target_with_fixed_noise_and_both_losses_by_hand():
     s_next, noise, r, gamma = 0.3, 0.7, 1.0, 0.99
     # target action: pi(0.3) + clip(0.7, -0.5, 0.5), clipped to +-1
     a_next = min(pi(s_next) + 0.5, 1.0)
-    got = td3.smoothed_target_action(ACTOR, _actor_flat(), jnp.array([[s_next]]),
-                                     jnp.array([[noise]]), 0.5)
+    got = td3.smoothed_target_action(
+        ACTOR, _actor_flat(), jnp.array([[s_next]]), jnp.array([[noise]]), 0.5
+    )
     np.testing.assert_allclose(got[0, 0], a_next, rtol=1e-6)
     q1n = leaky(s_next + a_next) + 0.5
     q2n = 2 * leaky(s_next - a_next)  # negative: the 0.01 slope applies
     y = r + gamma * 1.0 * min(q1n, q2n)
     np.testing.assert_allclose(td3.td3_target(r, 1.0, q1n, q2n, gamma), y, rtol=1e-6)
     np.testing.assert_allclose(td3.td3_target(r, 0.0, q1n, q2n, gamma), r)  # terminal: y = r
-    batch = Transition(jnp.array([[0.2]]), jnp.array([[-0.4]]), jnp.array([r]),
-                       jnp.array([[s_next]]), jnp.array([1.0]))
+    batch = Transition(
+        jnp.array([[0.2]]),
+        jnp.array([[-0.4]]),
+        jnp.array([r]),
+        jnp.array([[s_next]]),
+        jnp.array([1.0]),
+    )
     q1, q2 = leaky(0.2 - 0.4) + 0.5, 2 * leaky(0.2 + 0.4)
     expected = (q1 - y) ** 2 + (q2 - y) ** 2
     loss = td3.critic_loss(CRITIC, _critic_params(), batch, jnp.array([y]))
@@ -71,11 +77,15 @@ def test_target_with_fixed_noise_and_both_losses_by_hand():
 
 
 def test_critic_step_uses_the_given_policy_and_its_own_noise():
-    state = td3.CriticState(_critic_params(), _critic_params(),
-                            jax.tree.map(lambda x: x, td3.critic_init(jax.random.key(0), CRITIC).opt_state))
-    state = state.replace(opt_state=td3.optax.adam(1e-3).init(state.params))
-    batch = Transition(jnp.array([[0.2]]), jnp.array([[-0.4]]), jnp.array([1.0]),
-                       jnp.array([[0.3]]), jnp.array([1.0]))
+    params = _critic_params()
+    state = td3.CriticState(params, params, td3.optax.adam(1e-3).init(params))
+    batch = Transition(
+        jnp.array([[0.2]]),
+        jnp.array([[-0.4]]),
+        jnp.array([1.0]),
+        jnp.array([[0.3]]),
+        jnp.array([1.0]),
+    )
     hp = td3.TD3HParams()
     key = jax.random.key(3)
     noise = float(hp.policy_noise * jax.random.normal(key, (1, 1))[0, 0])
@@ -97,17 +107,22 @@ def test_td3_step_delays_the_actor_and_its_target():
     critic = CriticSpec(3, 2, (8,))
     state = td3.td3_init(jax.random.key(0), actor, critic)
     k = jax.random.split(jax.random.key(1), 4)
-    batch = Transition(jax.random.normal(k[0], (16, 3)), jax.random.uniform(k[1], (16, 2)),
-                       jax.random.normal(k[2], (16,)), jax.random.normal(k[3], (16, 3)),
-                       jnp.ones(16))
+    batch = Transition(
+        jax.random.normal(k[0], (16, 3)),
+        jax.random.uniform(k[1], (16, 2)),
+        jax.random.normal(k[2], (16,)),
+        jax.random.normal(k[3], (16, 3)),
+        jnp.ones(16),
+    )
     hp = td3.TD3HParams(tau=0.25)
     one, _ = td3.td3_step(state, batch, jax.random.key(2), hp, actor, critic)
     np.testing.assert_array_equal(one.actor, state.actor)  # step 1: critic only
     np.testing.assert_array_equal(one.actor_target, state.actor_target)
     two, m = td3.td3_step(one, batch, jax.random.key(3), hp, actor, critic)
     assert not np.allclose(two.actor, one.actor)  # step 2: actor and targets move
-    np.testing.assert_allclose(two.actor_target, 0.75 * one.actor_target + 0.25 * two.actor,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        two.actor_target, 0.75 * one.actor_target + 0.25 * two.actor, rtol=1e-6
+    )
     assert float(m["actor_loss"]) != 0.0
 
 

@@ -50,8 +50,9 @@ class Checkpointer:
     def __init__(self, directory: Path, keep: int = 3, save_buffer: bool = True):
         self.directory = Path(directory).absolute()
         self.save_buffer = save_buffer
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
-                                               create=True)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=False, create=True
+        )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def steps(self) -> list[int]:
@@ -62,8 +63,9 @@ class Checkpointer:
         disk = _to_disk(state)
         items: dict[str, Any] = {
             "state": ocp.args.StandardSave(disk.replace(buffer=None)),
-            "meta": ocp.args.JsonSave(dict(meta, format_version=FORMAT_VERSION,
-                                           has_buffer=self.save_buffer)),
+            "meta": ocp.args.JsonSave(
+                dict(meta, format_version=FORMAT_VERSION, has_buffer=self.save_buffer)
+            ),
         }
         if self.save_buffer:
             items["buffer"] = ocp.args.StandardSave(disk.buffer)
@@ -78,8 +80,10 @@ class Checkpointer:
         """Restore step `chunk` into the structure of `template` (a state of the same config)."""
         meta = self.read_meta(chunk)
         if meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"checkpoint {chunk}: format version "
-                                  f"{meta.get('format_version')}, expected {FORMAT_VERSION}")
+            raise CheckpointError(
+                f"checkpoint {chunk}: format version "
+                f"{meta.get('format_version')}, expected {FORMAT_VERSION}"
+            )
         abstract = jax.eval_shape(_to_disk, template)
         items = {"state": ocp.args.StandardRestore(abstract.replace(buffer=None))}
         if meta.get("has_buffer"):
@@ -99,15 +103,19 @@ class Checkpointer:
             try:
                 state, meta = self.restore(chunk, template)
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped
-                warnings.warn(f"checkpoint {chunk} is corrupt or incomplete ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:200]}); falling back to an older one",
-                              stacklevel=2)
+                warnings.warn(
+                    f"checkpoint {chunk} is corrupt or incomplete ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0][:200]}); falling back to an older one",
+                    stacklevel=2,
+                )
                 bad.append(chunk)
                 continue
             self._set_aside(bad)
             return chunk, state, meta
-        raise CheckpointError(f"resume: none of the checkpoints {steps} in {self.directory} "
-                              "could be restored (all corrupt or incomplete)")
+        raise CheckpointError(
+            f"resume: none of the checkpoints {steps} in {self.directory} "
+            "could be restored (all corrupt or incomplete)"
+        )
 
     def _set_aside(self, chunks: list[int]) -> None:
         """Move unreadable checkpoints out of the way (kept for inspection, never deleted)."""
@@ -138,10 +146,20 @@ def export_policy(path: Path, cfg: Config, flat: np.ndarray, seed: int | None = 
     """Write one actor (flat [d]) with what is needed to run it: a small .npz file."""
     setup = loop.build(cfg)
     a = setup.actor
-    meta = dict(format=POLICY_FORMAT, env=cfg.env, backend=cfg.backend,
-                episode_length=cfg.episode_length, env_kwargs=dict(cfg.env_kwargs),
-                obs_dim=a.obs_dim, act_dim=a.act_dim, hidden=list(a.hidden),
-                activation=a.activation, max_action=a.max_action, algo=cfg.algo, seed=seed)
+    meta = dict(
+        format=POLICY_FORMAT,
+        env=cfg.env,
+        backend=cfg.backend,
+        episode_length=cfg.episode_length,
+        env_kwargs=dict(cfg.env_kwargs),
+        obs_dim=a.obs_dim,
+        act_dim=a.act_dim,
+        hidden=list(a.hidden),
+        activation=a.activation,
+        max_action=a.max_action,
+        algo=cfg.algo,
+        seed=seed,
+    )
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, params=np.asarray(flat, np.float32), meta=np.array(json.dumps(meta)))
@@ -154,10 +172,15 @@ def load_policy(path: Path) -> tuple[ActorSpec, np.ndarray, dict]:
     try:
         with np.load(Path(path), allow_pickle=False) as data:
             flat, meta = data["params"], json.loads(str(data["meta"]))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise CheckpointError(f"policy: cannot read {path}: {err}") from err
     if meta.get("format") != POLICY_FORMAT:
         raise CheckpointError(f"policy: {path} is not an aes_rl policy file")
-    spec = ActorSpec(meta["obs_dim"], meta["act_dim"], tuple(meta["hidden"]),
-                     meta["activation"], meta["max_action"])
+    spec = ActorSpec(
+        meta["obs_dim"],
+        meta["act_dim"],
+        tuple(meta["hidden"]),
+        meta["activation"],
+        meta["max_action"],
+    )
     return spec, flat, meta

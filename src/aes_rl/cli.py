@@ -16,15 +16,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless GL, chosen before it is imported
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tyro  # noqa: E402
+import tyro
 
-from aes_rl.config import ALGOS, Config, preset  # noqa: E402
-from aes_rl.envs import BACKENDS, ENV_NAMES  # noqa: E402
+from aes_rl.config import ALGOS, Config, preset
+from aes_rl.envs import BACKENDS, ENV_NAMES
 
 Algo = Literal[ALGOS]  # type: ignore[valid-type]
 EnvName = Literal[ENV_NAMES]  # type: ignore[valid-type]
@@ -41,13 +41,15 @@ def _overrides_class():
         if f.name in _OWN:
             continue
         kind = {"int": int, "float": float, "bool": bool, "str": str}.get(f.type, tuple[int, ...])
-        fields.append((f.name, Optional[kind], dataclasses.field(default=None)))
+        fields.append((f.name, kind | None, dataclasses.field(default=None)))
     return dataclasses.make_dataclass("Overrides", fields, frozen=True)
 
 
 Overrides = _overrides_class()
-Overrides.__doc__ = ("Hyper-parameter overrides (default: the per-environment preset of "
-                     "aes_rl.config.preset; see ALGORITHM.md for each).")
+Overrides.__doc__ = (
+    "Hyper-parameter overrides (default: the per-environment preset of "
+    "aes_rl.config.preset; see ALGORITHM.md for each)."
+)
 
 
 class UsageError(ValueError):
@@ -65,11 +67,11 @@ def _fail(message: str) -> None:
 def train(
     algo: Algo = "aes-rl",
     env: EnvName = "hopper",
-    backend: Optional[Backend] = None,
+    backend: Backend | None = None,
     steps: int = 100_000,
     seed: int = 0,
     num_seeds: int = 1,
-    run_dir: Optional[Path] = None,
+    run_dir: Path | None = None,
     eval_episodes: int = 5,
     eval_every: int = 1,
     save_every: int = 1,
@@ -105,12 +107,22 @@ def train(
     cfg = preset(env, algo, **chosen)
     seeds = tuple(range(seed, seed + num_seeds))
     if num_seeds < 1 or seed < 0:
-        raise UsageError(f"num_seeds/seed: need num_seeds >= 1 and seed >= 0, got {num_seeds}, {seed}")
+        raise UsageError(
+            f"num_seeds/seed: need num_seeds >= 1 and seed >= 0, got {num_seeds}, {seed}"
+        )
     run_dir = run_dir or Path("runs") / f"{env}-{algo}-s{seed}"
-    settings = run.RunSettings(str(run_dir), steps=steps, seeds=seeds,
-                               eval_episodes=eval_episodes, eval_every=eval_every,
-                               save_every=save_every, keep=keep, save_buffer=not no_buffer,
-                               progress=not quiet, tensorboard=tensorboard)
+    settings = run.RunSettings(
+        str(run_dir),
+        steps=steps,
+        seeds=seeds,
+        eval_episodes=eval_episodes,
+        eval_every=eval_every,
+        save_every=save_every,
+        keep=keep,
+        save_buffer=not no_buffer,
+        progress=not quiet,
+        tensorboard=tensorboard,
+    )
     run.check_settings(cfg, settings)
     run.enable_compilation_cache()
     out = run.train(cfg, settings)
@@ -121,18 +133,23 @@ def _summary(out) -> None:
     last = {}
     for row in out.rows:
         last[row["seed"]] = row
-    state = "stopped (resume with `aes-rl resume " + str(out.run_dir) + "`)" if out.interrupted \
+    state = (
+        "stopped (resume with `aes-rl resume " + str(out.run_dir) + "`)"
+        if out.interrupted
         else "finished"
+    )
     print(f"{state}: {out.run_dir}, chunk {out.chunks}")
     for seed, row in sorted(last.items()):
-        print(f"  seed {seed}: {row['total_steps']} counted steps, eval return "
-              f"{row['eval_mean']:.2f} +- {row['eval_std']:.2f}, f_mu {row['f_mu']:.2f}, "
-              f"utilisation {row['utilisation']:.3f}, wall {row['wall_time']:.0f}s")
+        print(
+            f"  seed {seed}: {row['total_steps']} counted steps, eval return "
+            f"{row['eval_mean']:.2f} +- {row['eval_std']:.2f}, f_mu {row['f_mu']:.2f}, "
+            f"utilisation {row['utilisation']:.3f}, wall {row['wall_time']:.0f}s"
+        )
 
 
 def resume(
     run_dir: tyro.conf.Positional[Path],
-    steps: Optional[int] = None,
+    steps: int | None = None,
     quiet: bool = False,
 ) -> None:
     """Continue a run directory from its latest valid checkpoint, with its stored config.
@@ -154,19 +171,32 @@ def _policy_files(target: Path) -> list[Path]:
         return [target]
     files = sorted(target.glob("policy_seed*.npz"))
     if not files:
-        raise UsageError(f"target: {target} is neither a policy file nor a run directory with "
-                         "policy_seed*.npz files")
+        raise UsageError(
+            f"target: {target} is neither a policy file nor a run directory with "
+            "policy_seed*.npz files"
+        )
     return files
 
 
 def _policy_env(meta: dict):
     from aes_rl.envs import make_env
 
-    return make_env(meta["env"], meta["backend"], meta["episode_length"],
-                    **meta.get("env_kwargs", {}))
+    return make_env(
+        meta["env"], meta["backend"], meta["episode_length"], **meta.get("env_kwargs", {})
+    )
 
 
-def eval(  # noqa: A001 - the command's name
+def _episodes(env, spec, flat, keys, max_steps: int):
+    """(returns, lengths) of deterministic episodes of one policy, one per key."""
+    import jax
+
+    from aes_rl import evaluation
+
+    run = jax.vmap(lambda k: evaluation.episode_return(env, spec, flat, k, max_steps))
+    return jax.jit(run)(keys)
+
+
+def eval(  # the command's name shadows the builtin on purpose
     target: tyro.conf.Positional[Path],
     episodes: int = 10,
     seed: int = 0,
@@ -182,7 +212,7 @@ def eval(  # noqa: A001 - the command's name
     import jax.numpy as jnp
     import numpy as np
 
-    from aes_rl import checkpoint, evaluation, run
+    from aes_rl import checkpoint, run
 
     if episodes < 1:
         raise UsageError(f"episodes: must be >= 1, got {episodes}")
@@ -191,21 +221,22 @@ def eval(  # noqa: A001 - the command's name
     for path in files:
         spec, flat, meta = checkpoint.load_policy(path)
         env = _policy_env(meta)
-        one = jax.jit(jax.vmap(lambda k: evaluation.episode_return(
-            env, spec, jnp.asarray(flat), k, meta["episode_length"])))
-        rets, lengths = one(jax.random.split(jax.random.key(seed), episodes))
+        keys = jax.random.split(jax.random.key(seed), episodes)
+        rets, lengths = _episodes(env, spec, jnp.asarray(flat), keys, meta["episode_length"])
         rets = np.asarray(rets)
-        print(f"{path}: {meta['algo']} on {meta['env']} ({meta['backend']}): return "
-              f"{rets.mean():.2f} +- {rets.std():.2f} over {episodes} episodes "
-              f"(mean length {np.asarray(lengths).mean():.0f})")
+        print(
+            f"{path}: {meta['algo']} on {meta['env']} ({meta['backend']}): return "
+            f"{rets.mean():.2f} +- {rets.std():.2f} over {episodes} episodes "
+            f"(mean length {np.asarray(lengths).mean():.0f})"
+        )
 
 
 def render(
     target: tyro.conf.Positional[Path],
     out: Path = Path("replay.html"),
     seed: int = 0,
-    policy_seed: Optional[int] = None,
-    gif: Optional[Path] = None,
+    policy_seed: int | None = None,
+    gif: Path | None = None,
 ) -> None:
     """Write a self-contained, offline HTML replay of one deterministic policy episode.
 
@@ -230,11 +261,14 @@ def render(
             raise UsageError(f"policy_seed: no policy_seed{policy_seed}.npz in {target}")
     spec, flat, meta = checkpoint.load_policy(files[0])
     if meta["env"] in PROBE_ENVS:
-        raise UsageError(f"target: {meta['env']} is a pure-JAX probe env with no scene to "
-                         "render; render needs a Brax env")
+        raise UsageError(
+            f"target: {meta['env']} is a pure-JAX probe env with no scene to "
+            "render; render needs a Brax env"
+        )
     env = _policy_env(meta)
-    frames, ret, length = evaluation.episode_replay(env, spec, jnp.asarray(flat),
-                                                    jax.random.key(seed), meta["episode_length"])
+    frames, ret, length = evaluation.episode_replay(
+        env, spec, jnp.asarray(flat), jax.random.key(seed), meta["episode_length"]
+    )
     title = f"aes_rl {meta['algo']} {meta['env']} return {ret:.1f}"
     render_lib.write_html(out, env.sys, frames, title=title)
     print(f"wrote {out} ({length} steps, return {ret:.2f})")
@@ -278,8 +312,14 @@ def bench(quick: bool = False) -> None:
     raise SystemExit(subprocess.call(cmd, cwd=root))
 
 
-COMMANDS = {"train": train, "resume": resume, "eval": eval, "render": render, "plot": plot,
-            "bench": bench}
+COMMANDS = {
+    "train": train,
+    "resume": resume,
+    "eval": eval,
+    "render": render,
+    "plot": plot,
+    "bench": bench,
+}
 
 
 def _one_line(text: str) -> str:
@@ -299,9 +339,11 @@ def _one_line(text: str) -> str:
 
 def _deferred(fn):
     """Same signature and help as `fn`, but parsing returns a thunk instead of running it."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         return lambda: fn(*args, **kwargs)
+
     return wrapper
 
 
@@ -312,8 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = {name: _deferred(fn) for name, fn in COMMANDS.items()}
     try:
         with contextlib.redirect_stderr(err):
-            thunk = tyro.extras.subcommand_cli_from_dict(commands, args=argv, prog="aes-rl",
-                                                         description=__doc__.splitlines()[0])
+            thunk = tyro.extras.subcommand_cli_from_dict(
+                commands, args=argv, prog="aes-rl", description=__doc__.splitlines()[0]
+            )
     except SystemExit as exit_:
         if exit_.code not in (0, None) and err.getvalue().strip():
             _fail(_one_line(err.getvalue()))

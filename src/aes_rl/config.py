@@ -18,11 +18,30 @@ SYNC_ALGOS = ("p-cem-rl", "cem-rl")
 MEAN_RULES = ("fixed-linear", "fixed-sigmoid", "baseline-absolute", "baseline-relative")
 VAR_RULES = ("fixed", "adaptive")
 # Paper's mean_update_param P per environment (ALGORITHM.md section 3); probes use small P.
-MEAN_PARAM = {"halfcheetah": 2000.0, "hopper": 600.0, "walker2d": 800.0, "ant": 960.0,
-              "humanoid": 960.0, "swimmer": 48.0, "probe": 1.0, "countdown": 1.0}
+MEAN_PARAM = {
+    "halfcheetah": 2000.0,
+    "hopper": 600.0,
+    "walker2d": 800.0,
+    "ant": 960.0,
+    "humanoid": 960.0,
+    "swimmer": 48.0,
+    "probe": 1.0,
+    "countdown": 1.0,
+}
 # Fields that fix the compiled program's shapes: a resumed run may not change them.
-STRUCTURAL = ("algo", "env", "backend", "episode_length", "num_slots", "actor_hidden",
-              "critic_hidden", "buffer_size", "pop_size", "es", "env_kwargs")
+STRUCTURAL = (
+    "algo",
+    "env",
+    "backend",
+    "episode_length",
+    "num_slots",
+    "actor_hidden",
+    "critic_hidden",
+    "buffer_size",
+    "pop_size",
+    "es",
+    "env_kwargs",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +94,7 @@ class Config:
     def __post_init__(self):
         validate(self)
 
-    def replace(self, **changes) -> "Config":
+    def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -92,7 +111,7 @@ class Config:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_dict(cls, d: dict) -> Config:
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(known))
         if unknown:
@@ -116,11 +135,15 @@ def _check_types(cfg: Config) -> None:
         value = getattr(cfg, f.name)
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         if kind == "int":
-            _check(isinstance(value, int) and not isinstance(value, bool),
-                   f"{f.name}: expected an int, got {value!r}")
+            _check(
+                isinstance(value, int) and not isinstance(value, bool),
+                f"{f.name}: expected an int, got {value!r}",
+            )
         elif kind == "float":
-            _check(isinstance(value, (int, float)) and not isinstance(value, bool),
-                   f"{f.name}: expected a number, got {value!r}")
+            _check(
+                isinstance(value, (int, float)) and not isinstance(value, bool),
+                f"{f.name}: expected a number, got {value!r}",
+            )
         elif kind == "bool":
             _check(isinstance(value, bool), f"{f.name}: expected true/false, got {value!r}")
         elif kind == "str":
@@ -132,32 +155,61 @@ def validate(cfg: Config) -> None:
     _check_types(cfg)
     _check(cfg.algo in ALGOS, f"algo: unknown {cfg.algo!r}; allowed: {', '.join(ALGOS)}")
     _check(cfg.env in ENV_NAMES, f"env: unknown {cfg.env!r}; allowed: {', '.join(ENV_NAMES)}")
-    _check(cfg.backend in BACKENDS,
-           f"backend: unknown {cfg.backend!r}; allowed: {', '.join(BACKENDS)}")
-    _check(not (cfg.env == "swimmer" and cfg.backend != "generalized"),
-           "backend: swimmer exists only on 'generalized'")
-    _check(cfg.mean_rule in MEAN_RULES,
-           f"mean_rule: unknown {cfg.mean_rule!r}; allowed: {', '.join(MEAN_RULES)}")
-    _check(cfg.var_rule in VAR_RULES,
-           f"var_rule: unknown {cfg.var_rule!r}; allowed: {', '.join(VAR_RULES)}")
-    _check(cfg.es == "cem" or cfg.es.startswith("evosax:"),
-           f"es: unknown {cfg.es!r}; allowed: cem, evosax:<StrategyName>")
-    for name in ("episode_length", "num_slots", "buffer_size", "batch_size", "n_mean_evals",
-                 "actor_steps_per_tick", "critic_steps_per_tick", "rl_history", "pop_size",
-                 "policy_delay", "ticks_per_chunk", "warmup_steps", "rl_members"):
+    _check(
+        cfg.backend in BACKENDS, f"backend: unknown {cfg.backend!r}; allowed: {', '.join(BACKENDS)}"
+    )
+    _check(
+        not (cfg.env == "swimmer" and cfg.backend != "generalized"),
+        "backend: swimmer exists only on 'generalized'",
+    )
+    _check(
+        cfg.mean_rule in MEAN_RULES,
+        f"mean_rule: unknown {cfg.mean_rule!r}; allowed: {', '.join(MEAN_RULES)}",
+    )
+    _check(
+        cfg.var_rule in VAR_RULES,
+        f"var_rule: unknown {cfg.var_rule!r}; allowed: {', '.join(VAR_RULES)}",
+    )
+    _check(
+        cfg.es == "cem" or cfg.es.startswith("evosax:"),
+        f"es: unknown {cfg.es!r}; allowed: cem, evosax:<StrategyName>",
+    )
+    for name in (
+        "episode_length",
+        "num_slots",
+        "buffer_size",
+        "batch_size",
+        "n_mean_evals",
+        "actor_steps_per_tick",
+        "critic_steps_per_tick",
+        "rl_history",
+        "pop_size",
+        "policy_delay",
+        "ticks_per_chunk",
+        "warmup_steps",
+        "rl_members",
+    ):
         low = 0 if name in ("n_mean_evals", "warmup_steps", "rl_members") else 1
         _check(getattr(cfg, name) >= low, f"{name}: must be >= {low}, got {getattr(cfg, name)}")
     for name in ("mean_param", "var_init", "var_min", "critic_lr", "actor_lr", "fixed_n"):
         _check(getattr(cfg, name) > 0, f"{name}: must be > 0, got {getattr(cfg, name)}")
     _check(0.0 <= cfg.rho <= 1.0, f"rho: must be in [0, 1], got {cfg.rho}")
-    _check(len(cfg.actor_hidden) > 0 and all(h > 0 for h in cfg.actor_hidden),
-           f"actor_hidden: must be positive layer widths, got {cfg.actor_hidden}")
-    _check(len(cfg.critic_hidden) > 0 and all(h > 0 for h in cfg.critic_hidden),
-           f"critic_hidden: must be positive layer widths, got {cfg.critic_hidden}")
-    _check(cfg.pop_size % 2 == 0 and cfg.rl_members <= cfg.pop_size,
-           f"pop_size: must be even and >= rl_members, got {cfg.pop_size}, {cfg.rl_members}")
-    _check(cfg.algo != "cem-rl" or cfg.num_slots == 1,
-           "num_slots: cem-rl is the one-slot synchronous baseline; use p-cem-rl for W > 1")
+    _check(
+        len(cfg.actor_hidden) > 0 and all(h > 0 for h in cfg.actor_hidden),
+        f"actor_hidden: must be positive layer widths, got {cfg.actor_hidden}",
+    )
+    _check(
+        len(cfg.critic_hidden) > 0 and all(h > 0 for h in cfg.critic_hidden),
+        f"critic_hidden: must be positive layer widths, got {cfg.critic_hidden}",
+    )
+    _check(
+        cfg.pop_size % 2 == 0 and cfg.rl_members <= cfg.pop_size,
+        f"pop_size: must be even and >= rl_members, got {cfg.pop_size}, {cfg.rl_members}",
+    )
+    _check(
+        cfg.algo != "cem-rl" or cfg.num_slots == 1,
+        "num_slots: cem-rl is the one-slot synchronous baseline; use p-cem-rl for W > 1",
+    )
 
 
 def preset(env: str, algo: str = "aes-rl", **overrides) -> Config:
@@ -166,15 +218,22 @@ def preset(env: str, algo: str = "aes-rl", **overrides) -> Config:
         raise ValueError(f"env: unknown {env!r}; allowed: {', '.join(ENV_NAMES)}")
     base: dict[str, Any] = dict(algo=algo, env=env, mean_param=MEAN_PARAM[env])
     if env == "humanoid":
-        base.update(actor_hidden=(256, 256), critic_hidden=(256, 256), critic_lr=3e-4,
-                    actor_lr=3e-4)
+        base.update(
+            actor_hidden=(256, 256), critic_hidden=(256, 256), critic_lr=3e-4, actor_lr=3e-4
+        )
     if env == "swimmer":
         base.update(backend="generalized", rho=0.1)
     if algo in ("td3", "cem-rl", "p-cem-rl"):
         base.update(buffer_size=1_000_000)
     if algo == "td3":
-        base.update(actor_hidden=(256, 256), critic_hidden=(256, 256), actor_lr=3e-4,
-                    critic_lr=3e-4, num_slots=1, critic_steps_per_tick=1)
+        base.update(
+            actor_hidden=(256, 256),
+            critic_hidden=(256, 256),
+            actor_lr=3e-4,
+            critic_lr=3e-4,
+            num_slots=1,
+            critic_steps_per_tick=1,
+        )
     if algo in ("cem-rl", "p-cem-rl"):
         base.update(batch_size=100)
     if algo == "cem-rl":

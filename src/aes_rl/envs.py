@@ -40,6 +40,7 @@ _BACKENDS_OF = {name: BACKENDS for name in BRAX_ENVS} | {"swimmer": ("generalize
 
 def _strong(tree):
     """Make weakly typed leaves strong, so `jit(step)` does not compile twice."""
+
     def strong(x):
         if isinstance(x, (bool, int, float)):  # Python scalars (hopper's reward_healthy)
             x = jnp.asarray(x)
@@ -74,9 +75,7 @@ class TimeLimit(brax_base.Wrapper):
         return _strong(nstate)  # hopper's metrics["reward_healthy"] is a Python float
 
 
-def make_env(
-    name: str, backend: str = "spring", episode_length: int = 1000, **kwargs
-) -> TimeLimit:
+def make_env(name: str, backend: str = "spring", episode_length: int = 1000, **kwargs) -> TimeLimit:
     """Build an environment by name; probe envs ignore `backend`.
 
     Raises a one-line ValueError naming the allowed values for unknown names or backends.
@@ -144,9 +143,13 @@ class CountdownEnv(ProbeEnv):
     is the fraction of the episode left (1 after reset, 0 at the final step).
     """
 
-    def __init__(self, min_length: int = 5, max_length: int = 5, obs_dim: int = 3, act_dim: int = 2):
+    def __init__(
+        self, min_length: int = 5, max_length: int = 5, obs_dim: int = 3, act_dim: int = 2
+    ):
         if not 1 <= min_length <= max_length:
-            raise ValueError(f"min_length/max_length: need 1 <= min <= max, got {min_length}, {max_length}")
+            raise ValueError(
+                f"min_length/max_length: need 1 <= min <= max, got {min_length}, {max_length}"
+            )
         super().__init__(obs_dim, act_dim)
         self.min_length, self.max_length = min_length, max_length
 
@@ -166,4 +169,3 @@ class CountdownEnv(ProbeEnv):
 
 
 _PROBES = {"probe": ProbeEnv, "countdown": CountdownEnv}
-

@@ -17,8 +17,12 @@ def _scan_episode(env: TimeLimit, actor: ActorSpec, flat, key, max_steps: int, k
     def body(carry, _):
         state, ret, length, alive = carry
         nxt = env.step(state, actor.apply(flat, state.obs))
-        carry = (nxt, ret + alive * nxt.reward, length + alive.astype(jnp.int32),
-                 alive * (1.0 - nxt.done))
+        carry = (
+            nxt,
+            ret + alive * nxt.reward,
+            length + alive.astype(jnp.int32),
+            alive * (1.0 - nxt.done),
+        )
         return carry, (nxt.pipeline_state if keep_states else None)
 
     first = env.reset(key)

@@ -122,8 +122,9 @@ class Setup:
     @property
     def hp(self) -> td3.TD3HParams:
         c = self.cfg
-        return td3.TD3HParams(c.gamma, c.tau, c.policy_noise, c.noise_clip, c.critic_lr,
-                              c.actor_lr, c.expl_noise)
+        return td3.TD3HParams(
+            c.gamma, c.tau, c.policy_noise, c.noise_clip, c.critic_lr, c.actor_lr, c.expl_noise
+        )
 
 
 @functools.lru_cache(maxsize=32)
@@ -136,22 +137,29 @@ def build(cfg: Config) -> Setup:
 
 def _strategy(cfg: Config):
     if cfg.algo == "aes-rl":
-        params = AESParams(mean_rule=cfg.mean_rule, var_rule=cfg.var_rule,
-                           mean_param=cfg.mean_param, fixed_n=cfg.fixed_n,
-                           negative_ratio=cfg.negative_ratio, var_min=cfg.var_min)
+        params = AESParams(
+            mean_rule=cfg.mean_rule,
+            var_rule=cfg.var_rule,
+            mean_param=cfg.mean_param,
+            fixed_n=cfg.fixed_n,
+            negative_ratio=cfg.negative_ratio,
+            var_min=cfg.var_min,
+        )
         return strategies.aes_strategy(params, cfg.var_init)
     if cfg.algo == "acem-rl":
         from aes_rl.es.acem import ACEMParams
+
         return strategies.acem_strategy(ACEMParams(), cfg.var_init)
     if cfg.algo == "one-plus-one":
         from aes_rl.es.one_plus_one import OnePlusOneParams
-        return strategies.one_plus_one_strategy(OnePlusOneParams(var_min=cfg.var_min),
-                                                cfg.var_init)
+
+        return strategies.one_plus_one_strategy(OnePlusOneParams(var_min=cfg.var_min), cfg.var_init)
     if cfg.is_sync and cfg.es == "cem":
         return strategies.cem_strategy(CEMParams(pop_size=cfg.pop_size), cfg.var_init)
     if cfg.is_sync:
-        return strategies.evosax_strategy(cfg.es.split(":", 1)[1], cfg.pop_size,
-                                          sigma_init=float(cfg.var_init) ** 0.5)
+        return strategies.evosax_strategy(
+            cfg.es.split(":", 1)[1], cfg.pop_size, sigma_init=float(cfg.var_init) ** 0.5
+        )
     return None
 
 
@@ -160,17 +168,21 @@ def _strategy(cfg: Config):
 
 def tree_where(mask: jax.Array, new, old):
     """Per-slot select over a pytree whose leaves have a leading [W] axis."""
+
     def sel(a, b):
         m = mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim))
         return jnp.where(m, a, b)
+
     return jax.tree.map(sel, new, old)
 
 
 def _reset_envs(s: Setup, env: EnvState, mask: jax.Array, key: jax.Array) -> EnvState:
     """Fresh initial states (fresh keys) for the masked slots; skipped if none is masked."""
+
     def reset(e):
         fresh = jax.vmap(s.env.reset)(jax.random.split(key, mask.shape[0]))
         return tree_where(mask, fresh, e)
+
     return jax.lax.cond(jnp.any(mask), reset, lambda e: e, env)
 
 
@@ -213,18 +225,50 @@ def init(cfg: Config, key: jax.Array) -> TrainState:
         env = env.replace(info=dict(env.info, steps=offsets))
     z = functools.partial(jnp.zeros, (w,))
     slots = Slots(
-        phase=jnp.full((w,), WAIT, jnp.int32), counter=z(dtype=jnp.int32),
-        target=z(dtype=jnp.int32), params=jnp.tile(mu0, (w, 1)), x=jnp.tile(mu0, (w, 1)),
-        opt=jax.vmap(td3.actor_opt_init)(jnp.tile(mu0, (w, 1))), env=env, ep_ret=z(),
-        ep_len=z(dtype=jnp.int32), ret=z(), length=z(dtype=jnp.int32), eval_sum=z(),
-        eval_count=z(dtype=jnp.int32), is_rl=z(dtype=bool), random=z(dtype=bool),
-        member=z(dtype=jnp.int32))
-    i32 = lambda v=0: jnp.asarray(v, jnp.int32)  # noqa: E731
-    counters = Counters(i32(), i32(), i32(), i32(), i32(), i32(1), i32(1), i32(),
-                        jnp.zeros((cfg.rl_history,), jnp.int32), i32(), jnp.zeros(()))
+        phase=jnp.full((w,), WAIT, jnp.int32),
+        counter=z(dtype=jnp.int32),
+        target=z(dtype=jnp.int32),
+        params=jnp.tile(mu0, (w, 1)),
+        x=jnp.tile(mu0, (w, 1)),
+        opt=jax.vmap(td3.actor_opt_init)(jnp.tile(mu0, (w, 1))),
+        env=env,
+        ep_ret=z(),
+        ep_len=z(dtype=jnp.int32),
+        ret=z(),
+        length=z(dtype=jnp.int32),
+        eval_sum=z(),
+        eval_count=z(dtype=jnp.int32),
+        is_rl=z(dtype=bool),
+        random=z(dtype=bool),
+        member=z(dtype=jnp.int32),
+    )
+
+    def i32(v=0):
+        return jnp.asarray(v, jnp.int32)
+
+    counters = Counters(
+        i32(),
+        i32(),
+        i32(),
+        i32(),
+        i32(),
+        i32(1),
+        i32(1),
+        i32(),
+        jnp.zeros((cfg.rl_history,), jnp.int32),
+        i32(),
+        jnp.zeros(()),
+    )
     n = cfg.pop_size if cfg.is_sync else 1  # a dummy row: orbax cannot save empty arrays
-    gen = Generation(jnp.zeros((n, d)), jnp.zeros((n,)), jnp.zeros((n,), bool),
-                     jnp.zeros((n,), bool), i32(), i32(), i32())
+    gen = Generation(
+        jnp.zeros((n, d)),
+        jnp.zeros((n,)),
+        jnp.zeros((n,), bool),
+        jnp.zeros((n,), bool),
+        i32(),
+        i32(),
+        i32(),
+    )
     buffer = replay.init(cfg.buffer_size, s.env.observation_size, s.env.action_size)
     state = TrainState(key, slots, es, learner, buffer, gen, counters)
     if cfg.is_sync:
@@ -267,8 +311,15 @@ def _new_generation(s: Setup, state: TrainState, key: jax.Array) -> Generation:
     warm = state.counters.total_steps < cfg.warmup_steps
     rl = (jnp.arange(cfg.pop_size) < cfg.rl_members) & ~warm & (gen.steps > 0)
     n = cfg.pop_size
-    return Generation(xs, jnp.zeros((n,)), jnp.zeros((n,), bool), rl, jnp.zeros((), jnp.int32),
-                      jnp.zeros((), jnp.int32), gen.steps)
+    return Generation(
+        xs,
+        jnp.zeros((n,)),
+        jnp.zeros((n,), bool),
+        rl,
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), jnp.int32),
+        gen.steps,
+    )
 
 
 def _draw_async(s: Setup, state: TrainState, free, key):
@@ -327,7 +378,9 @@ def _assign_jobs(
         is_rl=jnp.where(free, rl, sl.is_rl),
         random=jnp.where(free, warm & ~rl, sl.random),
         member=jnp.where(free, member, sl.member),
-        ep_ret=jnp.where(free, 0.0, sl.ep_ret), ep_len=jnp.where(free, 0, sl.ep_len))
+        ep_ret=jnp.where(free, 0.0, sl.ep_ret),
+        ep_len=jnp.where(free, 0, sl.ep_len),
+    )
     if reset_envs:  # at init the envs are fresh (and carry the staggered counters)
         sl = sl.replace(env=_reset_envs(s, sl.env, free & valid & ~rl, k_reset))
     return state.replace(slots=sl)
@@ -349,7 +402,8 @@ def _train_actors(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
         params, opt, counter = carry
         active = training & (counter < sl.target)
         obs = jax.vmap(lambda kk: replay.sample(state.buffer, kk, cfg.batch_size).obs)(
-            jax.random.split(k, w))
+            jax.random.split(k, w)
+        )
         new_p, new_o, _ = jax.vmap(update)(params, opt, obs)
         params = jnp.where(active[:, None], new_p, params)
         opt = tree_where(active, new_o, opt)
@@ -361,11 +415,16 @@ def _train_actors(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
         return params, opt, counter, jnp.sum(n)
 
     params, opt, counter, n = jax.lax.cond(
-        jnp.any(training), run, lambda a: a + (jnp.zeros((), jnp.int32),),
-        (sl.params, sl.opt, sl.counter))
+        jnp.any(training),
+        run,
+        lambda a: a + (jnp.zeros((), jnp.int32),),
+        (sl.params, sl.opt, sl.counter),
+    )
     c = state.counters
-    return state.replace(slots=sl.replace(params=params, opt=opt, counter=counter),
-                         counters=c.replace(actor_steps=c.actor_steps + n))
+    return state.replace(
+        slots=sl.replace(params=params, opt=opt, counter=counter),
+        counters=c.replace(actor_steps=c.actor_steps + n),
+    )
 
 
 def _act(s: Setup, state: TrainState, key: jax.Array) -> jax.Array:
@@ -391,16 +450,18 @@ def _step_envs(s: Setup, state: TrainState, key: jax.Array):
     rolling = sl.phase == ROLLOUT
     action = _act(s, state, key)
     nxt = jax.vmap(s.env.step)(sl.env, action)
-    trans = replay.Transition(sl.env.obs, action, nxt.reward, nxt.obs,
-                              1.0 - nxt.info["terminated"])
+    trans = replay.Transition(sl.env.obs, action, nxt.reward, nxt.obs, 1.0 - nxt.info["terminated"])
     buffer = replay.add(state.buffer, trans, rolling)
     n = jnp.sum(rolling.astype(jnp.int32))
-    sl = sl.replace(env=tree_where(acting, nxt, sl.env),
-                    ep_ret=jnp.where(acting, sl.ep_ret + nxt.reward, sl.ep_ret),
-                    ep_len=jnp.where(acting, sl.ep_len + 1, sl.ep_len))
+    sl = sl.replace(
+        env=tree_where(acting, nxt, sl.env),
+        ep_ret=jnp.where(acting, sl.ep_ret + nxt.reward, sl.ep_ret),
+        ep_len=jnp.where(acting, sl.ep_len + 1, sl.ep_len),
+    )
     done = acting & (nxt.done > 0)
-    state = state.replace(slots=sl, buffer=buffer,
-                          counters=c.replace(total_steps=c.total_steps + n))
+    state = state.replace(
+        slots=sl, buffer=buffer, counters=c.replace(total_steps=c.total_steps + n)
+    )
     return state, done
 
 
@@ -419,8 +480,9 @@ def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
             k_batch, k_noise = jax.random.split(k)
             batch = replay.sample(state.buffer, k_batch, cfg.batch_size)
             if cfg.algo == "td3":
-                return td3.td3_step(lrn, batch, k_noise, s.hp, s.actor, s.critic,
-                                    cfg.policy_delay)[0]
+                return td3.td3_step(lrn, batch, k_noise, s.hp, s.actor, s.critic, cfg.policy_delay)[
+                    0
+                ]
             lrn, _ = td3.critic_step(lrn, batch, target_policy, k_noise, s.hp, s.actor, s.critic)
             return td3.soft_update_critic(lrn, cfg.tau)
 
@@ -459,13 +521,19 @@ def _advance_phases(s: Setup, state: TrainState, done: jax.Array, key: jax.Array
         params=jnp.where(to_eval[:, None], mean[None, :], sl.params),
         ret=jnp.where(roll_done, sl.ep_ret, sl.ret),
         length=jnp.where(roll_done, sl.ep_len, sl.length),
-        eval_sum=eval_sum, eval_count=eval_count,
-        random=jnp.where(to_eval | train_done, False, sl.random))
+        eval_sum=eval_sum,
+        eval_count=eval_count,
+        random=jnp.where(to_eval | train_done, False, sl.random),
+    )
     restart = train_done | to_eval | (eval_done & ~arrived)
-    sl = sl.replace(ep_ret=jnp.where(restart, 0.0, sl.ep_ret),
-                    ep_len=jnp.where(restart, 0, sl.ep_len),
-                    env=_reset_envs(s, sl.env, restart, key))
-    mean_rets = eval_sum / jnp.maximum(eval_count, 1) if use_eval else jnp.full_like(eval_sum, c.f_mu)
+    sl = sl.replace(
+        ep_ret=jnp.where(restart, 0.0, sl.ep_ret),
+        ep_len=jnp.where(restart, 0, sl.ep_len),
+        env=_reset_envs(s, sl.env, restart, key),
+    )
+    mean_rets = (
+        eval_sum / jnp.maximum(eval_count, 1) if use_eval else jnp.full_like(eval_sum, c.f_mu)
+    )
     return state.replace(slots=sl, counters=c), arrived, mean_rets
 
 
@@ -481,10 +549,12 @@ def _tell(s: Setup, state: TrainState, arrived, mean_rets, key):
         return state.replace(es=es, counters=c), ps
     gen = state.gen
     idx = jnp.where(arrived, sl.member, cfg.pop_size)
-    gen = gen.replace(rets=gen.rets.at[idx].set(sl.ret, mode="drop"),
-                      xs=gen.xs.at[idx].set(sl.x, mode="drop"),
-                      done=gen.done.at[idx].set(True, mode="drop"),
-                      steps=gen.steps + jnp.sum(jnp.where(arrived, sl.length, 0)))
+    gen = gen.replace(
+        rets=gen.rets.at[idx].set(sl.ret, mode="drop"),
+        xs=gen.xs.at[idx].set(sl.x, mode="drop"),
+        done=gen.done.at[idx].set(True, mode="drop"),
+        steps=gen.steps + jnp.sum(jnp.where(arrived, sl.length, 0)),
+    )
     state = state.replace(gen=gen, counters=c.replace(arrivals=c.arrivals + n_arr))
 
     def barrier(st):
@@ -499,10 +569,13 @@ def _tell(s: Setup, state: TrainState, arrived, mean_rets, key):
 def _td3_arrivals(s: Setup, state: TrainState, done: jax.Array, key: jax.Array):
     """TD3: an episode end is an arrival (recorded for metrics); the slot starts a new one."""
     sl, c = state.slots, state.counters
-    sl = sl.replace(ret=jnp.where(done, sl.ep_ret, sl.ret),
-                    length=jnp.where(done, sl.ep_len, sl.length),
-                    ep_ret=jnp.where(done, 0.0, sl.ep_ret), ep_len=jnp.where(done, 0, sl.ep_len),
-                    env=_reset_envs(s, sl.env, done, key))
+    sl = sl.replace(
+        ret=jnp.where(done, sl.ep_ret, sl.ret),
+        length=jnp.where(done, sl.ep_len, sl.length),
+        ep_ret=jnp.where(done, 0.0, sl.ep_ret),
+        ep_len=jnp.where(done, 0, sl.ep_len),
+        env=_reset_envs(s, sl.env, done, key),
+    )
     c = c.replace(arrivals=c.arrivals + jnp.sum(done.astype(jnp.int32)))
     return state.replace(slots=sl, counters=c)
 
@@ -549,9 +622,11 @@ def make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int | None = None):
     n = num_ticks or cfg.ticks_per_chunk
     chunk = functools.partial(run_chunk, s, num_ticks=n)
     if num_seeds == 1:
+
         def one(state):
             out = chunk(jax.tree.map(lambda x: x[0], state))
             return jax.tree.map(lambda x: x[None], out)
+
         return jax.jit(one, donate_argnums=0)
     return jax.jit(jax.vmap(chunk), donate_argnums=0)
 
@@ -578,6 +653,7 @@ def make_evaluate(cfg: Config, num_episodes: int):
         return jax.vmap(jax.vmap(one, in_axes=(None, 0)))(flat, keys)
 
     return jax.jit(evaluate)
+
 
 def var_mean(cfg: Config, state: TrainState) -> jax.Array:
     """Mean of the ES variance per seed ([seeds]; zeros for td3, which has no ES)."""

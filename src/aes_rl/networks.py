@@ -8,7 +8,7 @@ structure and converts between the two views with `jax.flatten_util.ravel_pytree
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax

@@ -9,12 +9,24 @@ import numpy as np
 
 from aes_rl import run
 
-METRICS = ("eval_mean", "f_mu", "individual_mean", "individual_max", "utilisation", "var_mean",
-           "rl_share", "p_mean")
+METRICS = (
+    "eval_mean",
+    "f_mu",
+    "individual_mean",
+    "individual_max",
+    "utilisation",
+    "var_mean",
+    "rl_share",
+    "p_mean",
+)
 X_AXES = ("total_steps", "wall_time", "ticks")
-LABELS = {"eval_mean": "return of the mean policy (deterministic eval)",
-          "f_mu": "f_mu (mean fitness seen by the ES)", "total_steps": "counted env steps",
-          "wall_time": "wall-clock (s)", "ticks": "ticks"}
+LABELS = {
+    "eval_mean": "return of the mean policy (deterministic eval)",
+    "f_mu": "f_mu (mean fitness seen by the ES)",
+    "total_steps": "counted env steps",
+    "wall_time": "wall-clock (s)",
+    "ticks": "ticks",
+}
 
 
 def curves(run_dir: Path, metric: str = "eval_mean", x: str = "total_steps"):
@@ -38,8 +50,9 @@ def run_label(run_dir: Path) -> str:
         return Path(run_dir).name
 
 
-def plot_runs(run_dirs, out: Path, metric: str = "eval_mean", x: str = "total_steps",
-              title: str | None = None) -> Path:
+def plot_runs(
+    run_dirs, out: Path, metric: str = "eval_mean", x: str = "total_steps", title: str | None = None
+) -> Path:
     """Write a PNG with one curve per run directory (mean across seeds, min-max band)."""
     if metric not in METRICS:
         raise ValueError(f"metric: unknown {metric!r}; allowed: {', '.join(METRICS)}")
@@ -55,10 +68,9 @@ def plot_runs(run_dirs, out: Path, metric: str = "eval_mean", x: str = "total_st
         xs, ys = curves(Path(run_dir), metric, x)
         if xs.size == 0:
             raise ValueError(f"run_dirs: {run_dir} has no {metric} values to plot yet")
-        line, = ax.plot(xs, ys.mean(axis=0), label=run_label(Path(run_dir)))
+        (line,) = ax.plot(xs, ys.mean(axis=0), label=run_label(Path(run_dir)))
         if ys.shape[0] > 1:
-            ax.fill_between(xs, ys.min(axis=0), ys.max(axis=0), alpha=0.2,
-                            color=line.get_color())
+            ax.fill_between(xs, ys.min(axis=0), ys.max(axis=0), alpha=0.2, color=line.get_color())
     ax.set_xlabel(LABELS.get(x, x))
     ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_title(title or f"{metric} (mean over seeds, band: min-max)")

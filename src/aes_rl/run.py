@@ -35,10 +35,26 @@ import numpy as np
 from aes_rl import checkpoint, loop
 from aes_rl.config import STRUCTURAL, Config
 
-METRICS_FIELDS = ("chunk", "seed", "total_steps", "ticks", "wall_time", "arrivals",
-                  "chunk_arrivals", "individual_mean", "individual_max", "p_mean", "f_mu",
-                  "eval_mean", "eval_std", "rl_share", "critic_steps", "actor_steps", "var_mean",
-                  "utilisation")
+METRICS_FIELDS = (
+    "chunk",
+    "seed",
+    "total_steps",
+    "ticks",
+    "wall_time",
+    "arrivals",
+    "chunk_arrivals",
+    "individual_mean",
+    "individual_max",
+    "p_mean",
+    "f_mu",
+    "eval_mean",
+    "eval_std",
+    "rl_share",
+    "critic_steps",
+    "actor_steps",
+    "var_mean",
+    "utilisation",
+)
 ARRIVAL_FIELDS = ("chunk", "seed", "tick", "slot", "return", "length", "p", "is_rl")
 
 
@@ -81,8 +97,10 @@ def check_settings(cfg: Config, settings: RunSettings) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RunError(f"{name}: must be a positive int, got {value!r}")
     if settings.steps < cfg.warmup_steps:
-        raise RunError(f"steps: budget {settings.steps} is smaller than the warm-up "
-                       f"(warmup_steps={cfg.warmup_steps}); raise --steps or lower --warmup-steps")
+        raise RunError(
+            f"steps: budget {settings.steps} is smaller than the warm-up "
+            f"(warmup_steps={cfg.warmup_steps}); raise --steps or lower --warmup-steps"
+        )
     if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds):
         raise RunError(f"seeds: need one or more distinct seeds, got {settings.seeds}")
     if any(not isinstance(s, int) or s < 0 for s in settings.seeds):
@@ -127,8 +145,16 @@ def _write_json(path: Path, record: dict) -> None:
 # ------------------------------------------------------------------ metrics
 
 
-def chunk_rows(cfg: Config, state: loop.TrainState, m: loop.TickMetrics, chunk: int,
-               wall: float, seeds, evals: np.ndarray | None, ticks_before: np.ndarray):
+def chunk_rows(
+    cfg: Config,
+    state: loop.TrainState,
+    m: loop.TickMetrics,
+    chunk: int,
+    wall: float,
+    seeds,
+    evals: np.ndarray | None,
+    ticks_before: np.ndarray,
+):
     """Per-seed summary rows and per-arrival rows of one chunk (host side)."""
     c = jax.device_get(state.counters)
     m = jax.device_get(m)
@@ -139,23 +165,41 @@ def chunk_rows(cfg: Config, state: loop.TrainState, m: loop.TickMetrics, chunk: 
         rets, ps = m.ret[i][arrived], m.p[i][arrived]
         n_rl, n_es = int(c.n_rl[i]) - 1, int(c.n_es[i]) - 1
         ticks = int(c.ticks[i])
-        rows.append(dict(
-            chunk=chunk, seed=seed, total_steps=int(c.total_steps[i]), ticks=ticks,
-            wall_time=round(wall, 3), arrivals=int(c.arrivals[i]), chunk_arrivals=int(arrived.sum()),
-            individual_mean=float(rets.mean()) if rets.size else math.nan,
-            individual_max=float(rets.max()) if rets.size else math.nan,
-            p_mean=float(ps.mean()) if ps.size else math.nan, f_mu=float(c.f_mu[i]),
-            eval_mean=float(evals[i].mean()) if evals is not None else math.nan,
-            eval_std=float(evals[i].std()) if evals is not None else math.nan,
-            rl_share=n_rl / (n_rl + n_es) if n_rl + n_es > 0 else 0.0,
-            critic_steps=int(c.critic_steps[i]), actor_steps=int(c.actor_steps[i]),
-            var_mean=float(var_mean[i]),
-            utilisation=int(c.busy[i]) / max(1, cfg.num_slots * ticks)))
+        rows.append(
+            dict(
+                chunk=chunk,
+                seed=seed,
+                total_steps=int(c.total_steps[i]),
+                ticks=ticks,
+                wall_time=round(wall, 3),
+                arrivals=int(c.arrivals[i]),
+                chunk_arrivals=int(arrived.sum()),
+                individual_mean=float(rets.mean()) if rets.size else math.nan,
+                individual_max=float(rets.max()) if rets.size else math.nan,
+                p_mean=float(ps.mean()) if ps.size else math.nan,
+                f_mu=float(c.f_mu[i]),
+                eval_mean=float(evals[i].mean()) if evals is not None else math.nan,
+                eval_std=float(evals[i].std()) if evals is not None else math.nan,
+                rl_share=n_rl / (n_rl + n_es) if n_rl + n_es > 0 else 0.0,
+                critic_steps=int(c.critic_steps[i]),
+                actor_steps=int(c.actor_steps[i]),
+                var_mean=float(var_mean[i]),
+                utilisation=int(c.busy[i]) / max(1, cfg.num_slots * ticks),
+            )
+        )
         for t, w in zip(*np.nonzero(arrived)):
-            arrivals.append(dict(chunk=chunk, seed=seed, tick=int(ticks_before[i]) + int(t),
-                                 slot=int(w), **{"return": float(m.ret[i][t, w])},
-                                 length=int(m.length[i][t, w]), p=float(m.p[i][t, w]),
-                                 is_rl=int(m.is_rl[i][t, w])))
+            arrivals.append(
+                dict(
+                    chunk=chunk,
+                    seed=seed,
+                    tick=int(ticks_before[i]) + int(t),
+                    slot=int(w),
+                    **{"return": float(m.ret[i][t, w])},
+                    length=int(m.length[i][t, w]),
+                    p=float(m.p[i][t, w]),
+                    is_rl=int(m.is_rl[i][t, w]),
+                )
+            )
     return rows, arrivals
 
 
@@ -190,8 +234,10 @@ def read_metrics(run_dir: Path) -> list[dict]:
     if not path.exists():
         raise RunError(f"run_dir: {run_dir} has no metrics.csv")
     with path.open(newline="") as f:
-        return [{k: float(v) if k not in ("chunk", "seed") else int(v) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+        return [
+            {k: float(v) if k not in ("chunk", "seed") else int(v) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 class Progress:
@@ -215,11 +261,17 @@ class Progress:
         eta = max(0, self.total - steps) / rate if rate > 0 else math.inf
         bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
         eta_s = "?" if not math.isfinite(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
-        line = (f"[{bar}] {100 * frac:5.1f}% steps {steps}/{self.total} | "
-                f"{ticks_per_s:7.1f} ticks/s | f_mu {f_mu:9.2f} | eval {eval_mean:9.2f} | "
-                f"ETA {eta_s}")
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n",
-              file=sys.stderr, flush=True)
+        line = (
+            f"[{bar}] {100 * frac:5.1f}% steps {steps}/{self.total} | "
+            f"{ticks_per_s:7.1f} ticks/s | f_mu {f_mu:9.2f} | eval {eval_mean:9.2f} | "
+            f"ETA {eta_s}"
+        )
+        print(
+            ("\r" + line) if self.tty else line,
+            end="" if self.tty else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.enabled and self.tty:
@@ -240,12 +292,19 @@ class _Stop:
 
     def _handle(self, signum, frame):
         if self.requested:
-            print("\nsecond interrupt: exiting now (the last checkpoint is intact)",
-                  file=sys.stderr, flush=True)
+            print(
+                "\nsecond interrupt: exiting now (the last checkpoint is intact)",
+                file=sys.stderr,
+                flush=True,
+            )
             os._exit(130)
         self.requested = True
-        print("\ninterrupt: finishing this chunk, saving a checkpoint, then exiting "
-              "(interrupt again to exit at once)", file=sys.stderr, flush=True)
+        print(
+            "\ninterrupt: finishing this chunk, saving a checkpoint, then exiting "
+            "(interrupt again to exit at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -266,22 +325,29 @@ class RunResult:
 
 def _open_run(cfg: Config, settings: RunSettings, run_dir: Path):
     """New run: write config.json. Existing run: refuse structural changes, else continue."""
-    record = {"format_version": checkpoint.FORMAT_VERSION, "config": cfg.to_dict(),
-              "settings": settings.to_dict()}
+    record = {
+        "format_version": checkpoint.FORMAT_VERSION,
+        "config": cfg.to_dict(),
+        "settings": settings.to_dict(),
+    }
     if (run_dir / "config.json").exists():
         stored, stored_settings = read_run(run_dir)
         diff = structure_diff(stored, cfg)
         if tuple(stored_settings.seeds) != tuple(settings.seeds):
-            diff.append(f"seeds (stored {list(stored_settings.seeds)}, "
-                        f"requested {list(settings.seeds)})")
+            diff.append(
+                f"seeds (stored {list(stored_settings.seeds)}, requested {list(settings.seeds)})"
+            )
         if diff:
-            raise RunError(f"config: {run_dir} holds a run with a different structure: "
-                           + "; ".join(diff))
+            raise RunError(
+                f"config: {run_dir} holds a run with a different structure: " + "; ".join(diff)
+            )
         changed = [k for k, v in cfg.to_dict().items() if stored.to_dict()[k] != v]
         if changed:
-            warnings.warn(f"resume: hyper-parameters changed from the stored run: "
-                          f"{', '.join(changed)} (the continuation is not the same run)",
-                          stacklevel=3)
+            warnings.warn(
+                f"resume: hyper-parameters changed from the stored run: "
+                f"{', '.join(changed)} (the continuation is not the same run)",
+                stacklevel=3,
+            )
     _write_json(run_dir / "config.json", record)
 
 
@@ -299,10 +365,16 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
         chunk_i, state, meta = ckpt.restore_latest(state)
         wall = float(meta.get("wall_time", 0.0))
         if not meta.get("has_buffer"):
-            warnings.warn("resume: the replay buffer was not checkpointed; continuing with an "
-                          "empty buffer (the continuation is not the same run)", stacklevel=2)
-        print(f"resumed {run_dir} at chunk {chunk_i} "
-              f"({int(np.min(state.counters.total_steps))} counted steps)", file=sys.stderr)
+            warnings.warn(
+                "resume: the replay buffer was not checkpointed; continuing with an "
+                "empty buffer (the continuation is not the same run)",
+                stacklevel=2,
+            )
+        print(
+            f"resumed {run_dir} at chunk {chunk_i} "
+            f"({int(np.min(state.counters.total_steps))} counted steps)",
+            file=sys.stderr,
+        )
     metrics_log = CsvLog(run_dir / "metrics.csv", METRICS_FIELDS, chunk_i)
     arrivals_log = CsvLog(run_dir / "arrivals.csv", ARRIVAL_FIELDS, chunk_i)
     tb = _tensorboard(run_dir, seeds) if settings.tensorboard else None
@@ -325,16 +397,20 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
             if chunk_i % settings.eval_every == 0:
                 key = jax.random.fold_in(jax.random.key(12345), chunk_i)
                 evals = np.asarray(evaluate(loop.mean_params(cfg, state), key))
-            new_rows, arrivals = chunk_rows(cfg, state, m, chunk_i, wall, seeds, evals,
-                                            ticks_before)
+            new_rows, arrivals = chunk_rows(
+                cfg, state, m, chunk_i, wall, seeds, evals, ticks_before
+            )
             metrics_log.append(new_rows)
             arrivals_log.append(arrivals)
             rows.extend(new_rows)
             if tb is not None:
                 _tb_write(tb, new_rows, arrivals)
-            progress.update(min(r["total_steps"] for r in new_rows),
-                            cfg.ticks_per_chunk / max(dt, 1e-9), new_rows[0]["f_mu"],
-                            new_rows[0]["eval_mean"])
+            progress.update(
+                min(r["total_steps"] for r in new_rows),
+                cfg.ticks_per_chunk / max(dt, 1e-9),
+                new_rows[0]["f_mu"],
+                new_rows[0]["eval_mean"],
+            )
             finished = min(r["total_steps"] for r in new_rows) >= settings.steps
             limit = settings.max_chunks is not None and done_this_call >= settings.max_chunks
             interrupted = stop.requested or limit
@@ -351,8 +427,13 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
 
 
 def _save(ckpt, cfg: Config, state, chunk_i: int, wall: float, seeds, run_dir: Path) -> None:
-    meta = {"chunk": chunk_i, "wall_time": wall, "config": cfg.to_dict(), "seeds": list(seeds),
-            "total_steps": [int(x) for x in np.asarray(state.counters.total_steps)]}
+    meta = {
+        "chunk": chunk_i,
+        "wall_time": wall,
+        "config": cfg.to_dict(),
+        "seeds": list(seeds),
+        "total_steps": [int(x) for x in np.asarray(state.counters.total_steps)],
+    }
     ckpt.save(chunk_i, state, meta)
     means = np.asarray(loop.mean_params(cfg, state))
     for i, seed in enumerate(seeds):

@@ -106,7 +106,9 @@ def critic_step(
     y = td3_target(batch.reward, batch.not_done, q1n, q2n, hp.gamma)
     loss, grads = jax.value_and_grad(lambda p: critic_loss(critic, p, batch, y))(state.params)
     updates, opt_state = optax.adam(hp.critic_lr).update(grads, state.opt_state, state.params)
-    return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state), loss
+    return state.replace(
+        params=optax.apply_updates(state.params, updates), opt_state=opt_state
+    ), loss
 
 
 def soft_update_critic(state: CriticState, tau) -> CriticState:
@@ -128,7 +130,9 @@ def actor_step(
     critic: CriticSpec,
 ) -> tuple[jax.Array, optax.OptState, jax.Array]:
     """One actor-only Adam step on -mean Q1(s, pi(s)); the critic is not trained."""
-    loss, grad = jax.value_and_grad(lambda f: actor_loss(actor, critic, f, critic_params, obs))(flat)
+    loss, grad = jax.value_and_grad(lambda f: actor_loss(actor, critic, f, critic_params, obs))(
+        flat
+    )
     updates, opt_state = optax.adam(hp.actor_lr).update(grad, opt_state, flat)
     return flat + updates, opt_state, loss
 
@@ -136,8 +140,9 @@ def actor_step(
 def td3_init(key: jax.Array, actor: ActorSpec, critic: CriticSpec) -> TD3State:
     k_actor, k_critic = jax.random.split(key)
     flat = actor.init_flat(k_actor)
-    return TD3State(flat, flat, actor_opt_init(flat), critic_init(k_critic, critic),
-                    jnp.zeros((), jnp.int32))
+    return TD3State(
+        flat, flat, actor_opt_init(flat), critic_init(k_critic, critic), jnp.zeros((), jnp.int32)
+    )
 
 
 def td3_step(
@@ -163,8 +168,9 @@ def td3_step(
         return cs, flat, opt, jnp.zeros((), jnp.float32)
 
     do_actor = steps % policy_delay == 0
-    cstate, flat, opt, aloss = jax.lax.cond(do_actor, delayed, skip,
-                                            (cstate, state.actor, state.actor_opt))
+    cstate, flat, opt, aloss = jax.lax.cond(
+        do_actor, delayed, skip, (cstate, state.actor, state.actor_opt)
+    )
     target = jnp.where(do_actor, polyak(state.actor_target, flat, hp.tau), state.actor_target)
     new = TD3State(flat, target, opt, cstate, steps)
     return new, {"critic_loss": closs, "actor_loss": aloss}

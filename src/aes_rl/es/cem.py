@@ -71,7 +71,7 @@ def weights(n_parents: int) -> jax.Array:
 
 
 def ask(key: jax.Array, state: CEMState, params: CEMParams) -> jax.Array:
-    """Antithetic population [pop, d]: row 2i = mu + s eps_i, row 2i+1 = mu - s eps_i, s = sqrt(v)."""
+    """Antithetic population [pop, d]: rows 2i, 2i+1 = mu +- s eps_i with s = sqrt(v)."""
     half = params.pop_size // 2
     eps = jax.random.normal(key, (half, state.mean.shape[0]), state.mean.dtype)
     step = jnp.sqrt(state.var) * eps  # [half, d]
