@@ -596,7 +596,9 @@ def tick(s: Setup, state: TrainState, _=None) -> tuple[TrainState, TickMetrics]:
         state, arrived, mean_rets = _advance_phases(s, state, done, k_phase)
         state, ps = _tell(s, state, arrived, mean_rets, k_tell)
         free = arrived | (state.slots.phase == WAIT)
-        state = _assign_jobs(s, state, free, k_jobs)
+        state = jax.lax.cond(
+            jnp.any(free), lambda st: _assign_jobs(s, st, free, k_jobs), lambda st: st, state
+        )
     c = state.counters
     state = state.replace(counters=c.replace(ticks=c.ticks + 1, busy=c.busy + busy))
     sl = state.slots
