@@ -10,35 +10,33 @@ Every benchmark module does the same four things, in this order:
    `jax.block_until_ready`) and compiling them apart from their steady-state calls with
    `compile_jitted` (`jitted.lower(...).compile()`);
 4. `session.finish(title, tables, notes)` prints the tables and replaces its own section of
-   `benchmarks/RESULTS.md` (between `<!-- NAME:start -->` and `<!-- NAME:end -->`) with the
-   figures, the exact command, the machine, the library versions and the date.
+   `benchmarks/RESULTS.md` (between `<!-- NAME:start -->` and `<!-- NAME:end -->`; `NAME-quick`
+   for `--quick` runs) with the figures, the exact command, the machine, the library versions
+   and the date.
 """
 
 from __future__ import annotations
 
+import argparse
+import atexit
+import datetime
+import json
 import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before jaxlib loads: no XLA log noise
-
-import argparse  # noqa: E402
-import atexit  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
+import platform
+import resource
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import jax  # noqa: E402
+import jax
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "RESULTS.md"
@@ -46,8 +44,9 @@ RESULTS_HEADER = """# Benchmark results
 
 Each section below is written by one benchmark module (`python -m benchmarks.NAME`) and
 replaced whenever that benchmark runs again; the text between a section's markers is generated.
-Sections marked QUICK come from `--quick` smoke-test budgets: they show that the benchmark
-runs, not how fast or how well anything is.
+Sections marked QUICK come from `--quick` smoke-test budgets (they have their own markers,
+`NAME-quick`, so a smoke test never replaces a full run's figures): they show that the
+benchmark runs, not how fast or how well anything is.
 """
 # Set by the suite so a child's section can say it was run from the suite.
 SUITE_ENV = "AES_RL_BENCH_SUITE_CMD"
@@ -326,7 +325,7 @@ class Session:
                  "runs, they are not results.**\n\n" if self.args.quick else "")
         suite = os.environ.get(SUITE_ENV)
         lines = [
-            f"## {title}", "", quick.rstrip(), "" if quick else None,
+            f"## {title}", "", quick.rstrip() if quick else None, "" if quick else None,
             f"- Command: `{command_line('benchmarks.' + self.name)}`"
             + (f" (run by `{suite}`)" if suite else ""),
             f"- Date: {when}; benchmark wall-clock {time.time() - self.started:.0f} s",
@@ -342,9 +341,13 @@ class Session:
 
     def _compile_line(self) -> str:
         c = self.compile_log
-        return (f"{c.total_s:.1f} s in all ({c.compiles} XLA compiles: trace {c.trace_s:.1f} s, "
+        line = (f"{c.total_s:.1f} s in all ({c.compiles} XLA compiles: trace {c.trace_s:.1f} s, "
                 f"lower {c.lower_s:.1f} s, backend {c.backend_s:.1f} s); persistent cache "
                 f"'{self.cache}' with {c.cache_hits} hits and {c.cache_misses} misses")
+        if c.cache_hits:
+            line += (" (compile times below include loads from the persistent cache, which "
+                     "are faster than compiling; use `--cache fresh` for real compile times)")
+        return line
 
     def finish(self, title: str, tables: Sequence[str], notes: Sequence[str] = (),
                extra: dict | None = None) -> str:
@@ -356,8 +359,10 @@ class Session:
         body = "\n\n".join(parts) + "\n"
         print("\n" + body, flush=True)
         if not self.args.no_write:
-            write_section(self.name, body, self.args.results)
-            print(f"wrote section '{self.name}' of {self.args.results}", flush=True)
+            # Quick runs get their own section, so a smoke test never replaces real figures.
+            key = self.name + ("-quick" if self.args.quick else "")
+            write_section(key, body, self.args.results)
+            print(f"wrote section '{key}' of {self.args.results}", flush=True)
         if self.args.summary_json:
             summary = dict(name=self.name, wall_s=time.time() - self.started,
                            peak_rss_mib=peak_rss_mib(), compile=self.compile_log.as_dict(),
@@ -404,6 +409,7 @@ class LearningRun:
     wall_s: float  # whole call: init, compiles, chunks, evaluations, checkpoint
     chunk_wall_s: float  # sum of the chunk calls (the first one includes its compile)
     run_dir: str
+    final_returns: list[list[float]] = field(default_factory=list)  # [seed][episode], or []
 
     def seeds(self) -> list[int]:
         return sorted({r["seed"] for r in self.rows})
@@ -419,12 +425,14 @@ class LearningRun:
 
 
 def train_run(label: str, cfg, steps: int, seeds: Sequence[int], eval_episodes: int,
-              run_root: str | None) -> LearningRun:
+              run_root: str | None, final_episodes: int = 0) -> LearningRun:
     """One `run.train` in a fresh run directory under `run_root` (default: a /tmp dir).
 
     Checkpoints only at the end, without the replay buffer (the benchmark never resumes).
+    `final_episodes` > 0: afterwards, evaluate each seed's final policy (ES mean, TD3 actor) on
+    that many fresh deterministic episodes (a key unused by the per-chunk evaluations).
     """
-    from aes_rl import run
+    from aes_rl import loop, run
 
     root = Path(run_root) if run_root else Path(tempfile.gettempdir()) / "aes_rl_bench"
     root.mkdir(parents=True, exist_ok=True)
@@ -440,4 +448,9 @@ def train_run(label: str, cfg, steps: int, seeds: Sequence[int], eval_episodes: 
     rows = run.read_metrics(Path(run_dir))
     chunk_wall = max(r["wall_time"] for r in rows)
     log(f"  {label}: {result.chunks} chunks in {wall:.0f} s")
-    return LearningRun(label, rows, wall, chunk_wall, run_dir)
+    finals: list[list[float]] = []
+    if final_episodes > 0:
+        evaluate = loop.make_evaluate(cfg, final_episodes)
+        rets = evaluate(loop.mean_params(cfg, result.state), jax.random.key(987_654_321))
+        finals = [[float(x) for x in row] for row in jax.device_get(rets)]
+    return LearningRun(label, rows, wall, chunk_wall, run_dir, finals)

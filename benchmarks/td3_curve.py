@@ -8,13 +8,13 @@ writes the curve to `benchmarks/td3_hopper_curve.csv` (steps, eval_mean) and
 
 from __future__ import annotations
 
-import csv  # noqa: E402
-import math  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import csv
+import math
+import tempfile
+from pathlib import Path
 
-from aes_rl.config import preset  # noqa: E402
-from benchmarks import common  # first: sets the XLA log level before jax loads
+from aes_rl.config import preset
+from benchmarks import common
 
 NAME = "td3_curve"
 

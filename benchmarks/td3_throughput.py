@@ -15,12 +15,12 @@ Compile time is measured apart from the steady state (`jitted.lower(...).compile
 
 from __future__ import annotations
 
-import jax  # noqa: E402
+import jax
 
-from aes_rl import loop  # noqa: E402
-from aes_rl.config import preset  # noqa: E402
-from aes_rl.envs import make_env  # noqa: E402
-from benchmarks import common  # first: sets the XLA log level before jax loads
+from aes_rl import loop
+from aes_rl.config import preset
+from aes_rl.envs import make_env
+from benchmarks import common
 
 NAME = "td3_throughput"
 
@@ -88,7 +88,7 @@ def td3_loop_rates(name: str, backend: str, args) -> dict:
     compiled, compile_s = common.compile_jitted(loop.make_train_chunk(cfg, 1, args.ticks), state)
     while common.counters(state)["total_steps"] < cfg.warmup_steps + cfg.batch_size:
         state, _ = compiled(state)
-    state, _ = common.timed(compiled, state)  # one untimed steady-state chunk
+    (state, _), _ = common.timed(compiled, state)  # one untimed steady-state chunk
     before = common.counters(state)
     times = []
     for _ in range(args.repeats):
@@ -119,9 +119,11 @@ def main(argv=None) -> None:
             loop_rows.append([name, backend, "x".join(map(str, args.hidden)), t["compile_s"],
                               t["ms_per_tick"], t["env_rate"], t["update_rate"],
                               t["actor_rate"]])
-    raw = common.md_table(
-        ["env", "backend", "envs N", "compile s", "per call us", "per-call steps/s",
-         "scan compile s", f"scanned steps/s (K={args.scan_steps})"], raw_rows)
+    headers = ["env", "backend", "envs N", "compile s", "per call us", "per-call steps/s",
+               "scan compile s", f"scanned steps/s (K={args.scan_steps})"]
+    if args.scan_steps <= 0:  # no scanned measurement: drop its columns
+        headers, raw_rows = headers[:6], [row[:6] for row in raw_rows]
+    raw = common.md_table(headers, raw_rows)
     td3 = common.md_table(
         ["env", "backend", "nets", "compile s", "ms/tick", "env steps/s", "critic updates/s",
          "actor updates/s"], loop_rows)

@@ -1,0 +1,94 @@
+"""Slot scaling: throughput of the compiled loop as the number of worker slots W grows.
+
+AES-RL on hopper (spring) with W = 5, 16, 64 slots: counted env steps/s, ticks/s and wall-clock
+per tick, timed past the warm-up (compile time apart). Counted steps per tick grow with W (more
+slots roll out at once); a tick's cost grows with W too (every slot's env step, every training
+slot's actor steps are computed each tick), and this measures by how much.
+"""
+
+from __future__ import annotations
+
+from aes_rl import loop
+from aes_rl.config import preset
+from benchmarks import common
+
+NAME = "slots_scaling"
+
+
+def parse_args(argv=None):
+    p = common.parser(__doc__.splitlines()[0], measures_compile=True)
+    p.add_argument("--env", default="hopper")
+    p.add_argument("--backend", default="spring")
+    p.add_argument("--algo", default="aes-rl")
+    p.add_argument("--slots", nargs="+", type=int, default=[5, 16, 64])
+    p.add_argument("--hidden", type=common.hidden_arg, default=(64, 64))
+    p.add_argument("--ticks", type=int, default=500, help="ticks per timed chunk")
+    p.add_argument("--repeats", type=int, default=5, help="timed chunks")
+    p.add_argument("--warmup-steps", type=int, default=5_000)
+    p.add_argument("--settle-steps", type=int, default=5_000,
+                   help="counted steps past the warm-up before timing starts")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.slots, args.ticks, args.repeats = [5, 16], 100, 2
+        args.warmup_steps, args.settle_steps = 500, 300
+    return args
+
+
+def measure(w: int, args) -> dict:
+    cfg = preset(args.env, args.algo, backend=args.backend, num_slots=w,
+                 actor_hidden=args.hidden, critic_hidden=args.hidden,
+                 warmup_steps=args.warmup_steps, ticks_per_chunk=args.ticks)
+    state = loop.init_batch(cfg, (0,))
+    compiled, compile_s = common.compile_jitted(loop.make_train_chunk(cfg, 1, args.ticks), state)
+    while common.counters(state)["total_steps"] < cfg.warmup_steps + args.settle_steps:
+        state, _ = compiled(state)
+    before = common.counters(state)
+    times = []
+    for _ in range(args.repeats):
+        (state, _), dt = common.timed(compiled, state)
+        times.append(dt)
+    after = common.counters(state)
+    d = {k: after[k] - before[k] for k in after}
+    wall = sum(times)
+    return dict(compile_s=compile_s, steps_per_s=d["total_steps"] / wall,
+                ticks_per_s=d["ticks"] / wall,
+                ms_per_tick=1e3 * common.Stats.of(times).median / args.ticks,
+                steps_per_tick=d["total_steps"] / d["ticks"],
+                actor_per_s=d["actor_steps"] / wall, critic_per_s=d["critic_steps"] / wall,
+                utilisation=d["busy"] / (w * d["ticks"]), start_steps=before["total_steps"])
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    session = common.Session.start(NAME, args)
+    rows, base = [], None
+    for w in args.slots:
+        common.log(f"[{NAME}] W={w}")
+        r = measure(w, args)
+        base = base or r
+        rows.append([w, r["compile_s"], r["ms_per_tick"], r["ticks_per_s"], r["steps_per_tick"],
+                     r["steps_per_s"], r["steps_per_s"] / base["steps_per_s"],
+                     r["actor_per_s"], r["critic_per_s"], r["utilisation"],
+                     r["start_steps"]])
+    table = common.md_table(
+        ["W", "compile s", "ms / tick", "ticks / s", "counted steps / tick",
+         "counted steps / s", f"steps/s vs W={args.slots[0]}", "actor steps / s",
+         "critic steps / s", "utilisation", "timing from step"], rows)
+    notes = [
+        f"{args.algo} on {args.env} ({args.backend}), nets {args.hidden} (small nets for CPU), "
+        "paper hyper-parameters otherwise (5 mean-evaluation episodes per individual, "
+        "actor_steps_per_tick 10, critic_steps_per_tick 2, batch 256).",
+        f"Timed over {args.repeats} chunks of {args.ticks} ticks, starting "
+        f"{args.settle_steps} counted steps past a {args.warmup_steps}-step warm-up (so the "
+        "phase mix of RL training, rollouts and mean evaluations is under way); ms / tick is "
+        "the median chunk, the rates are totals over all timed chunks.",
+        "The phase mix, and so the cost of a tick, drifts as episodes lengthen during "
+        "learning: these are throughputs at the stated point of a run, not constants.",
+        "Counted steps exclude mean-evaluation episodes (uncounted env steps, which every "
+        "slot also runs) and the critic never takes more steps than counted env steps.",
+    ]
+    session.finish(f"Slot scaling ({args.algo}, {args.env} {args.backend})", [table], notes)
+
+
+if __name__ == "__main__":
+    main()
