@@ -386,6 +386,21 @@ def _assign_jobs(
     return state.replace(slots=sl)
 
 
+def _assign_if_free(s: Setup, state: TrainState, free: jax.Array, key: jax.Array) -> TrainState:
+    """`_assign_jobs` only in ticks where a slot is free; the cond carries only the parts it
+    changes (slots, counters, generation), never the replay buffer."""
+
+    def assign(parts):
+        slots, counters, gen = parts
+        st = state.replace(slots=slots, counters=counters, gen=gen)
+        st = _assign_jobs(s, st, free, key)
+        return st.slots, st.counters, st.gen
+
+    parts = (state.slots, state.counters, state.gen)
+    slots, counters, gen = jax.lax.cond(jnp.any(free), assign, lambda p: p, parts)
+    return state.replace(slots=slots, counters=counters, gen=gen)
+
+
 # ------------------------------------------------------------------ one tick
 
 
@@ -542,7 +557,12 @@ def _tell(s: Setup, state: TrainState, arrived, mean_rets, key):
     cfg, sl, c = s.cfg, state.slots, state.counters
     n_arr = jnp.sum(arrived.astype(jnp.int32))
     if cfg.is_async:
-        es, ps = s.strategy.tell_many(state.es, sl.x, sl.ret, mean_rets, arrived)
+        es, ps = jax.lax.cond(
+            n_arr > 0,
+            lambda e: s.strategy.tell_many(e, sl.x, sl.ret, mean_rets, arrived),
+            lambda e: (e, jnp.zeros(arrived.shape)),
+            state.es,
+        )
         last = jnp.max(jnp.where(arrived, jnp.arange(arrived.shape[0]), -1))
         f_mu = jnp.where(n_arr > 0, mean_rets[jnp.maximum(last, 0)], c.f_mu)
         c = c.replace(f_mu=f_mu, arrivals=c.arrivals + n_arr)
@@ -562,8 +582,14 @@ def _tell(s: Setup, state: TrainState, arrived, mean_rets, key):
         st = st.replace(es=es)
         return st.replace(gen=_new_generation(s, st, key))
 
-    state = jax.lax.cond(jnp.all(gen.done), barrier, lambda st: st, state)
-    return state, jnp.zeros(arrived.shape)
+    # Only the ES and the generation change at the barrier: the cond carries just those (not
+    # the replay buffer, which XLA might otherwise copy through the branches).
+    def barrier_parts(parts):
+        st = barrier(state.replace(es=parts[0], gen=parts[1]))
+        return st.es, st.gen
+
+    es, gen = jax.lax.cond(jnp.all(gen.done), barrier_parts, lambda p: p, (state.es, gen))
+    return state.replace(es=es, gen=gen), jnp.zeros(arrived.shape)
 
 
 def _td3_arrivals(s: Setup, state: TrainState, done: jax.Array, key: jax.Array):
@@ -596,9 +622,7 @@ def tick(s: Setup, state: TrainState, _=None) -> tuple[TrainState, TickMetrics]:
         state, arrived, mean_rets = _advance_phases(s, state, done, k_phase)
         state, ps = _tell(s, state, arrived, mean_rets, k_tell)
         free = arrived | (state.slots.phase == WAIT)
-        state = jax.lax.cond(
-            jnp.any(free), lambda st: _assign_jobs(s, st, free, k_jobs), lambda st: st, state
-        )
+        state = _assign_if_free(s, state, free, k_jobs)
     c = state.counters
     state = state.replace(counters=c.replace(ticks=c.ticks + 1, busy=c.busy + busy))
     sl = state.slots
