@@ -397,6 +397,16 @@ def counters(state) -> dict:
                                                "ticks", "busy", "arrivals")}
 
 
+def timed_chunks(compiled: Callable, state, repeats: int):
+    """Time `repeats` back-to-back chunks: (state, seconds per chunk, counters before, after)."""
+    before = counters(state)
+    times = []
+    for _ in range(repeats):
+        (state, _), dt = timed(compiled, state)
+        times.append(dt)
+    return state, times, before, counters(state)
+
+
 # ------------------------------------------------------------------ learning runs
 
 

@@ -183,12 +183,7 @@ def main(argv=None) -> None:
         state, _ = compiled(state)
     one = jax.tree.map(lambda x: x[0].copy(), state)  # unbatched copy: inputs of the parts
     mix_state = jax.tree.map(lambda x: x.copy(), one)
-    before = common.counters(state)
-    times = []
-    for _ in range(args.repeats):
-        (state, _), dt = common.timed(compiled, state)
-        times.append(dt)
-    after = common.counters(state)
+    state, times, before, after = common.timed_chunks(compiled, state, args.repeats)
     tick_s = common.Stats.of(times).median / args.ticks
     common.log(f"[{NAME}] tick {1e3 * tick_s:.3f} ms; measuring the tick's mix")
     mix = tick_mix(s, mix_state, args.ticks, args.repeats)

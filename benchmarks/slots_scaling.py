@@ -42,12 +42,7 @@ def measure(w: int, args) -> dict:
     compiled, compile_s = common.compile_jitted(loop.make_train_chunk(cfg, 1, args.ticks), state)
     while common.counters(state)["total_steps"] < cfg.warmup_steps + args.settle_steps:
         state, _ = compiled(state)
-    before = common.counters(state)
-    times = []
-    for _ in range(args.repeats):
-        (state, _), dt = common.timed(compiled, state)
-        times.append(dt)
-    after = common.counters(state)
+    state, times, before, after = common.timed_chunks(compiled, state, args.repeats)
     d = {k: after[k] - before[k] for k in after}
     wall = sum(times)
     return dict(compile_s=compile_s, steps_per_s=d["total_steps"] / wall,

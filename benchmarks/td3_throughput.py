@@ -89,12 +89,7 @@ def td3_loop_rates(name: str, backend: str, args) -> dict:
     while common.counters(state)["total_steps"] < cfg.warmup_steps + cfg.batch_size:
         state, _ = compiled(state)
     (state, _), _ = common.timed(compiled, state)  # one untimed steady-state chunk
-    before = common.counters(state)
-    times = []
-    for _ in range(args.repeats):
-        (state, _), dt = common.timed(compiled, state)
-        times.append(dt)
-    after = common.counters(state)
+    state, times, before, after = common.timed_chunks(compiled, state, args.repeats)
     total = sum(times)
     updates = after["critic_steps"] - before["critic_steps"]
     steps = after["total_steps"] - before["total_steps"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aes_rl import plot
 from aes_rl.config import MEAN_RULES, VAR_RULES, preset
-from experiments.common import add_common_args, run_one, table
+from experiments.common import add_common_args, run_one, table, write_report
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -55,10 +55,7 @@ def main(argv: list[str] | None = None) -> Path:
         f"\n![ablation]({args.env}.png)\n",
     ]
     plot.plot_runs(dirs, args.out_dir / f"{args.env}.png", title=f"{args.env}: AES-RL rules")
-    path = args.out_dir / "ablation.md"
-    path.write_text("\n".join(report))
-    print("\n".join(report))
-    return path
+    return write_report(args.out_dir / "ablation.md", report)
 
 
 if __name__ == "__main__":

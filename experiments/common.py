@@ -48,6 +48,13 @@ def run_one(cfg: Config, run_dir: Path, args) -> list[dict]:
     return list(final.values()) or out.rows
 
 
+def write_report(path: Path, report: list[str]) -> Path:
+    """Write the markdown report and echo it."""
+    path.write_text("\n".join(report))
+    print("\n".join(report))
+    return path
+
+
 def table(results: list[tuple[str, list[dict]]]) -> str:
     """Markdown: final return of the mean policy (mean +- std over seeds), steps, wall-clock."""
     lines = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aes_rl import plot
 from aes_rl.config import ALGOS, preset
-from experiments.common import add_common_args, run_one, table
+from experiments.common import add_common_args, run_one, table, write_report
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -54,10 +54,7 @@ def main(argv: list[str] | None = None) -> Path:
             dirs.append(run_dir)
         report += [f"## {env}\n", table(results), f"\n![{env}]({env}.png)\n"]
         plot.plot_runs(dirs, args.out_dir / f"{env}.png", title=f"{env}: return of the mean policy")
-    path = args.out_dir / "comparison.md"
-    path.write_text("\n".join(report))
-    print("\n".join(report))
-    return path
+    return write_report(args.out_dir / "comparison.md", report)
 
 
 if __name__ == "__main__":
