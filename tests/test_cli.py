@@ -54,13 +54,21 @@ def call(capsys, *argv):
     [
         (["train", "--algo", "foo"], "invalid choice 'foo' for argument '--algo'"),
         (["train", "--env", "cartpole"], "'--env'"),
-        (["train", "--num-slots", "-1"], "num_slots: must be >= 1"),
+        (["train", "--num-slots", "-1"], "num_slots: must be in [1, 2^31-1], got -1"),
         (["train", "--num-slots", "abc"], "--num-slots"),
         (["train", "--steps", "100"], "steps: budget 100 is smaller than the warm-up"),
         (["train", "--mean-rule", "best"], "mean_rule: unknown 'best'; allowed: fixed-linear"),
         (["train", "--backend", "bullet"], "'--backend'"),
         (["train", "--bogus", "3"], "Unrecognized options: --bogus"),
         (["train", "--env", "swimmer", "--backend", "spring"], "backend: swimmer exists only on"),
+        (["train", "--negative-ratio", "2"], "negative_ratio: must be in [0, 1], got 2.0"),
+        (["train", "--pop-control-k", "-1"], "pop_control_k: must be in [0, 1e+06]"),
+        (["train", "--fixed-n", "0.5"], "fixed_n: must be in [1, 1e+12], got 0.5"),
+        (["train", "--warmup-steps", "0"], "warmup_steps: must be in [1, 2^31-1], got 0"),
+        (["train", "--n-mean-evals", "0"], "n_mean_evals: aes-rl compares each return"),
+        (["train", "--algo", "p-cem-rl", "--es", "evosax:Foo"], "es: unknown 'evosax:Foo'"),
+        (["train", "--critic-lr", "nan"], "critic_lr: must be finite, got nan"),
+        (["train", "--keep", "0"], "keep: must be an int in [1, 2^31-1], got 0"),
         (["resume", "NOWHERE"], "holds no run (no config.json)"),
         (["eval", "NOWHERE"], "neither a policy file nor a run directory"),
     ],
@@ -116,6 +124,14 @@ def test_help_documents_every_option(capsys):
         "--tensorboard",
     ):
         assert option in out, option
+    assert "(default: None)" not in out and "None}" not in out
+    assert "--backend {generalized,positional,spring,mjx}" in out
+    assert "--mean-rule {fixed-linear,fixed-sigmoid,baseline-absolute,baseline-relative}" in out
+    text = " ".join(out.replace("│", " ").split())
+    # meaning, allowed range and the per-preset default of a hyper-parameter
+    assert "Gain k of the population control" in text and "Allowed: in [0, 1e+06]" in text
+    assert "(default: 200000; 1000000 for p-cem-rl, cem-rl, td3)" in text
+    assert "(default: halfcheetah 2000, hopper 600, walker2d 800" in text
     for command in ("resume", "eval", "render", "plot", "bench"):
         code, out, _ = call(capsys, command, "--help")
         assert code == 0 and "usage: aes-rl " + command in out
@@ -179,9 +195,11 @@ def test_progress_line_shows_steps_rate_f_mu_and_eta(capsys, tmp_path):
         str(tmp_path / "r"),
     )
     assert code == 0
-    line = err.strip().splitlines()[-1]
-    for part in ("steps 300/300", "ticks/s", "f_mu", "ETA"):
-        assert part in line
+    lines = err.strip().splitlines()
+    for part in ("steps 3", "/300", "ticks/s", "f_mu", "ETA"):
+        assert part in lines[-1]
+    assert "100.0%" in lines[-1]
+    assert "ETA ? (measuring)" in lines[0]  # the first chunk (compile) gives no rate sample
 
 
 def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path, capsys):

@@ -103,7 +103,7 @@ def test_one_slot_cem_rl_is_never_idle_and_sees_generations_of_ten():
 def test_critic_never_ahead_of_counted_steps_and_rl_share_converges_to_rho():
     for rho in (0.5, 0.2):
         cfg = probe_cfg(
-            num_slots=3, critic_steps_per_tick=8, rho=rho, actor_steps_per_tick=50, n_mean_evals=0
+            num_slots=3, critic_steps_per_tick=8, rho=rho, actor_steps_per_tick=50, n_mean_evals=1
         )
         state = loop.init_batch(cfg, [0])
         chunk = loop.make_train_chunk(cfg, 1, 100)
@@ -113,7 +113,7 @@ def test_critic_never_ahead_of_counted_steps_and_rl_share_converges_to_rho():
             assert int(c.critic_steps[0]) <= int(c.total_steps[0])
         assert int(c.critic_steps[0]) >= int(c.total_steps[0]) - 8  # it keeps up otherwise
         n_rl, n_es = int(c.n_rl[0]) - 1, int(c.n_es[0]) - 1
-        assert n_rl + n_es > 40
+        assert n_rl + n_es > 30
         assert abs(n_rl / (n_rl + n_es) - rho) < 0.05
 
 
@@ -188,6 +188,7 @@ def test_every_episode_starts_fresh_and_the_buffer_keeps_true_final_observations
     # countdown lengths are drawn at reset: a slot whose episodes all had the same length would
     # reveal a reused initial state (Brax's AutoResetWrapper trap).
     cfg = countdown_cfg(
+        "acem-rl",  # needs no mean fitness, so every rollout arrives at once
         env_kwargs=(("max_length", 9), ("min_length", 3)),
         episode_length=20,
         n_mean_evals=0,

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from aes_rl import loop, replay
 from aes_rl.config import Config
 from aes_rl.networks import ActorSpec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: counters of non-finite arrivals and transitions
 POLICY_FORMAT = "aes_rl.policy/1"
 
 # orbax logs every save at INFO/WARNING level; the driver prints its own one-line summaries.
@@ -76,6 +77,19 @@ class Checkpointer:
         path = self.directory / str(chunk) / "meta" / "metadata"
         return json.loads(path.read_text())
 
+    def _check_format(self, chunk: int) -> None:
+        """A checkpoint of another format version is refused at once, never set aside."""
+        try:
+            version = self.read_meta(chunk).get("format_version")
+        except (OSError, ValueError):
+            return  # unreadable metadata: restore_latest treats it as corrupt
+        if version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint: {self.directory} was written in format {version} by another "
+                f"aes_rl version; this one reads format {FORMAT_VERSION} (start a new run, or "
+                f"resume it with the aes_rl version that wrote it)"
+            )
+
     def restore(self, chunk: int, template: loop.TrainState) -> tuple[loop.TrainState, dict]:
         """Restore step `chunk` into the structure of `template` (a state of the same config)."""
         meta = self.read_meta(chunk)
@@ -93,15 +107,21 @@ class Checkpointer:
         buffer = out["buffer"] if meta.get("has_buffer") else template.buffer
         return _from_disk(state.replace(buffer=buffer)), meta
 
-    def restore_latest(self, template: loop.TrainState) -> tuple[int, loop.TrainState, dict]:
-        """The newest checkpoint that restores; corrupt ones are skipped with a warning."""
+    def restore_latest(
+        self, template: loop.TrainState, reject: Callable[[Any], str | None] | None = None
+    ) -> tuple[int, loop.TrainState, dict]:
+        """The newest checkpoint that restores; corrupt ones are skipped with a warning (and
+        moved aside), and so are states `reject(state)` gives a reason for (kept in place)."""
         steps = self.steps()
         if not steps:
             raise CheckpointError(f"resume: no checkpoint in {self.directory}")
+        self._check_format(steps[-1])
         bad = []
         for chunk in reversed(steps):
             try:
                 state, meta = self.restore(chunk, template)
+            except CheckpointError:
+                raise
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped
                 warnings.warn(
                     f"checkpoint {chunk} is corrupt or incomplete ({type(err).__name__}: "
@@ -109,6 +129,13 @@ class Checkpointer:
                     stacklevel=2,
                 )
                 bad.append(chunk)
+                continue
+            why = reject(state) if reject is not None else None
+            if why is not None:
+                warnings.warn(
+                    f"checkpoint {chunk} is not resumable ({why}); trying an older one",
+                    stacklevel=2,
+                )
                 continue
             self._set_aside(bad)
             return chunk, state, meta

@@ -23,32 +23,56 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tyro
 
-from aes_rl.config import ALGOS, Config, preset
+from aes_rl.config import ALGOS, FIELDS, Config, preset, preset_default_text
 from aes_rl.envs import BACKENDS, ENV_NAMES
 
 Algo = Literal[ALGOS]  # type: ignore[valid-type]
 EnvName = Literal[ENV_NAMES]  # type: ignore[valid-type]
-Backend = Literal[BACKENDS]  # type: ignore[valid-type]
+Backend = Annotated[
+    Literal[BACKENDS] | None,  # type: ignore[valid-type]
+    tyro.conf.arg(
+        metavar="{" + ",".join(BACKENDS) + "}",
+        help_behavior_hint=f"(default: {preset_default_text('backend')})",
+    ),
+]
 
 # Config fields the CLI sets through its own options, or that have no CLI form.
 _OWN = {"algo", "env", "backend", "env_kwargs"}
 
 
+def _override_type(f: dataclasses.Field):
+    """`X | None` (None: the preset's value), with help, choices and the per-preset default."""
+    spec = FIELDS[f.name]
+    if spec.choices is not None:  # a str checked by Config: its one-line error, no 'None' choice
+        kind = str
+        metavar = "{" + ",".join(spec.choices) + "}"
+    else:
+        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(f.type, tuple[int, ...])
+        metavar = {"int": "INT", "float": "FLOAT", "bool": "{True,False}", "str": "STR"}.get(
+            f.type, "INT [INT ...]"
+        )
+    text = spec.help
+    if spec.choices is None and f.type in ("int", "float"):
+        text += f" Allowed: {spec.range_text()}."
+    hint = f"(default: {preset_default_text(f.name)})"
+    arg = tyro.conf.arg(help=text, help_behavior_hint=hint, metavar=metavar)
+    return Annotated[kind | None, arg]
+
+
 def _overrides_class():
     """A dataclass with every other Config field as an optional override (default: preset)."""
-    fields = []
-    for f in dataclasses.fields(Config):
-        if f.name in _OWN:
-            continue
-        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(f.type, tuple[int, ...])
-        fields.append((f.name, kind | None, dataclasses.field(default=None)))
+    fields = [
+        (f.name, _override_type(f), dataclasses.field(default=None))
+        for f in dataclasses.fields(Config)
+        if f.name not in _OWN
+    ]
     return dataclasses.make_dataclass("Overrides", fields, frozen=True)
 
 
 Overrides = _overrides_class()
 Overrides.__doc__ = (
-    "Hyper-parameter overrides (default: the per-environment preset of "
-    "aes_rl.config.preset; see ALGORITHM.md for each)."
+    "Hyper-parameter overrides. Each default is the authors' per-algorithm, per-environment "
+    "preset (aes_rl.config.preset), shown as 'value; other value for algo/env'."
 )
 
 
@@ -67,11 +91,14 @@ def _fail(message: str) -> None:
 def train(
     algo: Algo = "aes-rl",
     env: EnvName = "hopper",
-    backend: Backend | None = None,
+    backend: Backend = None,
     steps: int = 100_000,
     seed: int = 0,
     num_seeds: int = 1,
-    run_dir: Path | None = None,
+    run_dir: Annotated[
+        Path | None,
+        tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: runs/ENV-ALGO-sSEED)"),
+    ] = None,
     eval_episodes: int = 5,
     eval_every: int = 1,
     save_every: int = 1,
@@ -79,6 +106,7 @@ def train(
     no_buffer: bool = False,
     tensorboard: bool = False,
     quiet: bool = False,
+    debug_nans: bool = False,
     overrides: Annotated[Overrides, tyro.conf.arg(name="")] = Overrides(),  # type: ignore
 ) -> None:
     """Train ALGO on ENV for STEPS counted env steps per seed; writes a run directory.
@@ -86,11 +114,11 @@ def train(
     Args:
         algo: Algorithm.
         env: Environment (probe and countdown are tiny pure-JAX test envs).
-        backend: Brax physics backend (default: spring; swimmer: generalized).
+        backend: Brax physics backend (each a different simulator: compare returns within one).
         steps: Budget in counted env steps per seed (individual rollouts only).
         seed: First seed.
         num_seeds: Seeds seed, seed+1, ... run vmapped in one compiled program.
-        run_dir: Run directory (default: runs/ENV-ALGO-sSEED). An existing run continues.
+        run_dir: Run directory. An existing run continues.
         eval_episodes: Deterministic episodes of the mean policy per evaluation.
         eval_every: Evaluate the mean policy every this many chunks.
         save_every: Checkpoint every this many chunks (and always at the end or on Ctrl-C).
@@ -98,6 +126,7 @@ def train(
         no_buffer: Leave the replay buffer out of checkpoints (smaller; resume is then inexact).
         tensorboard: Also write TensorBoard events (test/mean, train/individuals, train/p).
         quiet: No progress bar.
+        debug_nans: Turn on JAX's NaN checks (slow) to find the operation that makes a NaN.
     """
     from aes_rl import run
 
@@ -122,6 +151,7 @@ def train(
         save_buffer=not no_buffer,
         progress=not quiet,
         tensorboard=tensorboard,
+        debug_nans=debug_nans,
     )
     run.check_settings(cfg, settings)
     run.enable_compilation_cache()
@@ -149,21 +179,26 @@ def _summary(out) -> None:
 
 def resume(
     run_dir: tyro.conf.Positional[Path],
-    steps: int | None = None,
+    steps: Annotated[
+        int | None, tyro.conf.arg(metavar="INT", help_behavior_hint="(default: the stored one)")
+    ] = None,
     quiet: bool = False,
+    debug_nans: bool = False,
 ) -> None:
-    """Continue a run directory from its latest valid checkpoint, with its stored config.
+    """Continue a run directory from its latest valid (and finite) checkpoint, with its
+    stored config.
 
     Args:
         run_dir: The run directory.
-        steps: A new (larger) budget in counted steps per seed (default: the stored one).
+        steps: A new (larger) budget in counted steps per seed.
         quiet: No progress bar.
+        debug_nans: Turn on JAX's NaN checks (slow) to find the operation that makes a NaN.
     """
     from aes_rl import run
 
     run.read_run(run_dir)
     run.enable_compilation_cache()
-    _summary(run.resume(run_dir, steps=steps, progress=not quiet))
+    _summary(run.resume(run_dir, steps=steps, progress=not quiet, debug_nans=debug_nans))
 
 
 def _policy_files(target: Path) -> list[Path]:
@@ -364,9 +399,13 @@ def main(argv: list[str] | None = None) -> None:
         raise
     sys.stderr.write(err.getvalue())
     from aes_rl.checkpoint import CheckpointError
+    from aes_rl.run import EXIT_NONFINITE, NonFiniteError
 
     try:
         thunk()
+    except NonFiniteError as error:
+        print(f"aes-rl: stopped: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_NONFINITE) from None
     except (ValueError, CheckpointError) as error:
         if os.environ.get("AES_RL_DEBUG"):
             raise

@@ -8,9 +8,10 @@ cadence) are not here: they belong to the driver and the CLI.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
-from aes_rl.envs import BACKENDS, BRAX_ENVS, ENV_NAMES
+from aes_rl.envs import BACKENDS, BRAX_ENVS, ENV_NAMES, PROBE_ENVS
 
 ALGOS = ("aes-rl", "acem-rl", "one-plus-one", "p-cem-rl", "cem-rl", "td3")
 ASYNC_ALGOS = ("aes-rl", "acem-rl", "one-plus-one")
@@ -125,86 +126,219 @@ class Config:
         return cls(**d)
 
 
+INT_MAX = 2**31 - 1  # counters and sizes live in int32 arrays inside the compiled loop
+# evosax 0.3.2 distribution-based strategies the adapter supports (`aes_rl.es.strategies`).
+EVOSAX_STRATEGIES = (
+    "ARS",
+    "CMA_ES",
+    "DES",
+    "ESMC",
+    "HillClimbing",
+    "LES",
+    "Open_ES",
+    "PGPE",
+    "Rm_ES",
+    "Sep_CMA_ES",
+    "SimpleES",
+    "SNES",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """What a Config field means and which values it takes (validation and CLI help)."""
+
+    help: str
+    low: float | None = None  # inclusive bound, unless low_open
+    high: float | None = None  # inclusive bound, unless high_open
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def range_text(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            high = "2^31-1" if self.high == INT_MAX else f"{self.high:g}"
+            return f"in {left}{self.low:g}, {high}{right}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return "any value"
+
+
+FIELDS: dict[str, Field] = {
+    "algo": Field("Algorithm.", choices=ALGOS),
+    "env": Field(
+        "Environment (probe and countdown are tiny pure-JAX test envs).", choices=ENV_NAMES
+    ),
+    "backend": Field(
+        "Brax physics backend (a different simulator each: compare returns within one).",
+        choices=BACKENDS,
+    ),
+    "episode_length": Field("Episode time limit in env steps (paper: 1000).", 1, INT_MAX),
+    "env_kwargs": Field("Extra make_env keywords (probe envs' options)."),
+    "num_slots": Field("W worker slots, the paper's actor workers.", 1, INT_MAX),
+    "actor_hidden": Field("Actor hidden layer widths.", 1, INT_MAX),
+    "critic_hidden": Field("Twin-critic hidden layer widths.", 1, INT_MAX),
+    "buffer_size": Field("Replay buffer capacity in transitions.", 1, INT_MAX),
+    "batch_size": Field("TD3 minibatch size (<= buffer_size).", 1, INT_MAX),
+    "warmup_steps": Field(
+        "Counted steps of random-action ES rollouts before any RL job or critic step "
+        "(>= 1, so nothing samples an empty buffer).",
+        1,
+        INT_MAX,
+    ),
+    "n_mean_evals": Field(
+        "Mean-evaluation episodes per individual, giving f_mu (>= 1 for aes-rl and "
+        "one-plus-one, whose rules compare f with f_mu).",
+        0,
+        INT_MAX,
+    ),
+    "actor_steps_per_tick": Field(
+        "Actor-only TD3 steps a training slot takes per tick.", 1, INT_MAX
+    ),
+    "critic_steps_per_tick": Field(
+        "Shared-critic (TD3: joint) steps per tick, never ahead of counted steps.", 1, INT_MAX
+    ),
+    "rl_history": Field("B_a = sum of the last rl_history individual episode lengths.", 1, INT_MAX),
+    "rho": Field("Target RL share of the population control P_rl = 0.5 - k (r - rho).", 0, 1),
+    "pop_control_k": Field(
+        "Gain k of the population control (0: P_rl = 0.5; negative would reverse it).", 0, 1e6
+    ),
+    "stagger": Field("Stagger the slots' first episodes so arrivals spread out."),
+    "mean_rule": Field("AES-RL mean update rule for p.", choices=MEAN_RULES),
+    "var_rule": Field("AES-RL variance update rule (divisor n).", choices=VAR_RULES),
+    "mean_param": Field("P of the mean rule, in return units.", 0, 1e12, low_open=True),
+    "fixed_n": Field(
+        "Divisor n of the fixed variance rule (>= 1; below 1 the update overshoots).", 1, 1e12
+    ),
+    "negative_ratio": Field("fixed-linear: scale of p when f < f_mu.", 0, 1),
+    "var_init": Field("Initial ES variance v0 (a variance, not a std).", 0, 1e6, low_open=True),
+    "var_min": Field("Variance floor v_min (<= var_init).", 0, 1e6),
+    "es": Field(
+        "Generation ES of p-cem-rl/cem-rl: cem or evosax:NAME with NAME one of "
+        + ", ".join(EVOSAX_STRATEGIES)
+        + "."
+    ),
+    "pop_size": Field("Generation size of p-cem-rl/cem-rl (even: antithetic pairs).", 2, INT_MAX),
+    "rl_members": Field("RL members per generation (<= pop_size).", 0, INT_MAX),
+    "gamma": Field("TD3 discount.", 0, 1),
+    "tau": Field("Polyak rate of the target networks.", 0, 1, low_open=True),
+    "policy_noise": Field("Std of TD3's target-policy smoothing noise.", 0, 1e6),
+    "noise_clip": Field("Clip of the target-policy smoothing noise.", 0, 1e6),
+    "critic_lr": Field("Critic Adam learning rate.", 0, 1, low_open=True),
+    "actor_lr": Field("Actor Adam learning rate.", 0, 1, low_open=True),
+    "expl_noise": Field("TD3 baseline's exploration noise std, times max_action.", 0, 1e6),
+    "policy_delay": Field("TD3 baseline: critic steps per actor and target update.", 1, INT_MAX),
+    "ticks_per_chunk": Field(
+        "Ticks per compiled chunk (logging and checkpoint cadence).", 1, INT_MAX
+    ),
+}
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
 
 
-def _check_types(cfg: Config) -> None:
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        kind = f.type if isinstance(f.type, str) else f.type.__name__
-        if kind == "int":
-            _check(
-                isinstance(value, int) and not isinstance(value, bool),
-                f"{f.name}: expected an int, got {value!r}",
-            )
-        elif kind == "float":
-            _check(
-                isinstance(value, (int, float)) and not isinstance(value, bool),
-                f"{f.name}: expected a number, got {value!r}",
-            )
-        elif kind == "bool":
-            _check(isinstance(value, bool), f"{f.name}: expected true/false, got {value!r}")
-        elif kind == "str":
-            _check(isinstance(value, str), f"{f.name}: expected a string, got {value!r}")
+def _kind(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else f.type.__name__
 
 
-def validate(cfg: Config) -> None:
-    """Raise a one-line ValueError naming the first bad field and its allowed values."""
-    _check_types(cfg)
-    _check(cfg.algo in ALGOS, f"algo: unknown {cfg.algo!r}; allowed: {', '.join(ALGOS)}")
-    _check(cfg.env in ENV_NAMES, f"env: unknown {cfg.env!r}; allowed: {', '.join(ENV_NAMES)}")
+def _check_value(name: str, kind: str, value: Any) -> None:
+    """Type, finiteness and range of one field (the table FIELDS)."""
+    spec = FIELDS[name]
+    if kind == "bool":
+        _check(isinstance(value, bool), f"{name}: expected true/false, got {value!r}")
+        return
+    if kind == "str":
+        _check(isinstance(value, str), f"{name}: expected a string, got {value!r}")
+        if spec.choices is not None:
+            _check(
+                value in spec.choices,
+                f"{name}: unknown {value!r}; allowed: {', '.join(spec.choices)}",
+            )
+        return
+    if kind.startswith("tuple[int"):
+        _check(
+            isinstance(value, tuple) and len(value) > 0,
+            f"{name}: expected one or more layer widths, got {value!r}",
+        )
+        for v in value:
+            _check_value(name, "int", v)
+        return
+    if kind == "int":
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            f"{name}: expected an int, got {value!r}",
+        )
+    elif kind == "float":
+        _check(
+            isinstance(value, int | float) and not isinstance(value, bool),
+            f"{name}: expected a number, got {value!r}",
+        )
+        _check(math.isfinite(value), f"{name}: must be finite, got {value!r}")
+    else:
+        return
+    low_ok = spec.low is None or (value > spec.low if spec.low_open else value >= spec.low)
+    high_ok = spec.high is None or (value < spec.high if spec.high_open else value <= spec.high)
+    _check(low_ok and high_ok, f"{name}: must be {spec.range_text()}, got {value!r}")
+
+
+def _check_env_kwargs(cfg: Config) -> None:
+    """(name, value) pairs the env's constructor accepts: probe envs are built (cheap); Brax
+    envs are checked against their constructor's named options without building them."""
+    kwargs = cfg.env_kwargs
     _check(
-        cfg.backend in BACKENDS, f"backend: unknown {cfg.backend!r}; allowed: {', '.join(BACKENDS)}"
+        isinstance(kwargs, tuple)
+        and all(isinstance(kv, tuple) and len(kv) == 2 and isinstance(kv[0], str) for kv in kwargs),
+        f"env_kwargs: expected (name, value) pairs, got {kwargs!r}",
     )
+    allowed = env_options(cfg.env)
+    for key, _ in kwargs:
+        _check(
+            key in allowed,
+            f"env_kwargs: {cfg.env} has no option {key!r}; allowed: {', '.join(allowed)}",
+        )
+    if cfg.env in PROBE_ENVS:
+        from aes_rl.envs import make_env
+
+        try:
+            make_env(cfg.env, cfg.backend, cfg.episode_length, **dict(kwargs))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"env_kwargs: {str(err).splitlines()[0]}") from None
+
+
+def _check_relations(cfg: Config) -> None:
+    """Cross-field rules: each names the fields involved and what they must satisfy."""
     _check(
         not (cfg.env == "swimmer" and cfg.backend != "generalized"),
         "backend: swimmer exists only on 'generalized'",
     )
     _check(
-        cfg.mean_rule in MEAN_RULES,
-        f"mean_rule: unknown {cfg.mean_rule!r}; allowed: {', '.join(MEAN_RULES)}",
+        cfg.batch_size <= cfg.buffer_size,
+        f"batch_size: must be <= buffer_size ({cfg.buffer_size}), got {cfg.batch_size}",
     )
     _check(
-        cfg.var_rule in VAR_RULES,
-        f"var_rule: unknown {cfg.var_rule!r}; allowed: {', '.join(VAR_RULES)}",
+        cfg.var_min <= cfg.var_init,
+        f"var_min: must be <= var_init ({cfg.var_init:g}), got {cfg.var_min:g}",
     )
     _check(
-        cfg.es == "cem" or cfg.es.startswith("evosax:"),
-        f"es: unknown {cfg.es!r}; allowed: cem, evosax:<StrategyName>",
-    )
-    for name in (
-        "episode_length",
-        "num_slots",
-        "buffer_size",
-        "batch_size",
-        "n_mean_evals",
-        "actor_steps_per_tick",
-        "critic_steps_per_tick",
-        "rl_history",
-        "pop_size",
-        "policy_delay",
-        "ticks_per_chunk",
-        "warmup_steps",
-        "rl_members",
-    ):
-        low = 0 if name in ("n_mean_evals", "warmup_steps", "rl_members") else 1
-        _check(getattr(cfg, name) >= low, f"{name}: must be >= {low}, got {getattr(cfg, name)}")
-    for name in ("mean_param", "var_init", "var_min", "critic_lr", "actor_lr", "fixed_n"):
-        _check(getattr(cfg, name) > 0, f"{name}: must be > 0, got {getattr(cfg, name)}")
-    _check(0.0 <= cfg.rho <= 1.0, f"rho: must be in [0, 1], got {cfg.rho}")
-    _check(
-        len(cfg.actor_hidden) > 0 and all(h > 0 for h in cfg.actor_hidden),
-        f"actor_hidden: must be positive layer widths, got {cfg.actor_hidden}",
+        cfg.n_mean_evals >= 1 or cfg.algo not in ("aes-rl", "one-plus-one"),
+        f"n_mean_evals: {cfg.algo} compares each return with the mean fitness f_mu, "
+        f"so it needs >= 1 mean-evaluation episode, got {cfg.n_mean_evals}",
     )
     _check(
-        len(cfg.critic_hidden) > 0 and all(h > 0 for h in cfg.critic_hidden),
-        f"critic_hidden: must be positive layer widths, got {cfg.critic_hidden}",
+        cfg.es == "cem"
+        or (cfg.es.startswith("evosax:") and cfg.es.split(":", 1)[1] in EVOSAX_STRATEGIES),
+        f"es: unknown {cfg.es!r}; allowed: cem, "
+        + ", ".join("evosax:" + n for n in EVOSAX_STRATEGIES),
     )
+    _check(cfg.pop_size % 2 == 0, f"pop_size: must be even (antithetic pairs), got {cfg.pop_size}")
     _check(
-        cfg.pop_size % 2 == 0 and cfg.rl_members <= cfg.pop_size,
-        f"pop_size: must be even and >= rl_members, got {cfg.pop_size}, {cfg.rl_members}",
+        cfg.rl_members <= cfg.pop_size,
+        f"rl_members: must be <= pop_size ({cfg.pop_size}), got {cfg.rl_members}",
     )
     _check(
         cfg.algo != "cem-rl" or cfg.num_slots == 1,
@@ -212,17 +346,54 @@ def validate(cfg: Config) -> None:
     )
 
 
+def validate(cfg: Config) -> None:
+    """Raise a one-line ValueError naming the first bad field and its allowed values.
+
+    Every field: type, finiteness and range (the table FIELDS); then the relations between
+    fields. A Config that passes builds and runs; nothing is checked later inside the loop.
+    """
+    for f in dataclasses.fields(cfg):
+        if f.name != "env_kwargs":
+            _check_value(f.name, _kind(f), getattr(cfg, f.name))
+    _check_env_kwargs(cfg)
+    _check_relations(cfg)
+
+
+def env_options(env: str) -> tuple[str, ...]:
+    """The named keyword options of an env's constructor (Brax's `backend` is a Config field)."""
+    import inspect
+
+    if env in PROBE_ENVS:
+        from aes_rl.envs import _PROBES
+
+        cls = _PROBES[env]
+    else:
+        from brax import envs as brax_envs
+
+        cls = brax_envs._envs[env]
+    skip = ("self", "backend", "kwargs")
+    return tuple(p for p in inspect.signature(cls.__init__).parameters if p not in skip)
+
+
 def preset(env: str, algo: str = "aes-rl", **overrides) -> Config:
-    """The paper's hyper-parameters for `env` and `algo` (ALGORITHM.md), then `overrides`."""
+    """The authors' hyper-parameters for `env` and `algo` (their per-algorithm configs), then
+    `overrides`. Per-env exceptions apply only where the authors' config of that algorithm has
+    them: 256-256 nets and lr 3e-4 on humanoid for aes-rl (td3 has them everywhere); rho 0.1 on
+    swimmer for aes-rl. Batch 256 everywhere but cem-rl (100); buffer 2e5 for the
+    asynchronous algorithms, 1e6 for the others."""
     if env not in ENV_NAMES:
         raise ValueError(f"env: unknown {env!r}; allowed: {', '.join(ENV_NAMES)}")
+    if algo not in ALGOS:
+        raise ValueError(f"algo: unknown {algo!r}; allowed: {', '.join(ALGOS)}")
     base: dict[str, Any] = dict(algo=algo, env=env, mean_param=MEAN_PARAM[env])
-    if env == "humanoid":
+    if env == "humanoid" and algo == "aes-rl":
         base.update(
             actor_hidden=(256, 256), critic_hidden=(256, 256), critic_lr=3e-4, actor_lr=3e-4
         )
     if env == "swimmer":
-        base.update(backend="generalized", rho=0.1)
+        base.update(backend="generalized")
+        if algo == "aes-rl":
+            base.update(rho=0.1)
     if algo in ("td3", "cem-rl", "p-cem-rl"):
         base.update(buffer_size=1_000_000)
     if algo == "td3":
@@ -234,11 +405,41 @@ def preset(env: str, algo: str = "aes-rl", **overrides) -> Config:
             num_slots=1,
             critic_steps_per_tick=1,
         )
-    if algo in ("cem-rl", "p-cem-rl"):
-        base.update(batch_size=100)
     if algo == "cem-rl":
-        base.update(num_slots=1)
+        base.update(batch_size=100, num_slots=1)
     if env not in BRAX_ENVS:
         base.update(episode_length=50, warmup_steps=500, buffer_size=20_000)
     base.update(overrides)
     return Config(**base)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def preset_default_text(name: str) -> str:
+    """How `preset` sets field `name` across algorithms and Brax envs, for help texts:
+    "600" or "400 300; 256 256 for td3, humanoid (aes-rl)"."""
+    values = {(a, e): getattr(preset(e, a), name) for a in ALGOS for e in BRAX_ENVS}
+    counts: dict[Any, int] = {}
+    for v in values.values():
+        counts[v] = counts.get(v, 0) + 1
+    common = max(counts, key=lambda v: counts[v])
+    parts = []
+    for value in sorted(set(values.values()) - {common}, key=_fmt):
+        pairs = {k for k, v in values.items() if v == value}
+        algos = [a for a in ALGOS if all((a, e) in pairs for e in BRAX_ENVS)]
+        envs = [e for e in BRAX_ENVS if all((a, e) in pairs for a in ALGOS)]
+        rest = sorted((a, e) for a, e in pairs if a not in algos and e not in envs)
+        by_env: dict[str, list[str]] = {}
+        for a, e in rest:
+            by_env.setdefault(e, []).append(a)
+        where = algos + envs + [f"{e} ({'/'.join(a)})" for e, a in by_env.items()]
+        parts.append(f"{_fmt(value)} for {', '.join(where)}")
+    if name == "mean_param":  # one value per env: list them all
+        return ", ".join(f"{e} {_fmt(MEAN_PARAM[e])}" for e in BRAX_ENVS)
+    return "; ".join([_fmt(common)] + parts)

@@ -102,22 +102,36 @@ class ProbeEnv(brax_base.Env):
     obs ~ U(-1, 1)^obs_dim is redrawn every step independently of the action; reward is
     `-mean((a - a*)^2)`. Never terminates (only truncation). The optimal return is 0, a uniform
     random policy scores about -(1/3 + 1/12) per step.
+
+    Test hooks for the non-finite guard: `nan_prob` makes a whole episode's rewards NaN with
+    that probability (drawn at reset); `reward_scale` multiplies the reward (1e38 overflows).
     """
 
-    def __init__(self, obs_dim: int = 3, act_dim: int = 2):
+    def __init__(
+        self, obs_dim: int = 3, act_dim: int = 2, nan_prob: float = 0.0, reward_scale: float = 1.0
+    ):
+        if not (isinstance(obs_dim, int) and isinstance(act_dim, int) and 1 <= act_dim <= obs_dim):
+            raise ValueError(
+                f"obs_dim/act_dim: need 1 <= act_dim <= obs_dim, got {obs_dim}, {act_dim}"
+            )
+        if not 0.0 <= nan_prob <= 1.0:
+            raise ValueError(f"nan_prob: must be in [0, 1], got {nan_prob}")
         self._obs_dim, self._act_dim = obs_dim, act_dim
+        self.nan_prob, self.reward_scale = float(nan_prob), float(reward_scale)
 
     def _obs(self, key: jax.Array) -> jax.Array:
         return jax.random.uniform(key, (self._obs_dim,), jnp.float32, -1.0, 1.0)
 
     def reset(self, rng: jax.Array) -> State:
-        key, sub = jax.random.split(rng)
+        key, sub, k_nan = jax.random.split(rng, 3)
         zero = jnp.zeros((), jnp.float32)
-        return State(None, self._obs(sub), zero, zero, {}, {"key": key})
+        # nan_prob > 0: a test hook, a whole episode of NaN rewards with that probability.
+        poison = jnp.where(jax.random.uniform(k_nan) < self.nan_prob, jnp.nan, 0.0)
+        return State(None, self._obs(sub), zero, zero, {}, {"key": key, "poison": poison})
 
     def step(self, state: State, action: jax.Array) -> State:
         best = 0.5 * state.obs[: self._act_dim]
-        reward = -jnp.mean((action - best) ** 2)
+        reward = -self.reward_scale * jnp.mean((action - best) ** 2) + state.info["poison"]
         key, sub = jax.random.split(state.info["key"])
         info = dict(state.info, key=key)
         return state.replace(obs=self._obs(sub), reward=reward, done=jnp.zeros(()), info=info)
@@ -144,13 +158,19 @@ class CountdownEnv(ProbeEnv):
     """
 
     def __init__(
-        self, min_length: int = 5, max_length: int = 5, obs_dim: int = 3, act_dim: int = 2
+        self,
+        min_length: int = 5,
+        max_length: int = 5,
+        obs_dim: int = 3,
+        act_dim: int = 2,
+        nan_prob: float = 0.0,
+        reward_scale: float = 1.0,
     ):
         if not 1 <= min_length <= max_length:
             raise ValueError(
                 f"min_length/max_length: need 1 <= min <= max, got {min_length}, {max_length}"
             )
-        super().__init__(obs_dim, act_dim)
+        super().__init__(obs_dim, act_dim, nan_prob, reward_scale)
         self.min_length, self.max_length = min_length, max_length
 
     def reset(self, rng: jax.Array) -> State:

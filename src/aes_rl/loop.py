@@ -73,7 +73,9 @@ class Counters:
     arrivals: jax.Array  # [] i32
     lengths: jax.Array  # [rl_history] i32, ring of the last individual episode lengths
     lengths_seen: jax.Array  # [] i32, episodes pushed into the ring
-    f_mu: jax.Array  # [] f32, latest mean fitness
+    f_mu: jax.Array  # [] f32, latest mean fitness (of a told arrival: always finite)
+    nonfinite_arrivals: jax.Array  # [] i32, arrivals not told: non-finite return or f_mu
+    nonfinite_transitions: jax.Array  # [] i32, rollout transitions kept out of the buffer
 
 
 @struct.dataclass
@@ -105,7 +107,8 @@ class TickMetrics(NamedTuple):
     ret: jax.Array  # [W] f32
     length: jax.Array  # [W] i32
     p: jax.Array  # [W] f32
-    is_rl: jax.Array  # [W] bool
+    is_rl: jax.Array  # [W] bool, the ARRIVING member was an RL member (not the slot's next job)
+    told: jax.Array  # [W] bool, the arrival was told to the ES (finite return and f_mu)
     f_mu: jax.Array  # [] f32
 
 
@@ -258,6 +261,8 @@ def init(cfg: Config, key: jax.Array) -> TrainState:
         jnp.zeros((cfg.rl_history,), jnp.int32),
         i32(),
         jnp.zeros(()),
+        i32(),
+        i32(),
     )
     n = cfg.pop_size if cfg.is_sync else 1  # a dummy row: orbax cannot save empty arrays
     gen = Generation(
@@ -466,8 +471,12 @@ def _step_envs(s: Setup, state: TrainState, key: jax.Array):
     action = _act(s, state, key)
     nxt = jax.vmap(s.env.step)(sl.env, action)
     trans = replay.Transition(sl.env.obs, action, nxt.reward, nxt.obs, 1.0 - nxt.info["terminated"])
-    buffer = replay.add(state.buffer, trans, rolling)
+    finite = replay.finite_rows(trans)  # a non-finite transition never reaches the critic
+    buffer = replay.add(state.buffer, trans, rolling & finite)
     n = jnp.sum(rolling.astype(jnp.int32))
+    c = c.replace(
+        nonfinite_transitions=c.nonfinite_transitions + jnp.sum(rolling & ~finite, dtype=jnp.int32)
+    )
     sl = sl.replace(
         env=tree_where(acting, nxt, sl.env),
         ep_ret=jnp.where(acting, sl.ep_ret + nxt.reward, sl.ep_ret),
@@ -553,20 +562,27 @@ def _advance_phases(s: Setup, state: TrainState, done: jax.Array, key: jax.Array
 
 
 def _tell(s: Setup, state: TrainState, arrived, mean_rets, key):
-    """Tell arrivals to the ES (async: in slot order; sync: at the generation barrier)."""
+    """Tell arrivals to the ES (async: in slot order; sync: at the generation barrier).
+
+    Non-finite guard: an arrival whose return or mean fitness is not finite is not told (async)
+    or ranks below every finite member of its generation (sync); either way it is counted.
+    Returns (state, ps, told)."""
     cfg, sl, c = s.cfg, state.slots, state.counters
     n_arr = jnp.sum(arrived.astype(jnp.int32))
+    told = arrived & jnp.isfinite(sl.ret) & jnp.isfinite(mean_rets)
+    n_told = jnp.sum(told.astype(jnp.int32))
+    c = c.replace(nonfinite_arrivals=c.nonfinite_arrivals + n_arr - n_told)
     if cfg.is_async:
         es, ps = jax.lax.cond(
-            n_arr > 0,
-            lambda e: s.strategy.tell_many(e, sl.x, sl.ret, mean_rets, arrived),
+            n_told > 0,
+            lambda e: s.strategy.tell_many(e, sl.x, sl.ret, mean_rets, told),
             lambda e: (e, jnp.zeros(arrived.shape)),
             state.es,
         )
-        last = jnp.max(jnp.where(arrived, jnp.arange(arrived.shape[0]), -1))
-        f_mu = jnp.where(n_arr > 0, mean_rets[jnp.maximum(last, 0)], c.f_mu)
+        last = jnp.max(jnp.where(told, jnp.arange(arrived.shape[0]), -1))
+        f_mu = jnp.where(n_told > 0, mean_rets[jnp.maximum(last, 0)], c.f_mu)
         c = c.replace(f_mu=f_mu, arrivals=c.arrivals + n_arr)
-        return state.replace(es=es, counters=c), ps
+        return state.replace(es=es, counters=c), ps, told
     gen = state.gen
     idx = jnp.where(arrived, sl.member, cfg.pop_size)
     gen = gen.replace(
@@ -578,7 +594,11 @@ def _tell(s: Setup, state: TrainState, arrived, mean_rets, key):
     state = state.replace(gen=gen, counters=c.replace(arrivals=c.arrivals + n_arr))
 
     def barrier(st):
-        es = s.strategy.tell(st.es, st.gen.xs, st.gen.rets)
+        es = s.strategy.tell(st.es, st.gen.xs, _rank_last_if_nonfinite(st.gen.rets))
+        # A generation without one finite return leaves the ES as it was.
+        es = jax.tree.map(
+            lambda new, old: jnp.where(jnp.any(jnp.isfinite(st.gen.rets)), new, old), es, st.es
+        )
         st = st.replace(es=es)
         return st.replace(gen=_new_generation(s, st, key))
 
@@ -589,7 +609,14 @@ def _tell(s: Setup, state: TrainState, arrived, mean_rets, key):
         return st.es, st.gen
 
     es, gen = jax.lax.cond(jnp.all(gen.done), barrier_parts, lambda p: p, (state.es, gen))
-    return state.replace(es=es, gen=gen), jnp.zeros(arrived.shape)
+    return state.replace(es=es, gen=gen), jnp.zeros(arrived.shape), told
+
+
+def _rank_last_if_nonfinite(rets: jax.Array) -> jax.Array:
+    """Non-finite returns replaced by (lowest finite return - 1): they rank last, finitely."""
+    finite = jnp.isfinite(rets)
+    floor = jnp.min(jnp.where(finite, rets, jnp.inf))
+    return jnp.where(finite, rets, jnp.where(jnp.isfinite(floor), floor - 1.0, 0.0))
 
 
 def _td3_arrivals(s: Setup, state: TrainState, done: jax.Array, key: jax.Array):
@@ -617,16 +644,19 @@ def tick(s: Setup, state: TrainState, _=None) -> tuple[TrainState, TickMetrics]:
     state = _train_critic(s, state, k_critic)
     if s.cfg.algo == "td3":
         state = _td3_arrivals(s, state, done, k_phase)
-        arrived, ps = done, jnp.zeros(done.shape)
+        arrived, ps, told = done, jnp.zeros(done.shape), jnp.zeros_like(done)
+        arrived_rl = jnp.ones_like(done)  # every TD3 episode is its actor's
     else:
         state, arrived, mean_rets = _advance_phases(s, state, done, k_phase)
-        state, ps = _tell(s, state, arrived, mean_rets, k_tell)
+        state, ps, told = _tell(s, state, arrived, mean_rets, k_tell)
+        arrived_rl = state.slots.is_rl  # read before the slot draws its next job
         free = arrived | (state.slots.phase == WAIT)
         state = _assign_if_free(s, state, free, k_jobs)
     c = state.counters
     state = state.replace(counters=c.replace(ticks=c.ticks + 1, busy=c.busy + busy))
     sl = state.slots
-    return state, TickMetrics(arrived, sl.ret, sl.length, ps, sl.is_rl, state.counters.f_mu)
+    metrics = TickMetrics(arrived, sl.ret, sl.length, ps, arrived_rl, told, state.counters.f_mu)
+    return state, metrics
 
 
 # ------------------------------------------------------------------ compiled chunks
@@ -679,6 +709,40 @@ def make_evaluate(cfg: Config, num_episodes: int):
         return jax.vmap(jax.vmap(one, in_axes=(None, 0)))(flat, keys)
 
     return jax.jit(evaluate)
+
+
+FINITE_PARTS = ("ES state", "critic", "actors")
+
+
+def _finite_parts(s: Setup, state: TrainState) -> jax.Array:
+    """[3] bool: every float in the ES state (and f_mu), the critic, the actors is finite."""
+
+    def finite(tree) -> jax.Array:
+        leaves = [
+            jnp.all(jnp.isfinite(x))
+            for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.floating)
+        ]
+        return jnp.all(jnp.stack(leaves)) if leaves else jnp.ones((), bool)
+
+    if s.strategy is None:  # td3: the learner holds the critic and the actor
+        lrn = state.learner
+        parts = (jnp.ones((), bool), finite(lrn.critic), finite((lrn.actor, lrn.actor_target)))
+    else:
+        es = (state.es, state.counters.f_mu)
+        parts = (finite(es), finite(state.learner), finite((state.slots.params, state.slots.x)))
+    return jnp.stack(parts)
+
+
+@functools.lru_cache(maxsize=32)
+def _jit_finite(cfg: Config):
+    return jax.jit(jax.vmap(functools.partial(_finite_parts, build(cfg))))
+
+
+def nonfinite_parts(cfg: Config, state: TrainState) -> list[tuple[int, str]]:
+    """(seed index, part) for every part of a batched state holding a NaN or an inf."""
+    ok = jax.device_get(_jit_finite(cfg)(state))  # [seeds, 3]
+    return [(i, FINITE_PARTS[j]) for i, j in zip(*(~ok).nonzero())]
 
 
 def var_mean(cfg: Config, state: TrainState) -> jax.Array:

@@ -59,6 +59,16 @@ def add(buffer: ReplayBuffer, batch: Transition, mask: jax.Array) -> ReplayBuffe
     return ReplayBuffer(data, (buffer.ptr + count) % cap, jnp.minimum(buffer.size + count, cap))
 
 
+def finite_rows(batch: Transition) -> jax.Array:
+    """[n] bool: rows of `batch` ([n, ...]) whose every entry is finite."""
+
+    def row_ok(x):
+        return jnp.all(jnp.isfinite(x).reshape(x.shape[0], -1), axis=1)
+
+    oks = [row_ok(x) for x in batch]
+    return jnp.stack(oks).all(axis=0)
+
+
 def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Transition:
     """Uniform sample with replacement from the filled rows (the buffer must not be empty)."""
     idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))

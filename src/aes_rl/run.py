@@ -16,8 +16,10 @@ checkpoint stays valid: orbax renames a checkpoint into place only when it is co
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -31,6 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from aes_rl import checkpoint, loop
 from aes_rl.config import STRUCTURAL, Config
@@ -51,11 +54,15 @@ METRICS_FIELDS = (
     "eval_std",
     "rl_share",
     "critic_steps",
+    "critic_per_step",
     "actor_steps",
     "var_mean",
     "utilisation",
+    "nonfinite_arrivals",
+    "nonfinite_transitions",
 )
-ARRIVAL_FIELDS = ("chunk", "seed", "tick", "slot", "return", "length", "p", "is_rl")
+ARRIVAL_FIELDS = ("chunk", "seed", "tick", "slot", "return", "length", "p", "is_rl", "told")
+EXIT_NONFINITE = 3  # the CLI's exit status when the non-finite guard stops a run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +80,7 @@ class RunSettings:
     progress: bool = True
     tensorboard: bool = False
     max_chunks: int | None = None  # stop (and save) after this many chunks in this call
+    debug_nans: bool = False  # JAX's NaN checks (slow): find the operation that made a NaN
 
     def to_dict(self) -> dict:
         """What config.json stores: everything but the per-call `max_chunks`."""
@@ -81,6 +89,10 @@ class RunSettings:
 
 class RunError(ValueError):
     """A bad run request, reported before any work starts."""
+
+
+class NonFiniteError(RuntimeError):
+    """The training state went non-finite; the run stopped before saving it."""
 
 
 def enable_compilation_cache() -> None:
@@ -92,10 +104,15 @@ def enable_compilation_cache() -> None:
 
 def check_settings(cfg: Config, settings: RunSettings) -> None:
     """One-line errors naming the field, before anything is written."""
-    for name in ("steps", "eval_episodes", "eval_every", "save_every", "keep"):
+    for name in ("steps", "eval_episodes", "eval_every", "save_every", "keep", "max_chunks"):
         value = getattr(settings, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise RunError(f"{name}: must be a positive int, got {value!r}")
+        if name == "max_chunks" and value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**31 - 1:
+            raise RunError(f"{name}: must be an int in [1, 2^31-1], got {value!r}")
+    for name in ("save_buffer", "progress", "tensorboard", "debug_nans"):
+        if not isinstance(getattr(settings, name), bool):
+            raise RunError(f"{name}: expected true/false, got {getattr(settings, name)!r}")
     if settings.steps < cfg.warmup_steps:
         raise RunError(
             f"steps: budget {settings.steps} is smaller than the warm-up "
@@ -162,7 +179,8 @@ def chunk_rows(
     rows, arrivals = [], []
     for i, seed in enumerate(seeds):
         arrived = m.arrived[i]
-        rets, ps = m.ret[i][arrived], m.p[i][arrived]
+        finite = arrived & np.isfinite(m.ret[i])  # non-finite returns are counted apart
+        rets, ps = m.ret[i][finite], m.p[i][arrived]
         n_rl, n_es = int(c.n_rl[i]) - 1, int(c.n_es[i]) - 1
         ticks = int(c.ticks[i])
         rows.append(
@@ -182,9 +200,12 @@ def chunk_rows(
                 eval_std=float(evals[i].std()) if evals is not None else math.nan,
                 rl_share=n_rl / (n_rl + n_es) if n_rl + n_es > 0 else 0.0,
                 critic_steps=int(c.critic_steps[i]),
+                critic_per_step=critic_per_step(cfg, int(c.critic_steps[i]), int(c.total_steps[i])),
                 actor_steps=int(c.actor_steps[i]),
                 var_mean=float(var_mean[i]),
                 utilisation=int(c.busy[i]) / max(1, cfg.num_slots * ticks),
+                nonfinite_arrivals=int(c.nonfinite_arrivals[i]),
+                nonfinite_transitions=int(c.nonfinite_transitions[i]),
             )
         )
         for t, w in zip(*np.nonzero(arrived)):
@@ -198,9 +219,16 @@ def chunk_rows(
                     length=int(m.length[i][t, w]),
                     p=float(m.p[i][t, w]),
                     is_rl=int(m.is_rl[i][t, w]),
+                    told=int(m.told[i][t, w]),
                 )
             )
     return rows, arrivals
+
+
+def critic_per_step(cfg: Config, critic_steps: int, total_steps: int) -> float:
+    """Critic steps per counted step after warm-up (the critic never trains before it)."""
+    after = total_steps - cfg.warmup_steps
+    return round(critic_steps / after, 4) if after > 0 else 0.0
 
 
 class CsvLog:
@@ -241,41 +269,57 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 class Progress:
-    """A one-line progress display: counted steps, ticks/s, latest f_mu, ETA."""
+    """A tqdm bar over counted steps with an honest ETA.
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
+    The ETA is the remaining steps over the rate of the last `window` chunks that started past
+    the warm-up (random-action rollouts run at another speed) and were not this call's first
+    chunk (it includes compilation); before there is such a chunk it says why it has none.
+    Every update is a new line when stderr is not a terminal (logs, CI).
+    """
+
+    def __init__(self, total: int, warmup: int, enabled: bool, window: int = 5, clock=time.time):
+        self.total, self.warmup, self.enabled, self.clock = total, warmup, enabled, clock
         self.tty = sys.stderr.isatty()
-        self.start = time.time()
-        self.start_steps: int | None = None
+        self.rates: collections.deque = collections.deque(maxlen=window)  # (seconds, steps)
+        self.last: tuple[float, int] | None = None
+        self.bar = tqdm.tqdm(
+            total=total,
+            file=sys.stderr if self.tty else io.StringIO(),
+            disable=not enabled,
+            bar_format="{percentage:5.1f}%|{bar:24}| {desc}",
+            dynamic_ncols=True,
+            mininterval=0,
+        )
+
+    def eta(self, steps: int) -> str:
+        if self.rates:
+            seconds = sum(dt for dt, _ in self.rates)
+            rate = sum(n for _, n in self.rates) / max(seconds, 1e-9)
+            if rate > 0:
+                left = max(0, self.total - steps) / rate
+                return time.strftime("%H:%M:%S", time.gmtime(left))
+        return "? (warming up)" if steps < self.warmup else "? (measuring)"
 
     def update(self, steps: int, ticks_per_s: float, f_mu: float, eval_mean: float) -> None:
         if not self.enabled:
             return
-        if self.start_steps is None:
-            self.start_steps = steps
-            self.start = time.time()
-        frac = min(1.0, steps / self.total)
-        done = steps - self.start_steps
-        rate = done / max(time.time() - self.start, 1e-9)
-        eta = max(0, self.total - steps) / rate if rate > 0 else math.inf
-        bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
-        eta_s = "?" if not math.isfinite(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
-        line = (
-            f"[{bar}] {100 * frac:5.1f}% steps {steps}/{self.total} | "
-            f"{ticks_per_s:7.1f} ticks/s | f_mu {f_mu:9.2f} | eval {eval_mean:9.2f} | "
-            f"ETA {eta_s}"
+        now = self.clock()
+        if self.last is not None and self.last[1] >= self.warmup:
+            self.rates.append((now - self.last[0], steps - self.last[1]))
+        # The first update of a call closes a chunk that started at the call's start (compile).
+        self.last = (now, steps)
+        self.bar.n = min(steps, self.total)
+        self.bar.set_description_str(
+            f"steps {steps}/{self.total} | {ticks_per_s:7.1f} ticks/s | f_mu {f_mu:9.2f} | "
+            f"eval {eval_mean:9.2f} | ETA {self.eta(steps)}",
+            refresh=self.tty,
         )
-        print(
-            ("\r" + line) if self.tty else line,
-            end="" if self.tty else "\n",
-            file=sys.stderr,
-            flush=True,
-        )
+        if not self.tty:
+            print(str(self.bar), file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            print(file=sys.stderr)
+        if self.enabled:
+            self.bar.close()
 
 
 class _Stop:
@@ -352,17 +396,23 @@ def _open_run(cfg: Config, settings: RunSettings, run_dir: Path):
 
 
 def train(cfg: Config, settings: RunSettings) -> RunResult:
-    """Run (or continue) `cfg` in `settings.run_dir` until the step budget is spent."""
+    """Run (or continue) `cfg` in `settings.run_dir` until the step budget is spent.
+
+    Raises NonFiniteError (nothing of the bad chunk saved or logged) if the ES state, the
+    critic or the actors hold a NaN or an inf after a chunk.
+    """
     run_dir = Path(settings.run_dir)
     check_settings(cfg, settings)
     check_writable(run_dir)
     _open_run(cfg, settings, run_dir)
+    if settings.debug_nans:
+        jax.config.update("jax_debug_nans", True)
     seeds = tuple(settings.seeds)
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", settings.keep, settings.save_buffer)
     state = loop.init_batch(cfg, seeds)
     chunk_i, wall = 0, 0.0
     if ckpt.steps():
-        chunk_i, state, meta = ckpt.restore_latest(state)
+        chunk_i, state, meta = ckpt.restore_latest(state, reject=_nonfinite_reason(cfg))
         wall = float(meta.get("wall_time", 0.0))
         if not meta.get("has_buffer"):
             warnings.warn(
@@ -378,14 +428,29 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
     metrics_log = CsvLog(run_dir / "metrics.csv", METRICS_FIELDS, chunk_i)
     arrivals_log = CsvLog(run_dir / "arrivals.csv", ARRIVAL_FIELDS, chunk_i)
     tb = _tensorboard(run_dir, seeds) if settings.tensorboard else None
+    progress = Progress(settings.steps, cfg.warmup_steps, settings.progress)
+    try:
+        return _drive(
+            cfg, settings, state, chunk_i, wall, ckpt, metrics_log, arrivals_log, tb, progress
+        )
+    finally:
+        progress.close()
+        ckpt.close()
+        for writer in (tb or {}).values():
+            writer.close()
+
+
+def _drive(cfg, settings, state, chunk_i, wall, ckpt, metrics_log, arrivals_log, tb, progress):
+    """The chunk loop of `train`: run, check, log, save, until the budget or a stop."""
+    run_dir, seeds = Path(settings.run_dir), tuple(settings.seeds)
     train_chunk = loop.make_train_chunk(cfg, len(seeds))
     evaluate = loop.make_evaluate(cfg, settings.eval_episodes)
-    progress = Progress(settings.steps, settings.progress)
     rows: list[dict] = []
     done_this_call, interrupted = 0, False
     with _Stop() as stop:
         while int(np.min(jax.device_get(state.counters.total_steps))) < settings.steps:
             ticks_before = np.asarray(state.counters.ticks)
+            untold_before = np.asarray(state.counters.nonfinite_arrivals)
             t0 = time.time()
             state, m = train_chunk(state)
             jax.block_until_ready(state)
@@ -393,6 +458,7 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
             wall += dt
             chunk_i += 1
             done_this_call += 1
+            _stop_if_nonfinite(cfg, state, chunk_i, seeds, ckpt)
             evals = None
             if chunk_i % settings.eval_every == 0:
                 key = jax.random.fold_in(jax.random.key(12345), chunk_i)
@@ -403,6 +469,7 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
             metrics_log.append(new_rows)
             arrivals_log.append(arrivals)
             rows.extend(new_rows)
+            _warn_untold(new_rows, untold_before)
             if tb is not None:
                 _tb_write(tb, new_rows, arrivals)
             progress.update(
@@ -418,12 +485,47 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
                 _save(ckpt, cfg, state, chunk_i, wall, seeds, run_dir)
             if interrupted:
                 break
-    progress.close()
-    ckpt.close()
-    if tb is not None:
-        for writer in tb.values():
-            writer.close()
     return RunResult(state, chunk_i, rows, interrupted, run_dir)
+
+
+def _nonfinite_reason(cfg: Config):
+    """For restore: why a restored state may not be resumed from (None: it may)."""
+
+    def reason(state) -> str | None:
+        bad = loop.nonfinite_parts(cfg, state)
+        return None if not bad else f"non-finite {bad[0][1]}"
+
+    return reason
+
+
+def _stop_if_nonfinite(cfg: Config, state, chunk_i: int, seeds, ckpt) -> None:
+    """Raise NonFiniteError naming what went non-finite and when (before anything is saved)."""
+    bad = loop.nonfinite_parts(cfg, state)
+    if not bad:
+        return
+    seed_i, part = bad[0]
+    more = f" (and {len(bad) - 1} more part(s) or seed(s))" if len(bad) > 1 else ""
+    steps = int(np.asarray(state.counters.total_steps)[seed_i])
+    saved = ckpt.steps()
+    last = f"chunk {saved[-1]}" if saved else "none"
+    raise NonFiniteError(
+        f"non-finite values in the {part} of seed {seeds[seed_i]}{more} after chunk {chunk_i} "
+        f"({steps} counted steps); stopped before saving; last good checkpoint: {last} "
+        f"(`aes-rl resume` continues from it; --debug-nans finds the operation)"
+    )
+
+
+def _warn_untold(new_rows: list[dict], before: np.ndarray) -> None:
+    """One stderr line per chunk and seed in which arrivals were not told (non-finite return
+    or mean fitness); `before` [seeds] holds the counts before the chunk."""
+    for i, r in enumerate(new_rows):
+        n = r["nonfinite_arrivals"] - int(before[i])
+        if n > 0:
+            print(
+                f"warning: chunk {r['chunk']} seed {r['seed']}: {n} arrival(s) with a non-finite "
+                f"return or mean fitness were not told to the ES",
+                file=sys.stderr,
+            )
 
 
 def _save(ckpt, cfg: Config, state, chunk_i: int, wall: float, seeds, run_dir: Path) -> None:

@@ -21,6 +21,7 @@ import optax
 from evosax.algorithms import distribution_based_algorithms
 from flax import struct
 
+from aes_rl.config import EVOSAX_STRATEGIES
 from aes_rl.es import acem, aes, cem, one_plus_one
 from aes_rl.es.acem import ACEMParams
 from aes_rl.es.aes import AESParams
@@ -111,25 +112,12 @@ def cem_strategy(params: CEMParams | None = None, var_init: float = 1e-3) -> Gen
 
 # ----------------------------------------------------------------------------- evosax adapter
 
-# evosax 0.3.2 distribution-based strategies this adapter supports. Left out, with reason:
+# evosax 0.3.2 distribution-based strategies this adapter supports: EVOSAX_STRATEGIES (in
+# aes_rl.config, which validates `--es`). Left out, with reason:
 # xNES, MA_ES, LM_MA_ES, CR_FM_NES, GuidedES, NoiseReuseES, PersistentES store key-dependent
 # noise in the state during ask (our ask returns no state); CMAAnchoredLES, EvoTF_ES,
 # SimulatedAnnealing use a random key in tell; RandomSearch, SV_* need extra inputs;
 # ASEBO, iAMaLGaM_* and GradientlessDescent have no per-dimension std for `var`/`sigma_init`.
-EVOSAX_STRATEGIES = (
-    "ARS",
-    "CMA_ES",
-    "DES",
-    "ESMC",
-    "HillClimbing",
-    "LES",
-    "Open_ES",
-    "PGPE",
-    "Rm_ES",
-    "Sep_CMA_ES",
-    "SimpleES",
-    "SNES",
-)
 
 
 @struct.dataclass

@@ -1,0 +1,173 @@
+"""Configuration validation: every field, its range, finiteness and its relations, checked
+before anything is built or written (property-based, with hypothesis)."""
+
+import dataclasses
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aes_rl import loop, run
+from aes_rl.config import ALGOS, FIELDS, INT_MAX, Config, preset
+
+FIELD_NAMES = [f.name for f in dataclasses.fields(Config) if f.name != "env_kwargs"]
+KINDS = {f.name: f.type for f in dataclasses.fields(Config)}
+# Cross-field messages name one of the fields involved first.
+RELATED = {
+    "batch_size": {"buffer_size"},
+    "buffer_size": {"batch_size"},
+    "var_init": {"var_min"},
+    "rl_members": {"pop_size"},
+    "pop_size": {"rl_members"},
+    "algo": {"n_mean_evals", "num_slots", "batch_size"},
+    "env": {"backend", "mean_param", "env_kwargs"},
+    "backend": {"backend"},
+    "num_slots": {"num_slots"},
+}
+PROBE = dict(
+    actor_hidden=(8,),
+    critic_hidden=(8,),
+    buffer_size=500,
+    batch_size=16,
+    warmup_steps=50,
+    episode_length=10,
+)
+
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["aes-rl", "probe", "spring", "baseline-relative", "fixed", "cem"]),
+    st.tuples(st.integers(-3, 70)),
+    st.lists(st.integers(-3, 70), max_size=3).map(tuple),
+)
+
+
+def in_range(name):
+    """Values inside a field's declared range (kind and bounds from the FIELDS table)."""
+    spec, kind = FIELDS[name], KINDS[name]
+    if spec.choices is not None:
+        return st.sampled_from(spec.choices)
+    if kind == "bool":
+        return st.booleans()
+    if kind == "int":
+        return st.integers(int(spec.low), min(int(spec.high), 64))
+    if kind.startswith("tuple"):
+        return st.lists(st.integers(1, 32), min_size=1, max_size=3).map(tuple)
+    if kind == "float":
+        low, high = spec.low, min(spec.high, 1e4)
+        return st.floats(low, high, exclude_min=spec.low_open, exclude_max=spec.high_open)
+    return st.just(getattr(Config(), name))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(ALGOS), st.sampled_from(FIELD_NAMES), ANY_VALUE)
+def test_any_value_of_any_field_is_accepted_and_builds_or_is_refused_in_one_line(algo, name, value):
+    base = preset("probe", algo, **PROBE)
+    try:
+        cfg = base.replace(**{name: value})
+    except ValueError as err:
+        message = str(err)
+        assert "\n" not in message
+        field = message.split(":")[0]
+        assert field == name or field in RELATED.get(name, ()), (name, value, message)
+        return
+    assert getattr(cfg, name) == value
+    # accepted means usable: the loop's pieces (env, nets, strategy with its params) build
+    loop.build(cfg)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(ALGOS), st.data())
+def test_values_inside_the_declared_ranges_are_accepted(algo, data):
+    changes = {}
+    for name in data.draw(st.lists(st.sampled_from(FIELD_NAMES), max_size=6, unique=True)):
+        if name not in (
+            "algo",
+            "env",
+            "backend",
+            "num_slots",
+            "pop_size",
+            "rl_members",
+            "batch_size",
+            "buffer_size",
+            "var_min",
+            "var_init",
+            "n_mean_evals",
+        ):
+            changes[name] = data.draw(in_range(name))
+    cfg = preset("probe", algo, **dict(PROBE, **changes))
+    loop.build(cfg)
+
+
+@pytest.mark.parametrize(
+    "changes,needle",
+    [
+        (dict(negative_ratio=1.5), "negative_ratio: must be in [0, 1], got 1.5"),
+        (dict(pop_control_k=-2.0), "pop_control_k: must be in [0, 1e+06], got -2.0"),
+        (dict(fixed_n=0.5), "fixed_n: must be in [1, 1e+12], got 0.5"),
+        (dict(warmup_steps=0), "warmup_steps: must be in [1, 2^31-1], got 0"),
+        (dict(n_mean_evals=0), "n_mean_evals: aes-rl compares each return with the mean"),
+        (dict(critic_lr=math.nan), "critic_lr: must be finite, got nan"),
+        (dict(tau=0.0), "tau: must be in (0, 1], got 0.0"),
+        (dict(gamma=1.5), "gamma: must be in [0, 1], got 1.5"),
+        (dict(var_min=0.1), "var_min: must be <= var_init (0.001), got 0.1"),
+        (dict(batch_size=30_000), "batch_size: must be <= buffer_size (20000), got 30000"),
+        (dict(es="evosax:Nope"), "es: unknown 'evosax:Nope'; allowed: cem, evosax:ARS"),
+        (dict(actor_hidden=()), "actor_hidden: expected one or more layer widths"),
+        (dict(env_kwargs=(("colour", 1),)), "env_kwargs: probe has no option 'colour'"),
+        (dict(env_kwargs=(("nan_prob", 3.0),)), "env_kwargs: nan_prob: must be in [0, 1]"),
+        (dict(episode_length=2**31), "episode_length: must be in [1, 2^31-1]"),
+        (dict(stagger=1), "stagger: expected true/false, got 1"),
+    ],
+)
+def test_named_bad_settings_are_refused_naming_the_field(changes, needle):
+    with pytest.raises(ValueError) as err:
+        preset("probe", "aes-rl", **changes)
+    assert needle in str(err.value)
+
+
+def test_n_mean_evals_zero_is_allowed_where_no_rule_reads_f_mu():
+    for algo in ("acem-rl", "p-cem-rl", "cem-rl", "td3"):
+        assert preset("probe", algo, n_mean_evals=0).n_mean_evals == 0
+    with pytest.raises(ValueError, match="n_mean_evals: one-plus-one"):
+        preset("probe", "one-plus-one", n_mean_evals=0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(["steps", "eval_episodes", "eval_every", "save_every", "keep", "max_chunks"]),
+    st.one_of(
+        st.integers(-5, 2**33), st.floats(allow_nan=True), st.booleans(), st.text(max_size=3)
+    ),
+)
+def test_run_settings_are_checked_before_any_work(tmp_path_factory, name, value):
+    cfg = preset("probe", "aes-rl", **PROBE)
+    s = run.RunSettings("unused", **{name: value})
+    ok = (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 1 <= value <= INT_MAX
+        and (name != "steps" or value >= cfg.warmup_steps)
+    )
+    if ok:
+        run.check_settings(cfg, s)
+    else:
+        with pytest.raises(run.RunError, match=f"^{name}: "):
+            run.check_settings(cfg, s)
+
+
+def test_preset_overrides_follow_the_authors_per_algorithm_configs():
+    assert preset("humanoid", "aes-rl").actor_hidden == (256, 256)
+    assert preset("humanoid", "aes-rl").critic_lr == 3e-4
+    for algo in ("p-cem-rl", "cem-rl", "acem-rl", "one-plus-one"):
+        assert preset("humanoid", algo).actor_hidden == (400, 300)
+        assert preset("humanoid", algo).actor_lr == 1e-3
+        assert preset("swimmer", algo).rho == 0.5
+    assert preset("swimmer", "aes-rl").rho == 0.1
+    assert preset("hopper", "p-cem-rl").batch_size == 256
+    assert preset("hopper", "cem-rl").batch_size == 100

@@ -1,0 +1,109 @@
+"""Soak test: a run cut 10 times at random points by SIGINT, SIGTERM or SIGKILL (also in the
+middle of a checkpoint save), each time continued with `aes-rl resume`, ends with exactly the
+metrics and arrivals of an uninterrupted run."""
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aes_rl import cli
+
+FLAGS = [
+    "--env",
+    "probe",
+    "--warmup-steps",
+    "300",
+    "--episode-length",
+    "10",
+    "--actor-hidden",
+    "16",
+    "16",
+    "--critic-hidden",
+    "16",
+    "16",
+    "--ticks-per-chunk",
+    "100",
+    "--batch-size",
+    "32",
+    "--n-mean-evals",
+    "1",
+    "--num-slots",
+    "3",
+    "--quiet",
+    # a big buffer makes every save take a while, so a kill can land inside one
+    "--buffer-size",
+    "400000",
+    "--steps",
+    "12000",
+]
+CLI = [sys.executable, "-c", "from aes_rl.cli import main; main()"]
+
+
+def rows(path: Path, name: str) -> list[dict]:
+    with (path / name).open(newline="") as f:
+        return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
+
+
+def chunks_logged(path: Path) -> int:
+    try:
+        return len((path / "metrics.csv").read_text().splitlines()) - 1
+    except FileNotFoundError:
+        return 0
+
+
+def saving(path: Path) -> bool:
+    ckdir = path / "checkpoints"
+    return ckdir.exists() and any("tmp" in p.name for p in ckdir.iterdir())
+
+
+def wait_until(pred, proc, timeout=180.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if pred():
+            return True
+        time.sleep(0.002)
+    return False
+
+
+@pytest.mark.slow
+def test_ten_random_cuts_then_resume_equal_an_uninterrupted_run(tmp_path, capsys):
+    whole = tmp_path / "whole"
+    cli.main(["train", *FLAGS, "--run-dir", str(whole)])
+    capsys.readouterr()
+    path = tmp_path / "cut"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    rng = random.Random(0)
+    kinds = ["SIGINT", "SIGTERM", "SIGKILL", "SIGKILL-in-save"] * 3
+    rng.shuffle(kinds)
+    cuts = []
+    for i, kind in enumerate(kinds[:10]):
+        args = ["train", *FLAGS, "--run-dir", str(path)] if i == 0 else ["resume", str(path)]
+        proc = subprocess.Popen(
+            CLI + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        start = chunks_logged(path)
+        wait = rng.randint(1, 3)  # chunks this process runs before the cut
+        assert wait_until(lambda start=start, wait=wait: chunks_logged(path) >= start + wait, proc)
+        if kind == "SIGKILL-in-save":
+            assert wait_until(lambda: saving(path), proc), "no save caught in progress"
+        proc.send_signal(signal.SIGKILL if kind.startswith("SIGKILL") else getattr(signal, kind))
+        _, err = proc.communicate(timeout=180)
+        if kind in ("SIGINT", "SIGTERM"):  # the chunk finishes, is saved, exit 0
+            assert proc.returncode == 0, err
+            assert "interrupt: finishing this chunk" in err
+        else:
+            assert proc.returncode == -signal.SIGKILL
+        cuts.append((kind, chunks_logged(path)))
+    assert {k for k, _ in cuts} == {"SIGINT", "SIGTERM", "SIGKILL", "SIGKILL-in-save"}
+    final = subprocess.run(CLI + ["resume", str(path)], env=env, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    assert cuts[-1][1] < len(rows(whole, "metrics.csv"))  # the cuts fell inside the run
+    assert rows(path, "metrics.csv") == rows(whole, "metrics.csv")
+    assert rows(path, "arrivals.csv") == rows(whole, "arrivals.csv")
