@@ -112,7 +112,7 @@ def part_actor(s, one, obs, ticks, repeats):
         def update(params, opt, o):
             return td3.actor_step(params, opt, critic_params, o, s.hp, s.actor, s.critic)[:2]
 
-        for _ in range(s.cfg.actor_steps_per_tick):
+        for _ in range(int(s.cfg.actor_steps_per_tick)):
             carry = jax.vmap(update)(*carry, obs)
         return carry
 
@@ -166,13 +166,17 @@ def part_reset(s, one, ticks, repeats):
 
 # ------------------------------------------------------------------ main
 
+# The clock this benchmark's parts model: a tick is 1 env step, 10 actor steps, 2 critic steps.
+CLOCK = dict(env_steps_per_tick=1, actor_steps_per_tick=10, critic_steps_per_tick=2)
+
+
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     session = common.Session.start(NAME, args)
     cfg = preset(args.env, args.algo, backend=args.backend, num_slots=args.slots,
                  actor_hidden=args.hidden, critic_hidden=args.hidden,
-                 warmup_steps=args.warmup_steps, ticks_per_chunk=args.ticks)
+                 warmup_steps=args.warmup_steps, ticks_per_chunk=args.ticks, **CLOCK)
     s = loop.build(cfg)
     state = loop.init_batch(cfg, (0,))
     common.log(f"[{NAME}] compiling the chunk ({args.ticks} ticks)")
@@ -193,7 +197,7 @@ def main(argv=None) -> None:
     obs = jax.vmap(lambda k: replay.sample(one.buffer, k, b).obs)(jax.random.split(key, w))
     batch = replay.sample(one.buffer, jax.random.key(5), b)
     trans = jax.tree.map(lambda x: x[:w], one.buffer.data)
-    n_actor_batches = cfg.actor_steps_per_tick * w
+    n_actor_batches = int(cfg.actor_steps_per_tick) * w
     parts = {}
     for label, fn, extra in (
             ("env step + policy actions (W)", part_env, ()),

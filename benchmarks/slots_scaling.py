@@ -37,7 +37,8 @@ def parse_args(argv=None):
 def measure(w: int, args) -> dict:
     cfg = preset(args.env, args.algo, backend=args.backend, num_slots=w,
                  actor_hidden=args.hidden, critic_hidden=args.hidden,
-                 warmup_steps=args.warmup_steps, ticks_per_chunk=args.ticks)
+                 warmup_steps=args.warmup_steps, ticks_per_chunk=args.ticks,
+                 env_steps_per_tick=1, actor_steps_per_tick=10, critic_steps_per_tick=2)
     state = loop.init_batch(cfg, (0,))
     compiled, compile_s = common.compile_jitted(loop.make_train_chunk(cfg, 1, args.ticks), state)
     while common.counters(state)["total_steps"] < cfg.warmup_steps + args.settle_steps:
@@ -72,7 +73,7 @@ def main(argv=None) -> None:
     notes = [
         f"{args.algo} on {args.env} ({args.backend}), nets {args.hidden} (small nets for CPU), "
         "paper hyper-parameters otherwise (5 mean-evaluation episodes per individual, "
-        "actor_steps_per_tick 10, critic_steps_per_tick 2, batch 256).",
+        "a custom clock of 1 env step, 10 actor steps and 2 critic steps per tick, batch 256).",
         f"Timed over {args.repeats} chunks of {args.ticks} ticks, starting "
         f"{args.settle_steps} counted steps past a {args.warmup_steps}-step warm-up (so the "
         "phase mix of RL training, rollouts and mean evaluations is under way); ms / tick is "

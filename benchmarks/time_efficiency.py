@@ -1,104 +1,246 @@
-"""Time efficiency (the paper's claim): ticks and wall-clock to spend a counted-step budget.
+"""Time efficiency (the paper's claim): modeled time and wall-clock to a budget and a target.
 
-AES-RL (asynchronous, W slots) against P-CEM-RL (the same W slots with a generation barrier)
-and CEM-RL (one slot), on the same envs, nets and budget. The loop measures the idle slot-ticks
-of synchrony as slot utilisation = busy slot-ticks / (W * ticks) (ALGORITHM.md section 6).
+AES-RL (asynchronous, W slots) against the authors' synchronous baselines on the same slots:
+P-CEM-RL with its serial critic (the authors' default), P-CEM-RL with a parallel critic worker,
+and CEM-RL (one slot), on the same envs, nets and budget, under two clocks (docs/algorithm.md
+§8): `paper` (a gradient step costs 10 env steps) and `device` (rates measured here, per
+configuration). A tick is one unit of modeled time; slot utilisation = busy slot-ticks /
+(W * ticks) measures the idle time of synchrony.
 
-The budget is checked between chunks, so the ticks reported are those at the end of the first
-chunk that reaches it (resolution: `--chunk-ticks`); the per-1000-step columns normalise by the
-counted steps actually reached. Wall-clock excludes compilation (measured apart).
+Then a sweep of the gradient-step / env-step cost ratio (AES-RL and both P-CEM-RL modes on one
+env): where does asynchrony pay? `benchmarks/time_efficiency_sweep.png` plots P-CEM-RL's
+modeled time to the budget over AES-RL's against the ratio.
+
+The budget is checked between chunks (resolution `--chunk-ticks`); the target return is the
+deterministic return of the ES mean, evaluated after every chunk (not counted, not timed).
+Wall-clock is the sum of the compiled chunk calls; compilation apart.
 """
 
 from __future__ import annotations
 
-from aes_rl import loop
+import math
+
+import jax
+import numpy as np
+
+from aes_rl import clock, loop
 from aes_rl.config import preset
 from benchmarks import common
 
 NAME = "time_efficiency"
+VARIANTS = {  # label -> (algo, overrides)
+    "aes-rl": ("aes-rl", {}),
+    "p-cem-rl": ("p-cem-rl", {}),
+    "p-cem-rl+pc": ("p-cem-rl", {"parallel_critic": True}),
+    "cem-rl": ("cem-rl", {}),
+}
 
 
 def parse_args(argv=None):
     p = common.parser(__doc__.splitlines()[0], measures_compile=True)
     p.add_argument("--envs", nargs="+", default=["hopper", "walker2d"])
     p.add_argument("--backend", default="spring")
-    p.add_argument("--algos", nargs="+", default=["aes-rl", "p-cem-rl", "cem-rl"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--clocks", nargs="+", default=["paper", "device"],
+                   choices=["paper", "device"])
     p.add_argument("--slots", type=int, default=5, help="W of the multi-slot algorithms")
     p.add_argument("--budget", type=int, default=30_000, help="counted env steps to reach")
+    p.add_argument("--target", type=float, default=250.0,
+                   help="target return of the mean policy (ticks and wall-clock to reach it)")
     p.add_argument("--warmup-steps", type=int, default=10_000)
     p.add_argument("--hidden", type=common.hidden_arg, default=(64, 64),
                    help="actor and critic hidden widths")
-    p.add_argument("--chunk-ticks", type=int, default=500, help="ticks per compiled chunk")
+    p.add_argument("--chunk-ticks", type=int, default=200, help="ticks per compiled chunk")
+    p.add_argument("--eval-episodes", type=int, default=3, help="episodes per evaluation")
     p.add_argument("--seeds", nargs="+", type=int, default=[0],
                    help="seeds, run one after another with the same compiled chunk")
+    p.add_argument("--ratios", nargs="*", type=float, default=[0.1, 0.3, 1, 3, 10, 30],
+                   help="gradient-step / env-step cost ratios of the sweep (none: no sweep)")
+    p.add_argument("--sweep-env", default="hopper")
+    p.add_argument("--sweep-budget", type=int, default=20_000)
+    p.add_argument("--sweep-variants", nargs="+", default=["aes-rl", "p-cem-rl", "p-cem-rl+pc"],
+                   choices=list(VARIANTS))
     args = p.parse_args(argv)
     if args.quick:
-        args.envs, args.budget, args.warmup_steps = args.envs[:1], 2_000, 1_000
-        args.chunk_ticks = 250
+        args.envs, args.budget, args.warmup_steps = args.envs[:1], 1_500, 500
+        args.chunk_ticks, args.ratios, args.sweep_budget = 50, [0.3, 3], 1_000
+        args.clocks = args.clocks[:1]
     return args
 
 
-def run_to_budget(cfg, compiled, seed: int, budget: int) -> dict:
-    """Chunks until the seed's counted steps reach `budget`; wall-clock of the chunk calls."""
+def ratio_rates(ratio: float) -> dict:
+    """The clock where a gradient step costs `ratio` env steps; a tick is the cheaper one."""
+    if ratio >= 1:
+        return dict(env_steps_per_tick=ratio, actor_steps_per_tick=1.0,
+                    critic_steps_per_tick=1.0)
+    return dict(env_steps_per_tick=1.0, actor_steps_per_tick=1 / ratio,
+                critic_steps_per_tick=1 / ratio)
+
+
+def make_config(env: str, variant: str, args, **clock_overrides):
+    algo, extra = VARIANTS[variant]
+    w = 1 if algo == "cem-rl" else args.slots
+    return preset(env, algo, backend=args.backend, num_slots=w, actor_hidden=args.hidden,
+                  critic_hidden=args.hidden, warmup_steps=args.warmup_steps,
+                  ticks_per_chunk=args.chunk_ticks, **extra, **clock_overrides)
+
+
+def run_to_budget(cfg, compiled, seed: int, budget: int, target: float | None,
+                  evaluate) -> dict:
+    """Chunks until the counted steps reach `budget`; ticks and wall-clock at the first chunk
+    whose mean-policy evaluation reaches `target` (None: no evaluation)."""
     state = loop.init_batch(cfg, (seed,))
-    wall, chunks = 0.0, 0
+    wall, hit = 0.0, None
     while common.counters(state)["total_steps"] < budget:
         (state, _), dt = common.timed(compiled, state)
         wall += dt
-        chunks += 1
+        if target is not None and hit is None:
+            c = common.counters(state)
+            key = jax.random.fold_in(jax.random.key(7), c["ticks"])
+            ret = float(np.mean(evaluate(loop.mean_params(cfg, state), key)))
+            if ret >= target:
+                hit = (c["ticks"], wall, c["total_steps"])
     c = common.counters(state)
     w = cfg.num_slots
-    return dict(ticks=c["ticks"], steps=c["total_steps"], wall_s=wall, chunks=chunks,
-                utilisation=c["busy"] / (w * c["ticks"]), arrivals=c["arrivals"],
-                actor_steps=c["actor_steps"], critic_steps=c["critic_steps"])
+    after = max(c["total_steps"] - cfg.warmup_steps, 1)
+    return dict(ticks=c["ticks"], steps=c["total_steps"], wall_s=wall,
+                utilisation=c["busy"] / (w * c["ticks"]), critic_steps=c["critic_steps"],
+                critic_per_step=c["critic_steps"] / after, hit=hit)
+
+
+def compiled_chunk(cfg, seed: int):
+    state = loop.init_batch(cfg, (seed,))
+    compiled, compile_s = common.compile_jitted(
+        loop.make_train_chunk(cfg, 1, cfg.ticks_per_chunk), state)
+    return compiled, compile_s
+
+
+def main_table(args) -> tuple[str, list[str]]:
+    rows, clocks_seen = [], []
+    for env in args.envs:
+        for clock_name in args.clocks:
+            refs: dict[int, dict] = {}
+            for variant in args.variants:
+                cfg = make_config(env, variant, args, cost_model=clock_name)
+                if clock_name == "device":
+                    cfg, costs = clock.calibrate(cfg)
+                    clocks_seen.append(
+                        f"{env} {variant}: env {costs['env_step_s'] * 1e3:.3f} ms, actor "
+                        f"{costs['actor_step_s'] * 1e3:.3f} ms, critic "
+                        f"{costs['critic_step_s'] * 1e3:.3f} ms -> per tick "
+                        f"{cfg.env_steps_per_tick:g} env / {cfg.actor_steps_per_tick:g} actor / "
+                        f"{cfg.critic_steps_per_tick:g} critic steps")
+                common.log(f"[{NAME}] {env} {clock_name} {variant}: compiling")
+                compiled, compile_s = compiled_chunk(cfg, args.seeds[0])
+                evaluate = loop.make_evaluate(cfg, args.eval_episodes)
+                for seed in args.seeds:
+                    common.log(f"[{NAME}] {env} {clock_name} {variant} seed {seed}: "
+                               f"to {args.budget} steps")
+                    r = run_to_budget(cfg, compiled, seed, args.budget, args.target, evaluate)
+                    ref = refs.setdefault(seed, r)
+                    hit = r["hit"]
+                    rows.append([env, clock_name, variant, cfg.num_slots, seed, r["steps"],
+                                 r["ticks"], r["ticks"] / ref["ticks"], r["wall_s"],
+                                 r["wall_s"] / ref["wall_s"], 1e3 * r["wall_s"] / r["ticks"],
+                                 r["utilisation"], r["critic_steps"], r["critic_per_step"],
+                                 hit[0] if hit else "not reached",
+                                 hit[1] if hit else "not reached", compile_s])
+    table = common.md_table(
+        ["env", "clock", "variant", "W", "seed", "counted steps", "ticks to budget",
+         "ticks vs aes-rl", "wall s", "wall vs aes-rl", "ms / tick", "utilisation",
+         "critic steps", "critic / counted step", f"ticks to return {args.target:g}",
+         f"wall s to return {args.target:g}", "compile s"], rows)
+    return table, clocks_seen
+
+
+def sweep(args) -> tuple[str, dict]:
+    """Modeled time to the sweep budget for every ratio and variant (one seed)."""
+    out: dict[str, list[float]] = {v: [] for v in args.sweep_variants}
+    rows = []
+    for ratio in args.ratios:
+        for variant in args.sweep_variants:
+            cfg = make_config(args.sweep_env, variant, args, **ratio_rates(ratio))
+            common.log(f"[{NAME}] sweep ratio {ratio:g} {variant}")
+            compiled, _ = compiled_chunk(cfg, args.seeds[0])
+            r = run_to_budget(cfg, compiled, args.seeds[0], args.sweep_budget, None, None)
+            # modeled time in gradient-step units, so ratios compare across clocks
+            per_tick = 1.0 / cfg.actor_steps_per_tick
+            out[variant].append(r["ticks"] * per_tick)
+            rows.append([ratio, variant, r["steps"], r["ticks"], r["ticks"] * per_tick,
+                         r["utilisation"], r["critic_per_step"], r["wall_s"]])
+    base = out.get("aes-rl")
+    for row in rows:
+        i = args.ratios.index(row[0])
+        row.insert(5, row[4] / base[i] if base else math.nan)
+    table = common.md_table(
+        ["grad/env cost ratio", "variant", "counted steps", "ticks",
+         "time (gradient steps)", "time vs aes-rl", "utilisation", "critic / counted step",
+         "wall s"], rows)
+    return table, out
+
+
+def plot_sweep(path, ratios, times: dict, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    base = times["aes-rl"]
+    for variant, ts in times.items():
+        if variant == "aes-rl":
+            continue
+        ax.plot(ratios, [t / b for t, b in zip(ts, base)], marker="o", label=variant)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("cost of a gradient step / cost of an env step")
+    ax.set_ylabel("modeled time to the budget / AES-RL's")
+    ax.set_title(title, fontsize=9)
+    ax.text(0.02, 0.97, "above 1: asynchrony pays", transform=ax.transAxes, va="top",
+            fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     session = common.Session.start(NAME, args)
-    rows = []
-    for env in args.envs:
-        refs: dict[int, dict] = {}  # per seed: the first algorithm's figures
-        for algo in args.algos:
-            w = 1 if algo in ("cem-rl", "td3") else args.slots
-            cfg = preset(env, algo, backend=args.backend, num_slots=w,
-                         actor_hidden=args.hidden, critic_hidden=args.hidden,
-                         warmup_steps=args.warmup_steps, ticks_per_chunk=args.chunk_ticks)
-            common.log(f"[{NAME}] {env}/{args.backend} {algo} W={w}: compiling")
-            state = loop.init_batch(cfg, (args.seeds[0],))
-            compiled, compile_s = common.compile_jitted(
-                loop.make_train_chunk(cfg, 1, args.chunk_ticks), state)
-            del state
-            for seed in args.seeds:
-                common.log(f"[{NAME}] {env} {algo} seed {seed}: running to {args.budget} steps")
-                r = run_to_budget(cfg, compiled, seed, args.budget)
-                ref = refs.setdefault(seed, r)
-                rows.append([env, algo, w, seed, r["steps"], r["ticks"],
-                             r["ticks"] / ref["ticks"], 1000 * r["ticks"] / r["steps"],
-                             r["wall_s"], r["wall_s"] / ref["wall_s"],
-                             1000 * r["wall_s"] / r["steps"], 1e3 * r["wall_s"] / r["ticks"],
-                             r["utilisation"], r["arrivals"], r["actor_steps"],
-                             r["critic_steps"], compile_s])
-    table = common.md_table(
-        ["env", "algo", "W", "seed", "counted steps", "ticks", "ticks vs first",
-         "ticks / 1k steps", "wall s", "wall vs first", "wall s / 1k steps", "ms / tick",
-         "utilisation", "individuals told", "actor steps", "critic steps", "compile s"], rows)
+    table, calibrations = main_table(args)
+    tables = [table]
     notes = [
         f"Budget {args.budget} counted env steps (rollouts of individuals; mean evaluations "
-        f"are not counted), {args.warmup_steps} of them random-action warm-up. Nets "
-        f"{args.hidden} for actor and critic (small nets for CPU), backend {args.backend}, "
-        "paper hyper-parameters otherwise (AES-RL: 5 mean-evaluation episodes per "
-        "individual, B_a = sum of the last 10 episode lengths; CEM-RL: population 10, 5 RL "
-        "members, batch 100).",
-        f"'vs first' columns divide by the first algorithm of the same env and seed "
-        f"({args.algos[0]}); one tick advances every slot by one unit of its phase, so ticks "
-        "measure time as the emulated workers see it, wall-clock measures it on this machine.",
+        f"are not counted), {args.warmup_steps} of them random-action warm-up; seeds "
+        f"{args.seeds}. Nets {args.hidden} for actor and critic (small nets for CPU), "
+        f"backend {args.backend}, the authors' hyper-parameters otherwise (AES-RL: 5 "
+        "sequential mean-evaluation episodes per individual; P-CEM-RL: serial critic stage, "
+        "barriers, one mean episode per generation, batch 256; CEM-RL: one slot, batch 100).",
+        "Clocks: paper = 10 env steps, 1 actor step, 1 critic step per tick; device = "
+        "measured here per configuration (a tick is one actor step): "
+        + ("; ".join(calibrations) if calibrations else "not run") + ".",
+        "'vs aes-rl' columns divide by AES-RL's figure of the same env, clock and seed. Ticks "
+        "are modeled time (what the emulated workers see); wall-clock is this machine's.",
         f"Budget checked every {args.chunk_ticks} ticks (the resolution of the ticks column). "
-        "Wall-clock is the sum of the compiled chunk calls; compile time apart.",
-        "Utilisation = busy slot-ticks / (W * ticks): below 1 only when slots wait at a "
-        "generation barrier.",
+        f"Target: the mean policy's deterministic return over {args.eval_episodes} episodes "
+        f"reaching {args.target:g} after a chunk.",
     ]
-    session.finish("Time efficiency: AES-RL vs P-CEM-RL vs CEM-RL", [table], notes)
+    if args.ratios:
+        sweep_table, times = sweep(args)
+        tables.append(sweep_table)
+        png = common.BENCH_DIR / f"{NAME}_sweep{'_quick' if args.quick else ''}.png"
+        if "aes-rl" in times:
+            plot_sweep(png, args.ratios, times,
+                       f"{args.sweep_env} ({args.backend}), W={args.slots}, budget "
+                       f"{args.sweep_budget}, nets {args.hidden}")
+            notes.append(f"Sweep PNG: `benchmarks/{png.name}`.")
+        notes.append(
+            f"Sweep: {args.sweep_env}, budget {args.sweep_budget}, seed {args.seeds[0]}; a "
+            "gradient step costs `ratio` env steps (a tick is the cheaper of the two); time is "
+            "in gradient-step units so ratios compare across rows.")
+    session.finish("Time efficiency: AES-RL vs P-CEM-RL (serial, parallel critic) vs CEM-RL",
+                   tables, notes)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,11 @@ def probe_cfg(algo="aes-rl", env="probe", **overrides):
         batch_size=64,
         n_mean_evals=2,
     )
+    # The clock the loop tests were written for: a tick is one env step, 10 actor steps, 2
+    # critic steps (test_cost_model covers the other clocks).
+    base.update(env_steps_per_tick=1, actor_steps_per_tick=10, critic_steps_per_tick=2)
     if algo == "td3":
-        base.update(critic_steps_per_tick=1, actor_lr=1e-3, critic_lr=1e-3)
+        base.update(actor_lr=1e-3, critic_lr=1e-3)
     base.update(overrides)
     return preset(env, algo, **base)
 

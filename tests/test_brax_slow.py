@@ -19,7 +19,9 @@ def hopper_cfg(algo, **kw):
         buffer_size=5000,
         batch_size=32,
         n_mean_evals=1,
+        env_steps_per_tick=1,  # a cheap clock: one env step a tick
         actor_steps_per_tick=2,
+        critic_steps_per_tick=1,
         episode_length=50,
     )
     if algo in ("cem-rl", "p-cem-rl"):

@@ -24,6 +24,11 @@ RELATED = {
     "env": {"backend", "mean_param", "env_kwargs"},
     "backend": {"backend"},
     "num_slots": {"num_slots"},
+    "env_steps_per_tick": {"cost_model"},
+    "actor_steps_per_tick": {"cost_model"},
+    "critic_steps_per_tick": {"cost_model"},
+    "cost_model": {"cost_model"},
+    "parallel_critic": {"parallel_critic"},
 }
 PROBE = dict(
     actor_hidden=(8,),
@@ -98,6 +103,8 @@ def test_values_inside_the_declared_ranges_are_accepted(algo, data):
             "var_min",
             "var_init",
             "n_mean_evals",
+            "cost_model",  # 'paper' fixes the rates drawn beside it
+            "parallel_critic",  # p-cem-rl only
         ):
             changes[name] = data.draw(in_range(name))
     cfg = preset("probe", algo, **dict(PROBE, **changes))

@@ -1,4 +1,4 @@
-"""AES-RL's asynchronous tell (ALGORITHM.md sections 3-4) against hand-derived values."""
+"""AES-RL's asynchronous tell (docs/algorithm.md §3-4) against hand-derived values."""
 
 import math
 

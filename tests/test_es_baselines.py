@@ -1,4 +1,4 @@
-"""CEM-RL's CEM, ACEM-RL's ring CEM and the (1+1)-ES (ALGORITHM.md section 5)."""
+"""CEM-RL's CEM, ACEM-RL's ring CEM and the (1+1)-ES (docs/algorithm.md §5)."""
 
 import math
 
@@ -72,9 +72,12 @@ def test_cem_ask_antithetic_pairs():
     state = cem.init(jnp.array([1.0, -2.0, 3.0]), params, var_init=jnp.array([0.1, 1.0, 10.0]))
     xs = cem.ask(jax.random.key(1), state, params)
     assert xs.shape == (10, 3)
-    np.testing.assert_allclose(xs[0::2] + xs[1::2], jnp.tile(2 * state.mean, (5, 1)), atol=1e-5)
-    assert float(jnp.abs(xs[0::2] - state.mean).min()) > 0.0  # the pairs are not the mean
-    assert not jnp.allclose(xs[0], xs[2])  # different pairs, different noise
+    # the authors' layout: rows i and i + 5 are mirror images (eps = [e, -e]), so the RL
+    # members (rows 0..4) take one half of five different pairs
+    np.testing.assert_allclose(xs[:5] + xs[5:], jnp.tile(2 * state.mean, (5, 1)), atol=1e-5)
+    assert float(jnp.abs(xs[:5] - state.mean).min()) > 0.0  # the pairs are not the mean
+    for i in range(4):
+        assert not jnp.allclose(xs[i] + xs[i + 1], 2 * state.mean, atol=1e-3)  # not pairs
 
 
 def test_cem_sphere_converges():

@@ -1,4 +1,4 @@
-"""The slot loop (ALGORITHM.md sections 2 and 6) on pure-JAX envs with known episode lengths."""
+"""The slot loop (docs/algorithm.md §2 and §6) on pure-JAX envs with known episode lengths."""
 
 import jax
 import numpy as np
@@ -83,7 +83,7 @@ def test_same_tick_arrivals_equal_telling_them_one_by_one():
 def test_synchronous_barrier_idle_slot_ticks_match_the_episode_lengths():
     # p-cem-rl, W=4, 10 members of L ticks: rounds of 4, 4, 2 members -> a generation lasts
     # 3L = 12 ticks with 10L = 40 busy slot-ticks out of 48 (utilisation 5/6).
-    cfg = countdown_cfg("p-cem-rl", pop_size=10)
+    cfg = countdown_cfg("p-cem-rl", pop_size=10, n_mean_evals=0)  # no mean-evaluation stage
     state, m = run(cfg, 36)
     c = state.counters
     assert int(c.ticks[0]) == 36 and int(c.busy[0]) == 3 * 40
@@ -95,7 +95,7 @@ def test_synchronous_barrier_idle_slot_ticks_match_the_episode_lengths():
 
 
 def test_one_slot_cem_rl_is_never_idle_and_sees_generations_of_ten():
-    state, m = run(countdown_cfg("cem-rl", num_slots=1), 80)
+    state, m = run(countdown_cfg("cem-rl", num_slots=1, n_mean_evals=0), 80)
     assert int(state.counters.busy[0]) == 80
     assert int(state.counters.arrivals[0]) == 20
 

@@ -1,4 +1,4 @@
-"""TD3 losses and updates against values computed by hand (ALGORITHM.md section 2)."""
+"""TD3 losses and updates against values computed by hand (docs/algorithm.md §2)."""
 
 import math
 

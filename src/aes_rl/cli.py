@@ -51,6 +51,9 @@ def _override_type(f: dataclasses.Field):
         metavar = {"int": "INT", "float": "FLOAT", "bool": "{True,False}", "str": "STR"}.get(
             f.type, "INT [INT ...]"
         )
+    if f.type == "bool":
+        hint = f"(default: {preset_default_text(f.name)})"
+        return Annotated[bool, tyro.conf.arg(help=spec.help, help_behavior_hint=hint)]
     text = spec.help
     if spec.choices is None and f.type in ("int", "float"):
         text += f" Allowed: {spec.range_text()}."
@@ -59,10 +62,16 @@ def _override_type(f: dataclasses.Field):
     return Annotated[kind | None, arg]
 
 
+def _override_default(f: dataclasses.Field):
+    """None (the preset's value), except booleans: flags (--parallel-critic, --no-stagger)
+    whose default is the same in every preset."""
+    return f.default if f.type == "bool" else None
+
+
 def _overrides_class():
     """A dataclass with every other Config field as an optional override (default: preset)."""
     fields = [
-        (f.name, _override_type(f), dataclasses.field(default=None))
+        (f.name, _override_type(f), dataclasses.field(default=_override_default(f)))
         for f in dataclasses.fields(Config)
         if f.name not in _OWN
     ]

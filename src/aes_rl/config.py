@@ -1,7 +1,7 @@
 """Run configuration: one frozen, hashable record per run, per-environment presets, validation.
 
 `Config` is the structure of the compiled loop (static under jit) plus the algorithm's
-hyper-parameters (ALGORITHM.md sections 2-5). Run settings (seed, run directory, logging
+hyper-parameters (docs/algorithm.md §2-5). Run settings (seed, run directory, logging
 cadence) are not here: they belong to the driver and the CLI.
 """
 
@@ -15,10 +15,16 @@ from aes_rl.envs import BACKENDS, BRAX_ENVS, ENV_NAMES, PROBE_ENVS
 
 ALGOS = ("aes-rl", "acem-rl", "one-plus-one", "p-cem-rl", "cem-rl", "td3")
 ASYNC_ALGOS = ("aes-rl", "acem-rl", "one-plus-one")
+COST_MODELS = ("paper", "device", "custom")
+RATE_FIELDS = ("env_steps_per_tick", "actor_steps_per_tick", "critic_steps_per_tick")
+# The authors' regime (docs/algorithm.md §8): a TD3 gradient step of 400-300 nets in
+# PyTorch on a GPU, with a Ray call to the replay buffer per step, costs about as much as 10
+# MuJoCo env steps of a worker that runs its policy on that GPU; a tick is one gradient step.
+PAPER_RATES = (10.0, 1.0, 1.0)
 SYNC_ALGOS = ("p-cem-rl", "cem-rl")
 MEAN_RULES = ("fixed-linear", "fixed-sigmoid", "baseline-absolute", "baseline-relative")
 VAR_RULES = ("fixed", "adaptive")
-# Paper's mean_update_param P per environment (ALGORITHM.md section 3); probes use small P.
+# Paper's mean_update_param P per environment (docs/algorithm.md §3); probes use small P.
 MEAN_PARAM = {
     "halfcheetah": 2000.0,
     "hopper": 600.0,
@@ -42,6 +48,7 @@ STRUCTURAL = (
     "pop_size",
     "es",
     "env_kwargs",
+    "rl_history",
 )
 
 
@@ -60,10 +67,14 @@ class Config:
     buffer_size: int = 200_000
     batch_size: int = 256
     warmup_steps: int = 10_000  # counted steps of random-action ES rollouts
-    # --- asynchronous loop (ALGORITHM.md sections 2 and 6)
-    n_mean_evals: int = 5  # mean-evaluation episodes per individual
-    actor_steps_per_tick: int = 10  # actor-only TD3 steps a training slot does per tick
-    critic_steps_per_tick: int = 2  # shared-critic (or joint TD3) steps per tick
+    # --- the clock: what one tick buys (docs/algorithm.md §8)
+    cost_model: str = "paper"  # paper | device (calibrated) | custom (the three rates below)
+    env_steps_per_tick: float = PAPER_RATES[0]  # env steps a rolling-out slot takes per tick
+    actor_steps_per_tick: float = PAPER_RATES[1]  # actor steps a training slot takes per tick
+    critic_steps_per_tick: float = PAPER_RATES[2]  # steps the critic (worker or slot) per tick
+    # --- mean evaluation and the critic's schedule
+    n_mean_evals: int = 5  # mean-evaluation episodes per individual (async) / generation (sync)
+    parallel_critic: bool = False  # p-cem-rl: a critic worker against the mean, no serial phase
     rl_history: int = 10  # B_a = sum of the last <= rl_history episode lengths
     rho: float = 0.5  # target RL share
     pop_control_k: float = 50.0
@@ -93,6 +104,10 @@ class Config:
     ticks_per_chunk: int = 1000
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # ints given for float fields are stored as floats
+            value = getattr(self, f.name)
+            if _kind(f) == "float" and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
         validate(self)
 
     def replace(self, **changes) -> Config:
@@ -190,16 +205,34 @@ FIELDS: dict[str, Field] = {
         INT_MAX,
     ),
     "n_mean_evals": Field(
-        "Mean-evaluation episodes per individual, giving f_mu (>= 1 for aes-rl and "
-        "one-plus-one, whose rules compare f with f_mu).",
+        "Mean-evaluation episodes per individual (asynchronous algorithms; >= 1 for aes-rl and "
+        "one-plus-one, whose rules compare f with f_mu) or per generation (p-cem-rl, cem-rl).",
         0,
         INT_MAX,
     ),
+    "cost_model": Field(
+        "The clock: paper (the authors' regime: a gradient step costs 10 env steps), device "
+        "(rates measured on this machine at the run's shapes, stored in config.json) or custom "
+        "(the three *_steps_per_tick rates; giving one selects custom).",
+        choices=COST_MODELS,
+    ),
+    "env_steps_per_tick": Field(
+        "Env steps a rolling-out or mean-evaluating slot takes per tick (fractions allowed).",
+        1e-3,
+        1e3,
+    ),
     "actor_steps_per_tick": Field(
-        "Actor-only TD3 steps a training slot takes per tick.", 1, INT_MAX
+        "Actor-only TD3 steps a training slot takes per tick (fractions allowed).", 1e-3, 1e3
     ),
     "critic_steps_per_tick": Field(
-        "Shared-critic (TD3: joint) steps per tick, never ahead of counted steps.", 1, INT_MAX
+        "Critic steps per tick of the critic worker or the serial critic slot (fractions "
+        "allowed); td3 always takes one joint update per env step, this is only its cost.",
+        1e-3,
+        1e3,
+    ),
+    "parallel_critic": Field(
+        "p-cem-rl only: a critic worker trains continuously against the ES mean (no cap), "
+        "instead of the serial critic phase before each generation's actor training."
     ),
     "rl_history": Field("B_a = sum of the last rl_history individual episode lengths.", 1, INT_MAX),
     "rho": Field("Target RL share of the population control P_rl = 0.5 - k (r - rho).", 0, 1),
@@ -344,6 +377,16 @@ def _check_relations(cfg: Config) -> None:
         cfg.algo != "cem-rl" or cfg.num_slots == 1,
         "num_slots: cem-rl is the one-slot synchronous baseline; use p-cem-rl for W > 1",
     )
+    _check(
+        not cfg.parallel_critic or cfg.algo == "p-cem-rl",
+        f"parallel_critic: only p-cem-rl has a parallel-critic mode, not {cfg.algo}",
+    )
+    rates = tuple(getattr(cfg, name) for name in RATE_FIELDS)
+    _check(
+        cfg.cost_model != "paper" or rates == PAPER_RATES,
+        f"cost_model: 'paper' fixes the rates at {PAPER_RATES}, got {rates}; "
+        "use cost_model 'custom' for other rates",
+    )
 
 
 def validate(cfg: Config) -> None:
@@ -403,12 +446,17 @@ def preset(env: str, algo: str = "aes-rl", **overrides) -> Config:
             actor_lr=3e-4,
             critic_lr=3e-4,
             num_slots=1,
-            critic_steps_per_tick=1,
         )
     if algo == "cem-rl":
         base.update(batch_size=100, num_slots=1)
+    if algo == "p-cem-rl":
+        base.update(n_mean_evals=1)  # one episode of the new mean per generation
+    if algo in ("cem-rl", "td3"):
+        base.update(n_mean_evals=0)
     if env not in BRAX_ENVS:
         base.update(episode_length=50, warmup_steps=500, buffer_size=20_000)
+    if any(name in overrides for name in RATE_FIELDS) and "cost_model" not in overrides:
+        base.update(cost_model="custom")
     base.update(overrides)
     return Config(**base)
 

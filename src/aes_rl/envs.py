@@ -1,6 +1,6 @@
 """The environment layer: Brax envs and tiny pure-JAX probe envs behind one thin interface.
 
-ALGORITHM.md sections 1 and 7. Everything the training loop needs from an environment is
+docs/algorithm.md §1 and §7. Everything the training loop needs from an environment is
 `reset(key) -> State` and `step(state, action) -> State` with Brax's `State` record, plus three
 facts after a step:
 

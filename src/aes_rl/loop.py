@@ -1,27 +1,33 @@
 """The training loop: W worker slots advanced tick by tick inside one compiled `lax.scan`.
 
-ALGORITHM.md sections 2 and 6. Every slot carries a phase (RL actor training, rollout, mean
-evaluation, waiting at a generation barrier), its own counters, its member's flat parameters and
-its env state. One tick advances every slot by one unit of its phase, vectorised over slots:
+docs/algorithm.md §6 (the slot engine) and §8 (the clock). Every slot carries a phase (RL actor
+training, serial critic training, rollout, mean evaluation, waiting), its own counters, its
+member's flat parameters and its env state. One tick is one unit of modeled time; in it every
+slot does what the cost model says that time buys:
 
-1. training slots take `actor_steps_per_tick` actor-only TD3 steps (exactly `B_a` in all);
-2. rolling-out and mean-evaluating slots take one env step (per-slot policies, vmapped);
-   rollout transitions enter the replay buffer and are counted;
-3. the shared critic takes `critic_steps_per_tick` steps against the ES mean as target policy,
-   never more critic steps than counted env steps (TD3: joint steps with policy delay);
-4. slots whose job ended ARRIVE: asynchronous algorithms tell them to the ES in slot order
-   (`tell_many`), synchronous ones file them into the generation and tell the whole generation
-   at the barrier; then every free slot draws its next job in slot order.
+1. training slots take `actor_steps_per_tick` actor-only TD3 steps (exactly `B_a` or `S_prev`
+   in all) against the critic snapshot taken when their training started;
+2. rolling-out and mean-evaluating slots take `env_steps_per_tick` env steps (per-slot
+   policies, vmapped); rollout transitions enter the replay buffer and are counted;
+3. the critic takes `critic_steps_per_tick` steps: as a separate worker against the ES mean
+   (asynchronous algorithms, never ahead of counted steps; p-cem-rl's parallel critic, no cap),
+   or in the slot that holds the serial critic job, against that job's member (p-cem-rl,
+   cem-rl); td3 takes one joint update per env step;
+4. slots whose job ended are handled: asynchronous algorithms tell arrivals to the ES in slot
+   order (`tell_many`); synchronous ones file results into the generation, whose stages (serial
+   critic -> actor training -> evaluation -> tell -> mean evaluation -> ask) end in barriers;
+   then every free slot draws its next job in slot order.
 
-Asynchrony is data: masks, counters and `jnp.where`. `lax.cond` is used only on scalar
-predicates (e.g. "does any slot need an env reset this tick"). The whole `TrainState` carries a
-leading seed axis so several seeds share one compiled program.
+Rates may be fractions: a rate p/q gives floor((t+1) p/q) - floor(t p/q) units at tick t.
+Asynchrony is data: masks, counters and `jnp.where`; `lax.cond` only on scalar predicates.
+The whole `TrainState` carries a leading seed axis so several seeds share one program.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import jax
@@ -37,18 +43,22 @@ from aes_rl.es.aes import AESParams
 from aes_rl.es.cem import CEMParams
 from aes_rl.networks import ActorSpec, CriticSpec
 
-TRAIN, ROLLOUT, MEAN_EVAL, WAIT = 0, 1, 2, 3
-PHASES = ("train", "rollout", "mean-eval", "wait")
+TRAIN, ROLLOUT, MEAN_EVAL, WAIT, CRITIC = 0, 1, 2, 3, 4
+PHASES = ("train", "rollout", "mean-eval", "wait", "critic")
+# Stages of a synchronous generation, each ending in a barrier.
+STAGE_CRITIC, STAGE_ACTOR, STAGE_EVAL, STAGE_MEAN = 0, 1, 2, 3
+STAGES = ("critic", "actor", "eval", "mean-eval")
 
 
 @struct.dataclass
 class Slots:
-    phase: jax.Array  # [W] i32, one of TRAIN/ROLLOUT/MEAN_EVAL/WAIT
-    counter: jax.Array  # [W] i32, actor steps done in the current RL job
-    target: jax.Array  # [W] i32, B_a of the current RL job
+    phase: jax.Array  # [W] i32, one of TRAIN/ROLLOUT/MEAN_EVAL/WAIT/CRITIC
+    counter: jax.Array  # [W] i32, actor (TRAIN) or critic (CRITIC) steps done in this job
+    target: jax.Array  # [W] i32, B_a or S_prev (TRAIN), S_prev / rl_members (CRITIC)
     params: jax.Array  # [W, d] f32, the policy being trained or run (mean snapshot in eval)
     x: jax.Array  # [W, d] f32, the member to tell (set when its rollout ends)
-    opt: Any  # Adam state over [W, d], fresh for every RL job
+    opt: Any  # Adam state over [W, d], fresh for every training job
+    critic: Any  # [W] twin-critic parameters, a snapshot taken when training starts (td3: None)
     env: EnvState  # [W] env states
     ep_ret: jax.Array  # [W] f32, return of the running episode
     ep_len: jax.Array  # [W] i32, length of the running episode
@@ -56,7 +66,7 @@ class Slots:
     length: jax.Array  # [W] i32, the member's episode length
     eval_sum: jax.Array  # [W] f32, sum of mean-evaluation returns so far
     eval_count: jax.Array  # [W] i32, mean-evaluation episodes finished
-    is_rl: jax.Array  # [W] bool, current job is an RL job
+    is_rl: jax.Array  # [W] bool, current job is an RL member's
     random: jax.Array  # [W] bool, current rollout uses uniform random actions (warm-up)
     member: jax.Array  # [W] i32, index in the generation (synchronous algorithms)
 
@@ -80,13 +90,14 @@ class Counters:
 
 @struct.dataclass
 class Generation:
-    """The population of a synchronous generation (empty arrays for asynchronous algorithms)."""
+    """The population of a synchronous generation (one dummy row for asynchronous ones)."""
 
-    xs: jax.Array  # [N, d] f32
+    xs: jax.Array  # [N, d] f32, members (RL members replaced by their trained actors)
     rets: jax.Array  # [N] f32
-    done: jax.Array  # [N] bool
-    is_rl: jax.Array  # [N] bool
-    next: jax.Array  # [] i32, next member to hand out
+    is_rl: jax.Array  # [N] bool, rows 0..rl_members-1 after warm-up
+    stage: jax.Array  # [] i32, STAGE_CRITIC/ACTOR/EVAL/MEAN
+    handed: jax.Array  # [] i32, jobs of this stage handed out
+    finished: jax.Array  # [] i32, jobs of this stage finished
     steps: jax.Array  # [] i32, counted steps of this generation
     s_prev: jax.Array  # [] i32, counted steps of the previous generation
 
@@ -103,7 +114,7 @@ class TrainState:
 
 
 class TickMetrics(NamedTuple):
-    arrived: jax.Array  # [W] bool
+    arrived: jax.Array  # [W] bool, an individual's evaluation ended (the ES hears of it)
     ret: jax.Array  # [W] f32
     length: jax.Array  # [W] i32
     p: jax.Array  # [W] f32
@@ -113,8 +124,29 @@ class TickMetrics(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
+class Rate:
+    """A per-tick rate num/den: `at(t)` units at tick t, at most `most` in any tick."""
+
+    num: int
+    den: int
+
+    @classmethod
+    def of(cls, value: float) -> Rate:
+        f = Fraction(value).limit_denominator(1000)
+        return cls(max(f.numerator, 1), f.denominator)
+
+    @property
+    def most(self) -> int:
+        return -(-self.num // self.den)
+
+    def at(self, tick: jax.Array) -> jax.Array:
+        t = tick % self.den
+        return ((t + 1) * self.num) // self.den - (t * self.num) // self.den
+
+
+@dataclasses.dataclass(frozen=True)
 class Setup:
-    """Static pieces built once from a Config: env, networks, strategy."""
+    """Static pieces built once from a Config: env, networks, strategy, rates."""
 
     cfg: Config
     env: TimeLimit
@@ -129,6 +161,25 @@ class Setup:
             c.gamma, c.tau, c.policy_noise, c.noise_clip, c.critic_lr, c.actor_lr, c.expl_noise
         )
 
+    @property
+    def env_rate(self) -> Rate:
+        return Rate(1, 1) if self.cfg.algo == "td3" else Rate.of(self.cfg.env_steps_per_tick)
+
+    @property
+    def actor_rate(self) -> Rate:
+        return Rate.of(self.cfg.actor_steps_per_tick)
+
+    @property
+    def critic_rate(self) -> Rate:
+        return Rate(1, 1) if self.cfg.algo == "td3" else Rate.of(self.cfg.critic_steps_per_tick)
+
+    @property
+    def serial_critic(self) -> bool:
+        """The critic trains in a slot, member by member (cem-rl; p-cem-rl by default)."""
+        return self.cfg.algo == "cem-rl" or (
+            self.cfg.algo == "p-cem-rl" and not self.cfg.parallel_critic
+        )
+
 
 @functools.lru_cache(maxsize=32)
 def build(cfg: Config) -> Setup:
@@ -136,6 +187,14 @@ def build(cfg: Config) -> Setup:
     actor = ActorSpec(env.observation_size, env.action_size, tuple(cfg.actor_hidden))
     critic = CriticSpec(env.observation_size, env.action_size, tuple(cfg.critic_hidden))
     return Setup(cfg, env, actor, critic, _strategy(cfg))
+
+
+def tick_cost(cfg: Config) -> float:
+    """Modeled time of one tick, in ticks of the cost model: 1 for the slot algorithms; td3's
+    one worker takes an env step and then a joint update, one after the other."""
+    if cfg.algo == "td3":
+        return 1.0 / cfg.env_steps_per_tick + 1.0 / cfg.critic_steps_per_tick
+    return 1.0
 
 
 def _strategy(cfg: Config):
@@ -179,6 +238,10 @@ def tree_where(mask: jax.Array, new, old):
     return jax.tree.map(sel, new, old)
 
 
+def _tile(tree, w: int):
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (w,) + x.shape), tree)
+
+
 def _reset_envs(s: Setup, env: EnvState, mask: jax.Array, key: jax.Array) -> EnvState:
     """Fresh initial states (fresh keys) for the masked slots; skipped if none is masked."""
 
@@ -206,6 +269,10 @@ def _ring_push(values: jax.Array, seen: jax.Array, new: jax.Array, mask: jax.Arr
     return values.at[idx].set(new, mode="drop"), seen + count
 
 
+def _count(mask: jax.Array) -> jax.Array:
+    return jnp.sum(mask.astype(jnp.int32))
+
+
 # ------------------------------------------------------------------ init
 
 
@@ -219,8 +286,10 @@ def init(cfg: Config, key: jax.Array) -> TrainState:
     if cfg.algo == "td3":
         learner = td3.td3_init(k_critic, s.actor, s.critic)
         mu0 = learner.actor
+        critic = None
     else:
         learner = td3.critic_init(k_critic, s.critic)
+        critic = _tile(learner.params, w)
     es = _init_es(s, mu0, k_es)
     env = jax.vmap(s.env.reset)(jax.random.split(k_env, w))
     if cfg.stagger and cfg.is_async:  # staggered per-slot step counters (section 6)
@@ -234,6 +303,7 @@ def init(cfg: Config, key: jax.Array) -> TrainState:
         params=jnp.tile(mu0, (w, 1)),
         x=jnp.tile(mu0, (w, 1)),
         opt=jax.vmap(td3.actor_opt_init)(jnp.tile(mu0, (w, 1))),
+        critic=critic,
         env=env,
         ep_ret=z(),
         ep_len=z(dtype=jnp.int32),
@@ -245,39 +315,27 @@ def init(cfg: Config, key: jax.Array) -> TrainState:
         random=z(dtype=bool),
         member=z(dtype=jnp.int32),
     )
-
-    def i32(v=0):
-        return jnp.asarray(v, jnp.int32)
-
+    i32 = functools.partial(jnp.asarray, dtype=jnp.int32)
     counters = Counters(
-        i32(),
-        i32(),
-        i32(),
-        i32(),
-        i32(),
-        i32(1),
-        i32(1),
-        i32(),
-        jnp.zeros((cfg.rl_history,), jnp.int32),
-        i32(),
-        jnp.zeros(()),
-        i32(),
-        i32(),
+        *(i32(0) for _ in range(5)),
+        n_rl=i32(1),
+        n_es=i32(1),
+        arrivals=i32(0),
+        lengths=jnp.zeros((cfg.rl_history,), jnp.int32),
+        lengths_seen=i32(0),
+        f_mu=jnp.zeros(()),
+        nonfinite_arrivals=i32(0),
+        nonfinite_transitions=i32(0),
     )
     n = cfg.pop_size if cfg.is_sync else 1  # a dummy row: orbax cannot save empty arrays
     gen = Generation(
-        jnp.zeros((n, d)),
-        jnp.zeros((n,)),
-        jnp.zeros((n,), bool),
-        jnp.zeros((n,), bool),
-        i32(),
-        i32(),
-        i32(),
+        jnp.zeros((n, d)), jnp.zeros((n,)), jnp.zeros((n,), bool), *(i32(0) for _ in range(5))
     )
     buffer = replay.init(cfg.buffer_size, s.env.observation_size, s.env.action_size)
     state = TrainState(key, slots, es, learner, buffer, gen, counters)
     if cfg.is_sync:
         state = state.replace(gen=_new_generation(s, state, k_jobs))
+        state = _barriers(s, state, k_jobs)  # pass the empty stages of a warm-up generation
     if cfg.algo == "td3":
         slots = slots.replace(phase=jnp.full((w,), ROLLOUT, jnp.int32))
         return state.replace(slots=slots)
@@ -306,25 +364,85 @@ def init_batch(cfg: Config, seeds) -> TrainState:
     return jax.tree.map(lambda x: x.copy(), state)
 
 
-# ------------------------------------------------------------------ job assignment
+# ------------------------------------------------------------------ generations
 
 
 def _new_generation(s: Setup, state: TrainState, key: jax.Array) -> Generation:
-    """Ask the generation strategy for N members; the first `rl_members` are RL members."""
+    """Ask the generation strategy for N members; rows 0..rl_members-1 (the +eps half of the
+    antithetic pairs) are RL members once the warm-up is over and a generation has run."""
     cfg, gen = s.cfg, state.gen
     xs = s.strategy.ask(key, state.es)
     warm = state.counters.total_steps < cfg.warmup_steps
     rl = (jnp.arange(cfg.pop_size) < cfg.rl_members) & ~warm & (gen.steps > 0)
-    n = cfg.pop_size
-    return Generation(
-        xs,
-        jnp.zeros((n,)),
-        jnp.zeros((n,), bool),
-        rl,
-        jnp.zeros((), jnp.int32),
-        jnp.zeros((), jnp.int32),
-        gen.steps,
+    n, zero = cfg.pop_size, jnp.zeros((), jnp.int32)
+    return Generation(xs, jnp.zeros((n,)), rl, zero, zero, zero, zero, gen.steps)
+
+
+def _stage_size(s: Setup, gen: Generation) -> jax.Array:
+    """Jobs in the generation's current stage: serial critic jobs (one per RL member, p-cem-rl
+    without a parallel critic), actor-training jobs (p-cem-rl), evaluations, mean evaluation."""
+    cfg = s.cfg
+    n_rl = _count(gen.is_rl)
+    pcem = cfg.algo == "p-cem-rl"
+    sizes = jnp.stack(
+        [
+            n_rl if (pcem and s.serial_critic) else jnp.zeros((), jnp.int32),
+            n_rl if pcem else jnp.zeros((), jnp.int32),
+            jnp.asarray(cfg.pop_size, jnp.int32),
+            jnp.asarray(int(cfg.n_mean_evals > 0), jnp.int32),
+        ]
     )
+    return sizes[gen.stage]
+
+
+def _next_stage(s: Setup, es, gen: Generation, counters: Counters, key: jax.Array):
+    """The barrier at the end of a complete stage: evaluation -> tell; mean evaluation -> ask."""
+
+    def after_eval(es, gen):
+        es = _generation_tell(s, es, gen)
+        return es, gen.replace(stage=jnp.asarray(STAGE_MEAN, jnp.int32))
+
+    def after_mean(es, gen):
+        st = TrainState(None, None, es, None, None, gen, counters)
+        return es, _new_generation(s, st, key)
+
+    def advance(es, gen):
+        return es, gen.replace(stage=gen.stage + 1)
+
+    es, gen = jax.lax.switch(gen.stage, [advance, advance, after_eval, after_mean], es, gen)
+    return es, gen.replace(handed=jnp.zeros_like(gen.handed), finished=jnp.zeros_like(gen.handed))
+
+
+def _generation_tell(s: Setup, es, gen: Generation):
+    """Tell the generation (non-finite returns rank last; none finite: the ES is unchanged)."""
+    new = s.strategy.tell(es, gen.xs, _rank_last_if_nonfinite(gen.rets))
+    ok = jnp.any(jnp.isfinite(gen.rets))
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, es)
+
+
+def _rank_last_if_nonfinite(rets: jax.Array) -> jax.Array:
+    """Non-finite returns replaced by (lowest finite return - 1): they rank last, finitely."""
+    finite = jnp.isfinite(rets)
+    floor = jnp.min(jnp.where(finite, rets, jnp.inf))
+    return jnp.where(finite, rets, jnp.where(jnp.isfinite(floor), floor - 1.0, 0.0))
+
+
+def _barriers(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
+    """Pass every barrier whose stage is complete (empty stages are passed at once)."""
+    for i in range(len(STAGES)):
+        gen = state.gen
+        complete = gen.finished >= _stage_size(s, gen)
+
+        def go(parts, k=jax.random.fold_in(key, i), counters=state.counters):
+            return _next_stage(s, parts[0], parts[1], counters, k)
+
+        # The cond carries only the ES and the generation (never the replay buffer).
+        es, gen = jax.lax.cond(complete, go, lambda p: p, (state.es, gen))
+        state = state.replace(es=es, gen=gen)
+    return state
+
+
+# ------------------------------------------------------------------ job assignment
 
 
 def _draw_async(s: Setup, state: TrainState, free, key):
@@ -343,52 +461,82 @@ def _draw_async(s: Setup, state: TrainState, free, key):
         rl = ~warm & (jax.random.uniform(k_u) <= p_rl)
         counted = is_free & ~warm
         carry = (n_rl + (counted & rl), n_es + (counted & ~rl))
-        return carry, (x, rl, jnp.ones((), bool), jnp.zeros((), jnp.int32))
+        return carry, (x, rl)
 
-    (n_rl, n_es), out = jax.lax.scan(one, (c.n_rl, c.n_es), (keys, free))
+    (n_rl, n_es), (x, rl) = jax.lax.scan(one, (c.n_rl, c.n_es), (keys, free))
     b_a = jnp.maximum(jnp.sum(c.lengths), 1)
-    counters = c.replace(n_rl=n_rl, n_es=n_es)
-    return state.replace(counters=counters), out + (jnp.full(free.shape, b_a),)
+    state = state.replace(counters=c.replace(n_rl=n_rl, n_es=n_es))
+    phase = jnp.where(rl, TRAIN, ROLLOUT)
+    zeros = jnp.zeros(free.shape, jnp.int32)
+    return state, (x, phase, rl, jnp.ones(free.shape, bool), zeros, jnp.full(free.shape, b_a))
 
 
 def _draw_sync(s: Setup, state: TrainState, free, key):
-    """Hand out the next members of the generation in slot order; none left: wait."""
-    gen = state.gen
-    order = jnp.cumsum(free.astype(jnp.int32)) - 1
-    idx = gen.next + order
-    valid = free & (idx < s.cfg.pop_size)
-    safe = jnp.minimum(idx, s.cfg.pop_size - 1)
-    gen = gen.replace(next=gen.next + jnp.sum(valid.astype(jnp.int32)))
-    target = jnp.full(free.shape, jnp.maximum(gen.s_prev, 1))
-    return state.replace(gen=gen), (gen.xs[safe], gen.is_rl[safe] & valid, valid, safe, target)
+    """Hand out the current stage's jobs in slot order. Serial jobs (critic, mean evaluation)
+    go to slot 0 only; a slot with no job left waits."""
+    del key
+    cfg, gen = s.cfg, state.gen
+    w = free.shape[0]
+    serial_stage = (gen.stage == STAGE_CRITIC) | (gen.stage == STAGE_MEAN)
+    eligible = free & (~serial_stage | (jnp.arange(w) == 0))
+    order = jnp.cumsum(eligible.astype(jnp.int32)) - 1
+    idx = gen.handed + order
+    valid = eligible & (idx < _stage_size(s, gen))
+    member = jnp.minimum(idx, cfg.pop_size - 1)
+    gen = gen.replace(handed=gen.handed + _count(valid))
+    rl = gen.is_rl[member]
+    chain = cfg.algo == "cem-rl"  # cem-rl: an RL member's job starts with its critic segment
+    eval_phase = jnp.where(rl & chain, CRITIC, ROLLOUT)
+    phase = jnp.stack(
+        [jnp.full((w,), CRITIC), jnp.full((w,), TRAIN), eval_phase, jnp.full((w,), MEAN_EVAL)]
+    )[gen.stage]
+    seg = jnp.maximum(gen.s_prev // max(cfg.rl_members, 1), 1)
+    target = jnp.where(phase == CRITIC, seg, jnp.maximum(gen.s_prev, 1))
+    x = jnp.where((phase == MEAN_EVAL)[:, None], s.strategy.mean(state.es)[None], gen.xs[member])
+    rl = rl & (phase != MEAN_EVAL)
+    return state.replace(gen=gen), (x, phase, rl, valid, member, target)
 
 
 def _assign_jobs(
     s: Setup, state: TrainState, free: jax.Array, key: jax.Array, reset_envs: bool = True
 ) -> TrainState:
-    """Free slots draw their next job: RL training, ES rollout, or wait (no member left)."""
+    """Free slots draw their next job (or wait); training jobs start with a fresh Adam and a
+    snapshot of the critic as it is now."""
     k_draw, k_reset = jax.random.split(key)
     draw = _draw_async if s.cfg.is_async else _draw_sync
-    state, (x, rl, valid, member, target) = draw(s, state, free, k_draw)
+    state, (x, phase, rl, valid, member, target) = draw(s, state, free, k_draw)
     sl = state.slots
-    phase = jnp.where(valid, jnp.where(rl, TRAIN, ROLLOUT), WAIT)
+    phase = jnp.where(valid, phase, WAIT)
     warm = state.counters.total_steps < s.cfg.warmup_steps
-    fresh_opt = jax.vmap(td3.actor_opt_init)(x)
     sl = sl.replace(
         phase=jnp.where(free, phase, sl.phase),
         counter=jnp.where(free, 0, sl.counter),
         target=jnp.where(free, target, sl.target),
         params=jnp.where(free[:, None], x, sl.params),
-        opt=tree_where(free & rl, fresh_opt, sl.opt),
         is_rl=jnp.where(free, rl, sl.is_rl),
-        random=jnp.where(free, warm & ~rl, sl.random),
+        random=jnp.where(free, warm & (phase == ROLLOUT), sl.random),
         member=jnp.where(free, member, sl.member),
         ep_ret=jnp.where(free, 0.0, sl.ep_ret),
         ep_len=jnp.where(free, 0, sl.ep_len),
+        eval_sum=jnp.where(free & (phase == MEAN_EVAL), 0.0, sl.eval_sum),
+        eval_count=jnp.where(free & (phase == MEAN_EVAL), 0, sl.eval_count),
     )
+    sl = _start_training(s, state, sl, free & (phase == TRAIN))
     if reset_envs:  # at init the envs are fresh (and carry the staggered counters)
-        sl = sl.replace(env=_reset_envs(s, sl.env, free & valid & ~rl, k_reset))
+        acting = (phase == ROLLOUT) | (phase == MEAN_EVAL)
+        sl = sl.replace(env=_reset_envs(s, sl.env, free & acting, k_reset))
     return state.replace(slots=sl)
+
+
+def _start_training(s: Setup, state: TrainState, sl: Slots, starting: jax.Array) -> Slots:
+    """Slots entering TRAIN: a fresh Adam and a snapshot of the shared critic (the authors copy
+    the critic into the worker when the job starts; later critic updates do not reach it)."""
+    fresh_opt = jax.vmap(td3.actor_opt_init)(sl.params)
+    snapshot = _tile(state.learner.params, sl.phase.shape[0])
+    return sl.replace(
+        opt=tree_where(starting, fresh_opt, sl.opt),
+        critic=tree_where(starting, snapshot, sl.critic),
+    )
 
 
 def _assign_if_free(s: Setup, state: TrainState, free: jax.Array, key: jax.Array) -> TrainState:
@@ -410,28 +558,31 @@ def _assign_if_free(s: Setup, state: TrainState, free: jax.Array, key: jax.Array
 
 
 def _train_actors(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
-    """`actor_steps_per_tick` actor-only steps for every training slot, stopping at B_a."""
+    """This tick's actor steps for every training slot (against its critic snapshot), stopping
+    at the job's target."""
     cfg, sl = s.cfg, state.slots
     training = sl.phase == TRAIN
-    hp, w = s.hp, cfg.num_slots
+    hp, w, rate = s.hp, cfg.num_slots, s.actor_rate
+    n_now = rate.at(state.counters.ticks)
 
-    def update(params, opt, obs):
-        return td3.actor_step(params, opt, state.learner.params, obs, hp, s.actor, s.critic)
+    def update(params, opt, critic, obs):
+        return td3.actor_step(params, opt, critic, obs, hp, s.actor, s.critic)
 
-    def step(carry, k):
+    def step(carry, inp):
         params, opt, counter = carry
-        active = training & (counter < sl.target)
+        k, i = inp
+        active = training & (counter < sl.target) & (i < n_now)
         obs = jax.vmap(lambda kk: replay.sample(state.buffer, kk, cfg.batch_size).obs)(
             jax.random.split(k, w)
         )
-        new_p, new_o, _ = jax.vmap(update)(params, opt, obs)
+        new_p, new_o, _ = jax.vmap(update)(params, opt, sl.critic, obs)
         params = jnp.where(active[:, None], new_p, params)
         opt = tree_where(active, new_o, opt)
-        return (params, opt, counter + active), jnp.sum(active.astype(jnp.int32))
+        return (params, opt, counter + active), _count(active)
 
     def run(args):
-        keys = jax.random.split(key, cfg.actor_steps_per_tick)
-        (params, opt, counter), n = jax.lax.scan(step, args, keys)
+        keys = jax.random.split(key, rate.most)
+        (params, opt, counter), n = jax.lax.scan(step, args, (keys, jnp.arange(rate.most)))
         return params, opt, counter, jnp.sum(n)
 
     params, opt, counter, n = jax.lax.cond(
@@ -463,160 +614,191 @@ def _act(s: Setup, state: TrainState, key: jax.Array) -> jax.Array:
     return jnp.where(sl.random[:, None], rand, act)
 
 
-def _step_envs(s: Setup, state: TrainState, key: jax.Array):
-    """One env step for acting slots; rollout transitions go to the buffer and are counted."""
+def _env_step(s: Setup, state: TrainState, done: jax.Array, key: jax.Array, allowed):
+    """One env step for acting slots whose episode has not ended this tick."""
     sl, c = state.slots, state.counters
-    acting = (sl.phase == ROLLOUT) | (sl.phase == MEAN_EVAL)
-    rolling = sl.phase == ROLLOUT
+    phase_acting = (sl.phase == ROLLOUT) | (sl.phase == MEAN_EVAL)
+    acting = phase_acting & ~done & allowed
+    rolling = acting & (sl.phase == ROLLOUT)
     action = _act(s, state, key)
     nxt = jax.vmap(s.env.step)(sl.env, action)
     trans = replay.Transition(sl.env.obs, action, nxt.reward, nxt.obs, 1.0 - nxt.info["terminated"])
     finite = replay.finite_rows(trans)  # a non-finite transition never reaches the critic
     buffer = replay.add(state.buffer, trans, rolling & finite)
-    n = jnp.sum(rolling.astype(jnp.int32))
     c = c.replace(
-        nonfinite_transitions=c.nonfinite_transitions + jnp.sum(rolling & ~finite, dtype=jnp.int32)
+        total_steps=c.total_steps + _count(rolling),
+        nonfinite_transitions=c.nonfinite_transitions + _count(rolling & ~finite),
     )
     sl = sl.replace(
         env=tree_where(acting, nxt, sl.env),
         ep_ret=jnp.where(acting, sl.ep_ret + nxt.reward, sl.ep_ret),
         ep_len=jnp.where(acting, sl.ep_len + 1, sl.ep_len),
     )
-    done = acting & (nxt.done > 0)
-    state = state.replace(
-        slots=sl, buffer=buffer, counters=c.replace(total_steps=c.total_steps + n)
-    )
+    done = done | (acting & (nxt.done > 0))
+    return state.replace(slots=sl, buffer=buffer, counters=c), done
+
+
+def _step_envs(s: Setup, state: TrainState, key: jax.Array):
+    """This tick's env steps (`env_steps_per_tick`) for acting slots; an episode that ends
+    mid-tick leaves its slot idle for the rest of the tick. Returns (state, episode ended)."""
+    rate = s.env_rate
+    n_now = rate.at(state.counters.ticks)
+    done = jnp.zeros((s.cfg.num_slots,), bool)
+    if rate.most == 1:
+        return _env_step(s, state, done, key, n_now > 0)
+
+    def body(carry, inp):
+        k, i = inp
+        st, dn = carry
+        return _env_step(s, st, dn, k, i < n_now), None
+
+    keys = jax.random.split(key, rate.most)
+    (state, done), _ = jax.lax.scan(body, (state, done), (keys, jnp.arange(rate.most)))
     return state, done
 
 
 def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
-    """Up to `critic_steps_per_tick` learner steps after warm-up, never ahead of the data."""
-    cfg = s.cfg
-    target_policy = _mean(s, state)
+    """This tick's critic steps: td3's joint update; the critic worker against the ES mean
+    (never ahead of counted steps, except p-cem-rl's parallel critic); or the serial critic job
+    of a slot, against that job's member, counted in the slot."""
+    cfg, c, sl = s.cfg, state.counters, state.slots
+    rate = s.critic_rate
+    n_now = rate.at(c.ticks)
+    past_warmup = (c.total_steps >= cfg.warmup_steps) & (state.buffer.size > 0)
+    if s.serial_critic:
+        in_critic = sl.phase == CRITIC
+        w_star = jnp.argmax(in_critic)
+        policy = sl.params[w_star]
+        left = jnp.where(jnp.any(in_critic), sl.target[w_star] - sl.counter[w_star], 0)
+    else:
+        policy = _mean(s, state)
+        capped = cfg.is_async or cfg.algo == "td3"
+        left = jnp.where(past_warmup, n_now, 0)
+        if capped:
+            left = jnp.minimum(left, c.total_steps - c.critic_steps)
 
-    def step(carry, k):
+    def step(carry, inp):
         learner, done = carry
-        c = state.counters
-        ok = (c.total_steps >= cfg.warmup_steps) & (c.critic_steps + done < c.total_steps)
-        ok = ok & (state.buffer.size > 0)
+        k, i = inp
+        ok = (i < n_now) & (done < left) & (state.buffer.size > 0)
 
         def update(lrn):
             k_batch, k_noise = jax.random.split(k)
             batch = replay.sample(state.buffer, k_batch, cfg.batch_size)
             if cfg.algo == "td3":
-                return td3.td3_step(lrn, batch, k_noise, s.hp, s.actor, s.critic, cfg.policy_delay)[
-                    0
-                ]
-            lrn, _ = td3.critic_step(lrn, batch, target_policy, k_noise, s.hp, s.actor, s.critic)
+                out = td3.td3_step(lrn, batch, k_noise, s.hp, s.actor, s.critic, cfg.policy_delay)
+                return out[0]
+            lrn, _ = td3.critic_step(lrn, batch, policy, k_noise, s.hp, s.actor, s.critic)
             return td3.soft_update_critic(lrn, cfg.tau)
 
         learner = jax.lax.cond(ok, update, lambda lrn: lrn, learner)
         return (learner, done + ok), None
 
-    keys = jax.random.split(key, cfg.critic_steps_per_tick)
-    (learner, n), _ = jax.lax.scan(step, (state.learner, jnp.zeros((), jnp.int32)), keys)
-    c = state.counters
-    return state.replace(learner=learner, counters=c.replace(critic_steps=c.critic_steps + n))
+    keys = jax.random.split(key, rate.most)
+    init = (state.learner, jnp.zeros((), jnp.int32))
+    (learner, n), _ = jax.lax.scan(step, init, (keys, jnp.arange(rate.most)))
+    if s.serial_critic:
+        sl = sl.replace(counter=sl.counter + jnp.where(sl.phase == CRITIC, n, 0))
+    return state.replace(
+        learner=learner, slots=sl, counters=c.replace(critic_steps=c.critic_steps + n)
+    )
 
 
 def _advance_phases(s: Setup, state: TrainState, done: jax.Array, key: jax.Array):
-    """End of tick: finished jobs change phase; returns (state, arrived mask, mean returns)."""
+    """End of tick: units that completed move their slot to its next phase, or end its job.
+
+    Returns (state, job_end mask, mean returns of the ended jobs)."""
     cfg, sl, c = s.cfg, state.slots, state.counters
+    chain = cfg.is_async or cfg.algo == "cem-rl"  # training is followed by the rollout
+    critic_done = (sl.phase == CRITIC) & (sl.counter >= sl.target)
     train_done = (sl.phase == TRAIN) & (sl.counter >= sl.target)
     roll_done = (sl.phase == ROLLOUT) & done
     eval_done = (sl.phase == MEAN_EVAL) & done
     lengths, seen = _ring_push(c.lengths, c.lengths_seen, sl.ep_len, roll_done)
     c = c.replace(lengths=lengths, lengths_seen=seen)
-    eval_sum = jnp.where(eval_done, sl.eval_sum + sl.ep_ret, jnp.where(roll_done, 0.0, sl.eval_sum))
-    eval_count = jnp.where(eval_done, sl.eval_count + 1, jnp.where(roll_done, 0, sl.eval_count))
-    use_eval = cfg.is_async and cfg.n_mean_evals > 0
-    if use_eval:
-        arrived = eval_done & (eval_count >= cfg.n_mean_evals)
-        to_eval = roll_done
-    else:
-        arrived = roll_done
-        to_eval = jnp.zeros_like(roll_done)
-    mean = _mean(s, state)
-    phase = jnp.where(train_done, ROLLOUT, sl.phase)
+    eval_sum = jnp.where(eval_done, sl.eval_sum + sl.ep_ret, sl.eval_sum)
+    eval_count = jnp.where(eval_done, sl.eval_count + 1, sl.eval_count)
+    to_eval = roll_done & (cfg.is_async and cfg.n_mean_evals > 0)
+    eval_end = eval_done & (eval_count >= cfg.n_mean_evals)
+    to_train = critic_done & (cfg.algo == "cem-rl")
+    job_end = (
+        (critic_done & ~to_train) | (train_done & (not chain)) | (roll_done & ~to_eval) | eval_end
+    )
+    phase = jnp.where(to_train, TRAIN, sl.phase)
+    phase = jnp.where(train_done & chain, ROLLOUT, phase)
     phase = jnp.where(to_eval, MEAN_EVAL, phase)
+    mean = _mean(s, state)
     sl = sl.replace(
         phase=phase,
-        x=jnp.where(roll_done[:, None], sl.params, sl.x),
+        counter=jnp.where(to_train, 0, sl.counter),
+        target=jnp.where(to_train, jnp.maximum(state.gen.s_prev, 1), sl.target),
+        x=jnp.where(roll_done[:, None] | train_done[:, None], sl.params, sl.x),
         params=jnp.where(to_eval[:, None], mean[None, :], sl.params),
         ret=jnp.where(roll_done, sl.ep_ret, sl.ret),
         length=jnp.where(roll_done, sl.ep_len, sl.length),
-        eval_sum=eval_sum,
-        eval_count=eval_count,
+        eval_sum=jnp.where(to_eval, 0.0, eval_sum),
+        eval_count=jnp.where(to_eval, 0, eval_count),
         random=jnp.where(to_eval | train_done, False, sl.random),
     )
-    restart = train_done | to_eval | (eval_done & ~arrived)
+    if cfg.algo == "cem-rl":
+        sl = _start_training(s, state, sl, to_train)
+    restart = (train_done & chain) | to_eval | (eval_done & ~eval_end)
     sl = sl.replace(
         ep_ret=jnp.where(restart, 0.0, sl.ep_ret),
         ep_len=jnp.where(restart, 0, sl.ep_len),
         env=_reset_envs(s, sl.env, restart, key),
     )
-    mean_rets = (
-        eval_sum / jnp.maximum(eval_count, 1) if use_eval else jnp.full_like(eval_sum, c.f_mu)
-    )
-    return state.replace(slots=sl, counters=c), arrived, mean_rets
+    mean_rets = eval_sum / jnp.maximum(eval_count, 1)
+    return state.replace(slots=sl, counters=c), job_end, mean_rets
 
 
-def _tell(s: Setup, state: TrainState, arrived, mean_rets, key):
-    """Tell arrivals to the ES (async: in slot order; sync: at the generation barrier).
-
-    Non-finite guard: an arrival whose return or mean fitness is not finite is not told (async)
-    or ranks below every finite member of its generation (sync); either way it is counted.
-    Returns (state, ps, told)."""
-    cfg, sl, c = s.cfg, state.slots, state.counters
-    n_arr = jnp.sum(arrived.astype(jnp.int32))
+def _tell_async(s: Setup, state: TrainState, arrived, mean_rets):
+    """Tell arrivals to the ES in slot order. Non-finite guard: an arrival whose return or mean
+    fitness is not finite is not told, only counted. Returns (state, ps, told)."""
+    sl, c = state.slots, state.counters
+    n_arr = _count(arrived)
     told = arrived & jnp.isfinite(sl.ret) & jnp.isfinite(mean_rets)
-    n_told = jnp.sum(told.astype(jnp.int32))
-    c = c.replace(nonfinite_arrivals=c.nonfinite_arrivals + n_arr - n_told)
-    if cfg.is_async:
-        es, ps = jax.lax.cond(
-            n_told > 0,
-            lambda e: s.strategy.tell_many(e, sl.x, sl.ret, mean_rets, told),
-            lambda e: (e, jnp.zeros(arrived.shape)),
-            state.es,
-        )
-        last = jnp.max(jnp.where(told, jnp.arange(arrived.shape[0]), -1))
-        f_mu = jnp.where(n_told > 0, mean_rets[jnp.maximum(last, 0)], c.f_mu)
-        c = c.replace(f_mu=f_mu, arrivals=c.arrivals + n_arr)
-        return state.replace(es=es, counters=c), ps, told
-    gen = state.gen
-    idx = jnp.where(arrived, sl.member, cfg.pop_size)
-    gen = gen.replace(
-        rets=gen.rets.at[idx].set(sl.ret, mode="drop"),
-        xs=gen.xs.at[idx].set(sl.x, mode="drop"),
-        done=gen.done.at[idx].set(True, mode="drop"),
-        steps=gen.steps + jnp.sum(jnp.where(arrived, sl.length, 0)),
+    n_told = _count(told)
+    es, ps = jax.lax.cond(
+        n_told > 0,
+        lambda e: s.strategy.tell_many(e, sl.x, sl.ret, mean_rets, told),
+        lambda e: (e, jnp.zeros(arrived.shape)),
+        state.es,
     )
-    state = state.replace(gen=gen, counters=c.replace(arrivals=c.arrivals + n_arr))
-
-    def barrier(st):
-        es = s.strategy.tell(st.es, st.gen.xs, _rank_last_if_nonfinite(st.gen.rets))
-        # A generation without one finite return leaves the ES as it was.
-        es = jax.tree.map(
-            lambda new, old: jnp.where(jnp.any(jnp.isfinite(st.gen.rets)), new, old), es, st.es
-        )
-        st = st.replace(es=es)
-        return st.replace(gen=_new_generation(s, st, key))
-
-    # Only the ES and the generation change at the barrier: the cond carries just those (not
-    # the replay buffer, which XLA might otherwise copy through the branches).
-    def barrier_parts(parts):
-        st = barrier(state.replace(es=parts[0], gen=parts[1]))
-        return st.es, st.gen
-
-    es, gen = jax.lax.cond(jnp.all(gen.done), barrier_parts, lambda p: p, (state.es, gen))
-    return state.replace(es=es, gen=gen), jnp.zeros(arrived.shape), told
+    last = jnp.max(jnp.where(told, jnp.arange(arrived.shape[0]), -1))
+    f_mu = jnp.where(n_told > 0, mean_rets[jnp.maximum(last, 0)], c.f_mu)
+    c = c.replace(
+        f_mu=f_mu,
+        arrivals=c.arrivals + n_arr,
+        nonfinite_arrivals=c.nonfinite_arrivals + n_arr - n_told,
+    )
+    return state.replace(es=es, counters=c), ps, told
 
 
-def _rank_last_if_nonfinite(rets: jax.Array) -> jax.Array:
-    """Non-finite returns replaced by (lowest finite return - 1): they rank last, finitely."""
-    finite = jnp.isfinite(rets)
-    floor = jnp.min(jnp.where(finite, rets, jnp.inf))
-    return jnp.where(finite, rets, jnp.where(jnp.isfinite(floor), floor - 1.0, 0.0))
+def _file_sync(s: Setup, state: TrainState, job_end, mean_rets, key):
+    """File ended jobs into the generation (trained actors, returns, the mean's fitness), then
+    pass the barriers of complete stages. Returns (state, arrived, told)."""
+    cfg, sl, c, gen = s.cfg, state.slots, state.counters, state.gen
+    ended_roll = job_end & (sl.phase == ROLLOUT)
+    ended_train = job_end & (sl.phase == TRAIN)
+    ended_mean = job_end & (sl.phase == MEAN_EVAL)
+    idx = jnp.where(ended_roll | ended_train, sl.member, cfg.pop_size)
+    gen = gen.replace(
+        rets=gen.rets.at[jnp.where(ended_roll, sl.member, cfg.pop_size)].set(sl.ret, mode="drop"),
+        xs=gen.xs.at[idx].set(sl.x, mode="drop"),
+        steps=gen.steps + jnp.sum(jnp.where(ended_roll, sl.length, 0)),
+        finished=gen.finished + _count(job_end),
+    )
+    told = ended_roll & jnp.isfinite(sl.ret)
+    f_mu = jnp.where(jnp.any(ended_mean), jnp.sum(jnp.where(ended_mean, mean_rets, 0.0)), c.f_mu)
+    f_mu = jnp.where(jnp.isfinite(f_mu), f_mu, c.f_mu)
+    c = c.replace(
+        arrivals=c.arrivals + _count(ended_roll),
+        nonfinite_arrivals=c.nonfinite_arrivals + _count(ended_roll & ~told),
+        f_mu=f_mu,
+    )
+    state = _barriers(s, state.replace(gen=gen, counters=c), key)
+    return state, ended_roll, told
 
 
 def _td3_arrivals(s: Setup, state: TrainState, done: jax.Array, key: jax.Array):
@@ -629,14 +811,14 @@ def _td3_arrivals(s: Setup, state: TrainState, done: jax.Array, key: jax.Array):
         ep_len=jnp.where(done, 0, sl.ep_len),
         env=_reset_envs(s, sl.env, done, key),
     )
-    c = c.replace(arrivals=c.arrivals + jnp.sum(done.astype(jnp.int32)))
+    c = c.replace(arrivals=c.arrivals + _count(done))
     return state.replace(slots=sl, counters=c)
 
 
 def tick(s: Setup, state: TrainState, _=None) -> tuple[TrainState, TickMetrics]:
-    """Advance every slot by one unit of its phase (module docstring, steps 1-4)."""
+    """Advance every slot by one tick of modeled time (module docstring, steps 1-4)."""
     key, k_train, k_act, k_critic, k_phase, k_tell, k_jobs = jax.random.split(state.key, 7)
-    busy = jnp.sum((state.slots.phase != WAIT).astype(jnp.int32))
+    busy = _count(state.slots.phase != WAIT)
     state = state.replace(key=key)
     if s.cfg.algo != "td3":
         state = _train_actors(s, state, k_train)
@@ -647,10 +829,15 @@ def tick(s: Setup, state: TrainState, _=None) -> tuple[TrainState, TickMetrics]:
         arrived, ps, told = done, jnp.zeros(done.shape), jnp.zeros_like(done)
         arrived_rl = jnp.ones_like(done)  # every TD3 episode is its actor's
     else:
-        state, arrived, mean_rets = _advance_phases(s, state, done, k_phase)
-        state, ps, told = _tell(s, state, arrived, mean_rets, k_tell)
+        state, job_end, mean_rets = _advance_phases(s, state, done, k_phase)
+        ps = jnp.zeros(done.shape)
+        if s.cfg.is_async:
+            state, ps, told = _tell_async(s, state, job_end, mean_rets)
+            arrived = job_end
+        else:
+            state, arrived, told = _file_sync(s, state, job_end, mean_rets, k_tell)
         arrived_rl = state.slots.is_rl  # read before the slot draws its next job
-        free = arrived | (state.slots.phase == WAIT)
+        free = job_end | (state.slots.phase == WAIT)
         state = _assign_if_free(s, state, free, k_jobs)
     c = state.counters
     state = state.replace(counters=c.replace(ticks=c.ticks + 1, busy=c.busy + busy))

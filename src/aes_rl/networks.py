@@ -1,4 +1,4 @@
-"""Actor and twin critic (ALGORITHM.md section 1) and the flat-vector view of an actor.
+"""Actor and twin critic (docs/algorithm.md §1) and the flat-vector view of an actor.
 
 The ES works on one flat vector per actor; TD3 works on the same vector (Adam over a flat
 vector is elementwise, so it equals Adam over the pytree). `ActorSpec` holds the static

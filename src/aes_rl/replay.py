@@ -1,4 +1,4 @@
-"""A jittable fixed-capacity ring replay buffer (ALGORITHM.md section 1).
+"""A jittable fixed-capacity ring replay buffer (docs/algorithm.md §1).
 
 Rows are written in the order given; masked-out rows are skipped without leaving holes, so
 W worker slots of which only some are rolling out can write one tick's transitions at once.

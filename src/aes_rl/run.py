@@ -36,13 +36,14 @@ import numpy as np
 import tqdm
 
 from aes_rl import checkpoint, loop
-from aes_rl.config import STRUCTURAL, Config
+from aes_rl.config import RATE_FIELDS, STRUCTURAL, Config
 
 METRICS_FIELDS = (
     "chunk",
     "seed",
     "total_steps",
     "ticks",
+    "time",
     "wall_time",
     "arrivals",
     "chunk_arrivals",
@@ -176,6 +177,7 @@ def chunk_rows(
     c = jax.device_get(state.counters)
     m = jax.device_get(m)
     var_mean = np.asarray(loop.var_mean(cfg, state))
+    has_f_mu = cfg.algo != "td3" and cfg.n_mean_evals > 0
     rows, arrivals = [], []
     for i, seed in enumerate(seeds):
         arrived = m.arrived[i]
@@ -189,13 +191,14 @@ def chunk_rows(
                 seed=seed,
                 total_steps=int(c.total_steps[i]),
                 ticks=ticks,
+                time=round(ticks * loop.tick_cost(cfg), 3),
                 wall_time=round(wall, 3),
                 arrivals=int(c.arrivals[i]),
                 chunk_arrivals=int(arrived.sum()),
                 individual_mean=float(rets.mean()) if rets.size else math.nan,
                 individual_max=float(rets.max()) if rets.size else math.nan,
                 p_mean=float(ps.mean()) if ps.size else math.nan,
-                f_mu=float(c.f_mu[i]),
+                f_mu=float(c.f_mu[i]) if has_f_mu else math.nan,
                 eval_mean=float(evals[i].mean()) if evals is not None else math.nan,
                 eval_std=float(evals[i].std()) if evals is not None else math.nan,
                 rl_share=n_rl / (n_rl + n_es) if n_rl + n_es > 0 else 0.0,
@@ -360,6 +363,7 @@ class _Stop:
 
 @dataclasses.dataclass
 class RunResult:
+    cfg: Config  # as run (a device clock's calibrated rates included)
     state: loop.TrainState
     chunks: int
     rows: list[dict]
@@ -367,14 +371,42 @@ class RunResult:
     run_dir: Path
 
 
-def _open_run(cfg: Config, settings: RunSettings, run_dir: Path):
+def _resolve_clock(cfg: Config, run_dir: Path) -> tuple[Config, dict | None]:
+    """The device cost model: an existing run keeps the rates it was calibrated with; a new
+    one is calibrated now, at its shapes (returns the measured seconds to store)."""
+    if cfg.cost_model != "device":
+        return cfg, None
+    if (run_dir / "config.json").exists():
+        stored, _ = read_run(run_dir)
+        if stored.cost_model == "device":
+            rates = {name: getattr(stored, name) for name in RATE_FIELDS}
+            return cfg.replace(**rates), None
+    from aes_rl import clock
+
+    cfg, costs = clock.calibrate(cfg)
+    print(
+        "device clock: env step {env_step_s:.2e} s, actor step {actor_step_s:.2e} s, critic "
+        "step {critic_step_s:.2e} s".format(**costs)
+        + f" -> per tick: {cfg.env_steps_per_tick:g} env, {cfg.actor_steps_per_tick:g} actor, "
+        f"{cfg.critic_steps_per_tick:g} critic steps",
+        file=sys.stderr,
+    )
+    return cfg, costs
+
+
+def _open_run(cfg: Config, settings: RunSettings, run_dir: Path, calibration: dict | None):
     """New run: write config.json. Existing run: refuse structural changes, else continue."""
     record = {
         "format_version": checkpoint.FORMAT_VERSION,
         "config": cfg.to_dict(),
         "settings": settings.to_dict(),
     }
+    if calibration is not None:
+        record["calibration"] = calibration
     if (run_dir / "config.json").exists():
+        stored_record = json.loads((run_dir / "config.json").read_text())
+        if "calibration" in stored_record and calibration is None:
+            record["calibration"] = stored_record["calibration"]
         stored, stored_settings = read_run(run_dir)
         diff = structure_diff(stored, cfg)
         if tuple(stored_settings.seeds) != tuple(settings.seeds):
@@ -404,7 +436,8 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
     run_dir = Path(settings.run_dir)
     check_settings(cfg, settings)
     check_writable(run_dir)
-    _open_run(cfg, settings, run_dir)
+    cfg, calibration = _resolve_clock(cfg, run_dir)
+    _open_run(cfg, settings, run_dir, calibration)
     if settings.debug_nans:
         jax.config.update("jax_debug_nans", True)
     seeds = tuple(settings.seeds)
@@ -485,7 +518,7 @@ def _drive(cfg, settings, state, chunk_i, wall, ckpt, metrics_log, arrivals_log,
                 _save(ckpt, cfg, state, chunk_i, wall, seeds, run_dir)
             if interrupted:
                 break
-    return RunResult(state, chunk_i, rows, interrupted, run_dir)
+    return RunResult(cfg, state, chunk_i, rows, interrupted, run_dir)
 
 
 def _nonfinite_reason(cfg: Config):

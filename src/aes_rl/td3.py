@@ -1,4 +1,4 @@
-"""TD3 (Fujimoto et al. 2018) as pure functions, in three layers (ALGORITHM.md section 2).
+"""TD3 (Fujimoto et al. 2018) as pure functions, in three layers (docs/algorithm.md §2).
 
 1. Losses: `td3_target`, `critic_loss`, `actor_loss`.
 2. Learner updates on explicit states: `critic_step` (caller-given target policy: AES-RL trains

@@ -1,4 +1,4 @@
-"""Evolution strategies over flat actor parameter vectors (ALGORITHM.md sections 3-5).
+"""Evolution strategies over flat actor parameter vectors (docs/algorithm.md §3-5).
 
 Modules (pure functions on `flax.struct` states; returns are maximised):
 - `aes`: AES-RL's one-arrival mean/variance update (sections 3-4).

@@ -1,7 +1,7 @@
 """Pieces shared by the ES modules: parameter checks, the masked arrival scan, CEM statistics.
 
 The masked scan is how every asynchronous strategy receives the arrivals of one tick
-(ALGORITHM.md section 6); the CEM statistics are CEM-RL's tell (section 5), shared by the
+(docs/algorithm.md §6); the CEM statistics are CEM-RL's tell (section 5), shared by the
 synchronous CEM and the asynchronous ACEM.
 """
 
@@ -81,7 +81,7 @@ def cem_weights(n_parents: int) -> jax.Array:
 def cem_statistics(
     xs: jax.Array, rets: jax.Array, mean_old: jax.Array, n_parents: int
 ) -> tuple[jax.Array, jax.Array]:
-    """CEM's new mean and spread from a population (ALGORITHM.md section 5).
+    """CEM's new mean and spread from a population (docs/algorithm.md §5).
 
     Sort descending by return (ties keep row order), keep the best mu_p rows x_(i), and return
       cem_mean   = sum_i w_i x_(i)                               [d]

@@ -1,4 +1,4 @@
-"""ACEM-RL: an asynchronous CEM, the paper's asynchronous-CEM baseline (ALGORITHM.md section 5).
+"""ACEM-RL: an asynchronous CEM, the paper's asynchronous-CEM baseline (docs/algorithm.md §5).
 
 Every arrival (x, f) is written into a ring of the last K = 10 arrivals. Once the ring is
 full, EVERY arrival applies a CEM tell over the ring (sort descending, mu_p = K/2 parents,
@@ -9,7 +9,7 @@ CEM-RL weights) as a 1/K step from the CURRENT distribution:
     v    <- cem_var                        (scale_var=False, the default; see below)
     damp <- tau * damp + (1 - tau) * damp_limit,   tau = damp_tau ** (1/K)
 
-`scale_var`: ALGORITHM.md scales only the mean step by 1/K, and the authors'
+`scale_var`: the paper scales only the mean step by 1/K, and the authors'
 `ACemrlPopulation.tell` REPLACES v by cem_var at every arrival: that is the default.
 scale_var=True takes a 1/K step on the variance too (v <- v + (cem_var - v) / K), a smoother
 variant. Before the ring is full nothing but the ring changes.

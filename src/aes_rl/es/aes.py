@@ -1,16 +1,16 @@
 """AES-RL's asynchronous ES: a separable Gaussian updated by ONE arrival at a time.
 
 Lee et al., NeurIPS 2020, section 4 ("Asynchronous update of the distribution"); the exact
-formulas are ALGORITHM.md section 3 (mean update ratio p, four rules) and section 4 (variance
+formulas are docs/algorithm.md §3 (mean update ratio p, four rules) and section 4 (variance
 update with divisor n, fixed or adaptive). The authors' code (KyunghyunLee/aes-rl,
 `AesrlPopulation.tell`) is the reference. We maximise return.
 
 Interpretation notes:
-- fixed-linear is NOT clipped to [0, 1] (neither the spec nor the authors' code clip it): with
+- fixed-linear is NOT clipped to [0, 1] (neither the paper nor the authors' code clip it): with
   negative_ratio > 0 a worse-than-mean sample gives p in [-negative_ratio, 0) and pushes the
   mean away from x; p < 1e-3 then means the variance is left alone. The other three rules
   give p in [0, 1].
-- The two baseline rules use p = a / (a + b) (the spec's form); the 0/0 case of the absolute
+- The two baseline rules use p = a / (a + b) (docs/algorithm.md §3); the 0/0 case of the absolute
   rule (f = f_mu = -P) gives p = 0.5.
 """
 
@@ -29,7 +29,7 @@ from aes_rl.es._common import (
 
 MEAN_RULES = ("fixed-linear", "fixed-sigmoid", "baseline-absolute", "baseline-relative")
 VAR_RULES = ("fixed", "adaptive")
-P_MIN = 1e-3  # p below this: n = 0, the variance is not touched (ALGORITHM.md section 4)
+P_MIN = 1e-3  # p below this: n = 0, the variance is not touched (docs/algorithm.md §4)
 
 
 @struct.dataclass
@@ -81,7 +81,7 @@ def _baseline_ratio(a: jax.Array, b: jax.Array) -> jax.Array:
 def update_ratio(params: AESParams, ret: jax.Array, mean_ret: jax.Array) -> jax.Array:
     """Mean update ratio p for a sample of return f = ret, mean return f_mu = mean_ret.
 
-    ALGORITHM.md section 3, P = params.mean_param:
+    docs/algorithm.md §3, P = params.mean_param:
       fixed-linear:      d = (f - f_mu)/P; p = clip(d, -1, 1); p *= negative_ratio if d < 0
       fixed-sigmoid:     p = sigmoid((f - f_mu)/P)
       baseline-absolute: a = f + P, b = f_mu + P (floor f_b = -P); p = a/(a+b) or 0 if a < 0
@@ -106,7 +106,7 @@ def update_ratio(params: AESParams, ret: jax.Array, mean_ret: jax.Array) -> jax.
 
 
 def _divisor(params: AESParams, p: jax.Array) -> jax.Array:
-    """Variance divisor n (ALGORITHM.md section 4): 0 if p < 1e-3, else fixed_n or max(1/p-1, 1)."""
+    """Variance divisor n (docs/algorithm.md §4): 0 if p < 1e-3, else fixed_n or max(1/p-1, 1)."""
     if params.var_rule == "fixed":
         n = jnp.asarray(params.fixed_n, dtype=jnp.float32)
     else:

@@ -1,4 +1,4 @@
-"""CEM-RL's synchronous cross-entropy method (Pourchot & Sigaud 2019; ALGORITHM.md section 5).
+"""CEM-RL's synchronous cross-entropy method (Pourchot & Sigaud 2019; docs/algorithm.md §5).
 
 A separable Gaussian, antithetic populations, and a tell over one whole generation:
 sort descending by return, keep mu_p parents with weights w_i = log(1 + mu_p) - log(i)
@@ -71,12 +71,14 @@ def weights(n_parents: int) -> jax.Array:
 
 
 def ask(key: jax.Array, state: CEMState, params: CEMParams) -> jax.Array:
-    """Antithetic population [pop, d]: rows 2i, 2i+1 = mu +- s eps_i with s = sqrt(v)."""
+    """Antithetic population [pop, d] in the authors' layout (`core/population.py`):
+    eps = concat([e, -e]), so row i = mu + s e_i and row i + pop/2 = mu - s e_i, s = sqrt(v).
+    The first half are the +e rows: the loop's RL members (rows 0..rl_members-1) come from
+    there, each with its ES-only mirror image in the second half."""
     half = params.pop_size // 2
-    eps = jax.random.normal(key, (half, state.mean.shape[0]), state.mean.dtype)
-    step = jnp.sqrt(state.var) * eps  # [half, d]
-    pairs = jnp.stack([state.mean + step, state.mean - step], axis=1)  # [half, 2, d]
-    return pairs.reshape(params.pop_size, state.mean.shape[0])
+    e = jax.random.normal(key, (half, state.mean.shape[0]), state.mean.dtype)
+    eps = jnp.concatenate([e, -e], axis=0)  # [pop, d]
+    return state.mean + jnp.sqrt(state.var) * eps
 
 
 def tell(state: CEMState, xs: jax.Array, rets: jax.Array, params: CEMParams) -> CEMState:

@@ -1,10 +1,10 @@
-"""(1+1)-ES with the 1/5-success rule, the paper's asynchronous (1+1) baseline (ALGORITHM.md 5).
+"""The (1+1)-ES with the 1/5-success rule, the paper's (1+1) baseline (docs/algorithm.md §5).
 
 Per arrival (x, f) with current mean return f_mu:
 
     success = f > f_mu;  mu <- x if success
     window  <- the last W = 10 outcomes (a TRUE sliding window; the authors' deque stops
-               being updated once full, a bug the spec tells us not to copy)
+               being updated once full, a bug we do not copy)
     rate    = successes in the window / number of outcomes in it (min(count, W))
     v <- v / factor if rate > 0.2 else v * factor   (factor 0.99);   v <- max(v, v_min)
 

@@ -1,6 +1,6 @@
 """Uniform strategy records, so the training loop treats every ES the same way.
 
-Two kinds (ALGORITHM.md sections 2, 5 and 6):
+Two kinds (docs/algorithm.md §2, §5 and §6):
 - `AsyncStrategy`: told one arrival at a time, in slot order, inside a tick (AES-RL, ACEM-RL,
   (1+1)-ES). `tell_many(state, xs, rets, mean_rets, mask) -> (state, ps)`.
 - `GenerationStrategy`: told a whole population behind a barrier (CEM-RL, P-CEM-RL, and any
