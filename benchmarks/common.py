@@ -95,8 +95,14 @@ def command_line(module: str) -> str:
             continue
         if a.startswith("--summary-json="):
             continue
-        out.append(a)
+        out.append(_relative(a))
     return " ".join(["python", "-m", module] + ([shlex.join(out)] if out else []))
+
+
+def _relative(arg: str) -> str:
+    """A path argument inside the repository, written relative to it (no machine paths)."""
+    root = str(BENCH_DIR.parent) + os.sep
+    return arg.replace(root, "") if root in arg else arg
 
 
 # ------------------------------------------------------------------ compile accounting

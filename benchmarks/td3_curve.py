@@ -108,8 +108,7 @@ def main(argv=None) -> None:
         "last evaluation, 'best' the best of all evaluations (an optimistic figure).",
         "Run wall-clock includes init, all compiles, chunks and evaluations; chunk time is the "
         "sum of the chunk calls (the first includes its compile).",
-        f"Curve: `{_rel(out.with_suffix('.csv'))}`, figure `{_rel(out.with_suffix('.png'))}`; "
-        f"run directory `{run.run_dir}`.",
+        f"Curve: `{_rel(out.with_suffix('.csv'))}`, figure `{_rel(out.with_suffix('.png'))}`.",
     ]
     session.finish(f"TD3 learning curve ({args.env}, {args.backend})",
                    [table, "<details><summary>Curve</summary>\n\n" + curve + "\n\n</details>"],
@@ -120,7 +119,7 @@ def _rel(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(common.BENCH_DIR.parent))
     except ValueError:
-        return str(path)
+        return path.name + " (a temporary file)"
 
 
 if __name__ == "__main__":

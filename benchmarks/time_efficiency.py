@@ -18,7 +18,9 @@ Wall-clock is the sum of the compiled chunk calls; compilation apart.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -60,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--sweep-budget", type=int, default=20_000)
     p.add_argument("--sweep-variants", nargs="+", default=["aes-rl", "p-cem-rl", "p-cem-rl+pc"],
                    choices=list(VARIANTS))
+    p.add_argument("--partial", default=None,
+                   help="a JSON file keeping every finished run: the same command run again "
+                        "(after a crash or an interrupt) skips them")
     args = p.parse_args(argv)
     if args.quick:
         args.envs, args.budget, args.warmup_steps = args.envs[:1], 1_500, 500
@@ -108,6 +113,24 @@ def run_to_budget(cfg, compiled, seed: int, budget: int, target: float | None,
                 critic_per_step=c["critic_steps"] / after, hit=hit)
 
 
+class Partial:
+    """Finished runs kept on disk by key, so a crashed benchmark continues where it stopped."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        self.done = json.loads(self.path.read_text()) if self.path and self.path.exists() else {}
+
+    def get(self, key: str):
+        return self.done.get(key)
+
+    def put(self, key: str, value) -> None:
+        self.done[key] = value
+        if self.path:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(self.done))
+            tmp.replace(self.path)
+
+
 def compiled_chunk(cfg, seed: int):
     state = loop.init_batch(cfg, (seed,))
     compiled, compile_s = common.compile_jitted(
@@ -115,31 +138,47 @@ def compiled_chunk(cfg, seed: int):
     return compiled, compile_s
 
 
-def main_table(args) -> tuple[str, list[str]]:
+def one_config(env, clock_name, variant, args, partial: Partial) -> dict:
+    """Every seed of one (env, clock, variant): {seed: figures}, with its clock and compile."""
+    key = f"main/{env}/{clock_name}/{variant}"
+    if partial.get(key):
+        return partial.get(key)
+    cfg = make_config(env, variant, args, cost_model=clock_name)
+    calibration = None
+    if clock_name == "device":
+        cfg, costs = clock.calibrate(cfg)
+        calibration = (
+            f"{env} {variant}: env {costs['env_step_s'] * 1e3:.3f} ms, actor "
+            f"{costs['actor_step_s'] * 1e3:.3f} ms, critic {costs['critic_step_s'] * 1e3:.3f} "
+            f"ms -> per tick {cfg.env_steps_per_tick:g} env / {cfg.actor_steps_per_tick:g} "
+            f"actor / {cfg.critic_steps_per_tick:g} critic steps")
+    common.log(f"[{NAME}] {env} {clock_name} {variant}: compiling")
+    compiled, compile_s = compiled_chunk(cfg, args.seeds[0])
+    evaluate = loop.make_evaluate(cfg, args.eval_episodes)
+    runs = {}
+    for seed in args.seeds:
+        common.log(f"[{NAME}] {env} {clock_name} {variant} seed {seed}: to {args.budget} steps")
+        runs[str(seed)] = run_to_budget(cfg, compiled, seed, args.budget, args.target, evaluate)
+    out = dict(runs=runs, calibration=calibration, compile_s=compile_s, w=cfg.num_slots)
+    partial.put(key, out)
+    return out
+
+
+def main_table(args, partial: Partial) -> tuple[str, list[str]]:
     rows, clocks_seen = [], []
     for env in args.envs:
         for clock_name in args.clocks:
             refs: dict[int, dict] = {}
             for variant in args.variants:
-                cfg = make_config(env, variant, args, cost_model=clock_name)
-                if clock_name == "device":
-                    cfg, costs = clock.calibrate(cfg)
-                    clocks_seen.append(
-                        f"{env} {variant}: env {costs['env_step_s'] * 1e3:.3f} ms, actor "
-                        f"{costs['actor_step_s'] * 1e3:.3f} ms, critic "
-                        f"{costs['critic_step_s'] * 1e3:.3f} ms -> per tick "
-                        f"{cfg.env_steps_per_tick:g} env / {cfg.actor_steps_per_tick:g} actor / "
-                        f"{cfg.critic_steps_per_tick:g} critic steps")
-                common.log(f"[{NAME}] {env} {clock_name} {variant}: compiling")
-                compiled, compile_s = compiled_chunk(cfg, args.seeds[0])
-                evaluate = loop.make_evaluate(cfg, args.eval_episodes)
+                got = one_config(env, clock_name, variant, args, partial)
+                if got["calibration"]:
+                    clocks_seen.append(got["calibration"])
+                compile_s = got["compile_s"]
                 for seed in args.seeds:
-                    common.log(f"[{NAME}] {env} {clock_name} {variant} seed {seed}: "
-                               f"to {args.budget} steps")
-                    r = run_to_budget(cfg, compiled, seed, args.budget, args.target, evaluate)
+                    r = got["runs"][str(seed)]
                     ref = refs.setdefault(seed, r)
                     hit = r["hit"]
-                    rows.append([env, clock_name, variant, cfg.num_slots, seed, r["steps"],
+                    rows.append([env, clock_name, variant, got["w"], seed, r["steps"],
                                  r["ticks"], r["ticks"] / ref["ticks"], r["wall_s"],
                                  r["wall_s"] / ref["wall_s"], 1e3 * r["wall_s"] / r["ticks"],
                                  r["utilisation"], r["critic_steps"], r["critic_per_step"],
@@ -153,16 +192,20 @@ def main_table(args) -> tuple[str, list[str]]:
     return table, clocks_seen
 
 
-def sweep(args) -> tuple[str, dict]:
+def sweep(args, partial: Partial) -> tuple[str, dict]:
     """Modeled time to the sweep budget for every ratio and variant (one seed)."""
     out: dict[str, list[float]] = {v: [] for v in args.sweep_variants}
     rows = []
     for ratio in args.ratios:
         for variant in args.sweep_variants:
             cfg = make_config(args.sweep_env, variant, args, **ratio_rates(ratio))
-            common.log(f"[{NAME}] sweep ratio {ratio:g} {variant}")
-            compiled, _ = compiled_chunk(cfg, args.seeds[0])
-            r = run_to_budget(cfg, compiled, args.seeds[0], args.sweep_budget, None, None)
+            key = f"sweep/{args.sweep_env}/{ratio:g}/{variant}"
+            r = partial.get(key)
+            if r is None:
+                common.log(f"[{NAME}] sweep ratio {ratio:g} {variant}")
+                compiled, _ = compiled_chunk(cfg, args.seeds[0])
+                r = run_to_budget(cfg, compiled, args.seeds[0], args.sweep_budget, None, None)
+                partial.put(key, r)
             # modeled time in gradient-step units, so ratios compare across clocks
             per_tick = 1.0 / cfg.actor_steps_per_tick
             out[variant].append(r["ticks"] * per_tick)
@@ -208,7 +251,8 @@ def plot_sweep(path, ratios, times: dict, title: str) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     session = common.Session.start(NAME, args)
-    table, calibrations = main_table(args)
+    partial = Partial(args.partial)
+    table, calibrations = main_table(args, partial)
     tables = [table]
     notes = [
         f"Budget {args.budget} counted env steps (rollouts of individuals; mean evaluations "
@@ -227,7 +271,7 @@ def main(argv=None) -> None:
         f"reaching {args.target:g} after a chunk.",
     ]
     if args.ratios:
-        sweep_table, times = sweep(args)
+        sweep_table, times = sweep(args, partial)
         tables.append(sweep_table)
         png = common.BENCH_DIR / f"{NAME}_sweep{'_quick' if args.quick else ''}.png"
         if "aes-rl" in times:

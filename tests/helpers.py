@@ -1,5 +1,7 @@
 """Small configurations shared by the loop, checkpoint and CLI tests."""
 
+import time
+
 import jax
 import numpy as np
 
@@ -34,3 +36,36 @@ def assert_trees_equal(a, b):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             x, y = jax.random.key_data(x), jax.random.key_data(y)
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def probe_flags(**overrides) -> list[str]:
+    """`aes-rl train` flags of a tiny probe-env run; overrides by field name (None drops one)."""
+    flags = dict(
+        env="probe",
+        warmup_steps=100,
+        episode_length=10,
+        actor_hidden=(16, 16),
+        critic_hidden=(16, 16),
+        ticks_per_chunk=100,
+        buffer_size=4000,
+        batch_size=32,
+        n_mean_evals=1,
+    )
+    flags.update(overrides)
+    argv = []
+    for name, value in flags.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        argv += ["--" + name.replace("_", "-"), *(str(v) for v in values)]
+    return argv + ["--quiet"]
+
+
+def wait_for(pred, proc, timeout=120.0, poll=0.001) -> bool:
+    """Poll `pred` until it holds (True) or `proc` exits or the timeout passes (False)."""
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if pred():
+            return True
+        time.sleep(poll)
+    return False

@@ -5,13 +5,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from helpers import assert_trees_equal, probe_cfg
+from helpers import assert_trees_equal, probe_cfg, wait_for
 
 from aes_rl import checkpoint, loop, run
 
@@ -127,15 +126,6 @@ def _spawn(path, steps, buffer=4000):
     )
 
 
-def _wait_for(pred, proc, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end and proc.poll() is None:
-        if pred():
-            return True
-        time.sleep(0.001)
-    return False
-
-
 def test_sigkill_during_a_save_leaves_a_resumable_run(tmp_path):
     whole = run.train(probe_cfg(buffer_size=400_000), settings(tmp_path / "whole", steps=1500))
     path = tmp_path / "killed"
@@ -145,7 +135,7 @@ def test_sigkill_during_a_save_leaves_a_resumable_run(tmp_path):
     def saving():
         return ckdir.exists() and any("tmp" in p.name for p in ckdir.iterdir())
 
-    caught = _wait_for(lambda: len(list(ckdir.glob("[0-9]*"))) >= 2 and saving(), proc)
+    caught = wait_for(lambda: len(list(ckdir.glob("[0-9]*"))) >= 2 and saving(), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert caught, "the process was not caught in the middle of a save"
@@ -158,7 +148,7 @@ def test_sigint_saves_and_exits_then_resume_is_exact(tmp_path):
     path = tmp_path / "stopped"
     proc = _spawn(path, 1500)
     metrics = path / "metrics.csv"
-    assert _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, proc)
+    assert wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err

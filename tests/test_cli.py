@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import probe_flags
 from PIL import Image
 
 from aes_rl import cli
@@ -13,29 +14,7 @@ from aes_rl import cli
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PROBE = [
-    "--env",
-    "probe",
-    "--warmup-steps",
-    "100",
-    "--episode-length",
-    "10",
-    "--actor-hidden",
-    "16",
-    "16",
-    "--critic-hidden",
-    "16",
-    "16",
-    "--ticks-per-chunk",
-    "100",
-    "--buffer-size",
-    "4000",
-    "--batch-size",
-    "32",
-    "--n-mean-evals",
-    "1",
-    "--quiet",
-]
+PROBE = probe_flags()
 
 
 def call(capsys, *argv):
@@ -69,6 +48,14 @@ def call(capsys, *argv):
         (["train", "--algo", "p-cem-rl", "--es", "evosax:Foo"], "es: unknown 'evosax:Foo'"),
         (["train", "--critic-lr", "nan"], "critic_lr: must be finite, got nan"),
         (["train", "--keep", "0"], "keep: must be an int in [1, 2^31-1], got 0"),
+        (["train", "--mean-eval", "both"], "mean_eval: unknown 'both'; allowed: sequential, para"),
+        (["train", "--cost-model", "gpu"], "cost_model: unknown 'gpu'; allowed: paper, device"),
+        (["train", "--parallel-critic"], "parallel_critic: only p-cem-rl has a parallel-critic"),
+        (
+            ["train", "--cost-model", "paper", "--actor-steps-per-tick", "2"],
+            "cost_model: 'paper' fixes the rates at (10.0, 1.0, 1.0)",
+        ),
+        (["train", "--env-steps-per-tick", "0"], "env_steps_per_tick: must be in [0.001, 1000]"),
         (["resume", "NOWHERE"], "holds no run (no config.json)"),
         (["eval", "NOWHERE"], "neither a policy file nor a run directory"),
     ],

@@ -108,7 +108,8 @@ def test_values_inside_the_declared_ranges_are_accepted(algo, data):
         ):
             changes[name] = data.draw(in_range(name))
     cfg = preset("probe", algo, **dict(PROBE, **changes))
-    loop.build(cfg)
+    assert all(getattr(cfg, k) == v for k, v in changes.items())
+    assert loop.build(cfg).cfg == cfg
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ def trace(cfg, ticks):
     step = loop.make_train_chunk(cfg, 1, 1)
     rows = []
     for t in range(ticks):
-        sl = first(state.slots.replace(env=None, critic=None, opt=None))
+        sl = first(state.slots.replace(env=None, critic=None, opt=None, side=None))
         g, c = first(state.gen), first(state.counters)
         rows.append(
             dict(
@@ -301,3 +301,28 @@ def test_critic_steps_of_a_critic_step_are_what_td3_computes():
         want = td3.soft_update_critic(want, cfg.tau)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode,gap", [("sequential", 4 + 3 * 4), ("parallel", 4 + 4)])
+def test_parallel_mean_evaluation_runs_the_episodes_side_by_side(mode, gap):
+    """Countdown episodes of L = 4 steps, 3 mean-evaluation episodes: an ES job is the rollout
+    then 3 episodes one after another (16 ticks), or side by side (8 ticks)."""
+    cfg = countdown_cfg(n_mean_evals=3, stagger=False, num_slots=2, mean_eval=mode)
+    state, m = loop.make_train_chunk(cfg, 1, 50)(loop.init_batch(cfg, [0]))
+    arrivals = np.flatnonzero(np.asarray(m.arrived[0])[:, 0])
+    assert arrivals[0] == gap - 1 and set(np.diff(arrivals)) == {gap}
+    if mode == "parallel":
+        # f_mu is the mean of the 3 side-by-side returns of the last told slot (slot 1)
+        side = first(state.slots.side.replace(env=None))
+        last_tick = np.flatnonzero(np.asarray(m.arrived[0]).any(axis=1))[-1]
+        assert np.asarray(m.arrived[0])[last_tick].tolist() == [True, True]
+        f_mu = float(np.asarray(state.counters.f_mu)[0])
+        assert f_mu == pytest.approx(float(side.ret[1].mean()), rel=1e-6)
+        assert not side.alive.any() and np.all(side.ret < 0)  # 3 finished probe episodes
+
+
+def test_parallel_mean_evaluation_shortens_the_pcem_mean_stage():
+    cfg = countdown_cfg("p-cem-rl", n_mean_evals=3, stagger=False, mean_eval="parallel")
+    rows, _ = trace(cfg, 16)
+    stages = "".join("CAEM"[r["stage"]] for r in rows)
+    assert stages == "E" * 12 + "M" * 4  # 3 episodes of the mean in one episode's time

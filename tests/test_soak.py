@@ -8,41 +8,15 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from helpers import probe_flags, wait_for
 
 from aes_rl import cli
 
-FLAGS = [
-    "--env",
-    "probe",
-    "--warmup-steps",
-    "300",
-    "--episode-length",
-    "10",
-    "--actor-hidden",
-    "16",
-    "16",
-    "--critic-hidden",
-    "16",
-    "16",
-    "--ticks-per-chunk",
-    "100",
-    "--batch-size",
-    "32",
-    "--n-mean-evals",
-    "1",
-    "--num-slots",
-    "3",
-    "--quiet",
-    # a big buffer makes every save take a while, so a kill can land inside one
-    "--buffer-size",
-    "400000",
-    "--steps",
-    "12000",
-]
+# a big buffer makes every save take a while, so a kill can land inside one
+FLAGS = probe_flags(warmup_steps=300, num_slots=3, buffer_size=400_000, steps=12_000)
 CLI = [sys.executable, "-c", "from aes_rl.cli import main; main()"]
 
 
@@ -63,15 +37,6 @@ def saving(path: Path) -> bool:
     return ckdir.exists() and any("tmp" in p.name for p in ckdir.iterdir())
 
 
-def wait_until(pred, proc, timeout=180.0) -> bool:
-    end = time.time() + timeout
-    while time.time() < end and proc.poll() is None:
-        if pred():
-            return True
-        time.sleep(0.002)
-    return False
-
-
 @pytest.mark.slow
 def test_ten_random_cuts_then_resume_equal_an_uninterrupted_run(tmp_path, capsys):
     whole = tmp_path / "whole"
@@ -90,9 +55,9 @@ def test_ten_random_cuts_then_resume_equal_an_uninterrupted_run(tmp_path, capsys
         )
         start = chunks_logged(path)
         wait = rng.randint(1, 3)  # chunks this process runs before the cut
-        assert wait_until(lambda start=start, wait=wait: chunks_logged(path) >= start + wait, proc)
+        assert wait_for(lambda s=start, n=wait: chunks_logged(path) >= s + n, proc, 180)
         if kind == "SIGKILL-in-save":
-            assert wait_until(lambda: saving(path), proc), "no save caught in progress"
+            assert wait_for(lambda: saving(path), proc, 180), "no save caught in progress"
         proc.send_signal(signal.SIGKILL if kind.startswith("SIGKILL") else getattr(signal, kind))
         _, err = proc.communicate(timeout=180)
         if kind in ("SIGINT", "SIGTERM"):  # the chunk finishes, is saved, exit 0

@@ -7,4 +7,4 @@ import os
 # (before importing jax) to see XLA's own logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

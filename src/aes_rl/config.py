@@ -16,6 +16,7 @@ from aes_rl.envs import BACKENDS, BRAX_ENVS, ENV_NAMES, PROBE_ENVS
 ALGOS = ("aes-rl", "acem-rl", "one-plus-one", "p-cem-rl", "cem-rl", "td3")
 ASYNC_ALGOS = ("aes-rl", "acem-rl", "one-plus-one")
 COST_MODELS = ("paper", "device", "custom")
+MEAN_EVALS = ("sequential", "parallel")
 RATE_FIELDS = ("env_steps_per_tick", "actor_steps_per_tick", "critic_steps_per_tick")
 # The authors' regime (docs/algorithm.md §8): a TD3 gradient step of 400-300 nets in
 # PyTorch on a GPU, with a Ray call to the replay buffer per step, costs about as much as 10
@@ -49,6 +50,8 @@ STRUCTURAL = (
     "es",
     "env_kwargs",
     "rl_history",
+    "n_mean_evals",
+    "mean_eval",
 )
 
 
@@ -74,6 +77,7 @@ class Config:
     critic_steps_per_tick: float = PAPER_RATES[2]  # steps the critic (worker or slot) per tick
     # --- mean evaluation and the critic's schedule
     n_mean_evals: int = 5  # mean-evaluation episodes per individual (async) / generation (sync)
+    mean_eval: str = "sequential"  # sequential (one after another, the authors') | parallel
     parallel_critic: bool = False  # p-cem-rl: a critic worker against the mean, no serial phase
     rl_history: int = 10  # B_a = sum of the last <= rl_history episode lengths
     rho: float = 0.5  # target RL share
@@ -229,6 +233,11 @@ FIELDS: dict[str, Field] = {
         "allowed); td3 always takes one joint update per env step, this is only its cost.",
         1e-3,
         1e3,
+    ),
+    "mean_eval": Field(
+        "How a slot runs its n_mean_evals episodes of the mean: sequential (one after another, "
+        "as the authors' workers do) or parallel (side by side: only the arrival comes sooner).",
+        choices=MEAN_EVALS,
     ),
     "parallel_critic": Field(
         "p-cem-rl only: a critic worker trains continuously against the ES mean (no cap), "

@@ -51,6 +51,15 @@ STAGES = ("critic", "actor", "eval", "mean-eval")
 
 
 @struct.dataclass
+class SideEnvs:
+    """The mean-evaluation episodes of `mean_eval="parallel"`, E = n_mean_evals per slot."""
+
+    env: EnvState  # [W, E] env states
+    ret: jax.Array  # [W, E] f32, returns so far
+    alive: jax.Array  # [W, E] bool, episode still running
+
+
+@struct.dataclass
 class Slots:
     phase: jax.Array  # [W] i32, one of TRAIN/ROLLOUT/MEAN_EVAL/WAIT/CRITIC
     counter: jax.Array  # [W] i32, actor (TRAIN) or critic (CRITIC) steps done in this job
@@ -69,6 +78,7 @@ class Slots:
     is_rl: jax.Array  # [W] bool, current job is an RL member's
     random: jax.Array  # [W] bool, current rollout uses uniform random actions (warm-up)
     member: jax.Array  # [W] i32, index in the generation (synchronous algorithms)
+    side: SideEnvs | None  # parallel mean evaluation (None when sequential)
 
 
 @struct.dataclass
@@ -314,6 +324,7 @@ def init(cfg: Config, key: jax.Array) -> TrainState:
         is_rl=z(dtype=bool),
         random=z(dtype=bool),
         member=z(dtype=jnp.int32),
+        side=_init_side(s, k_env),
     )
     i32 = functools.partial(jnp.asarray, dtype=jnp.int32)
     counters = Counters(
@@ -340,6 +351,54 @@ def init(cfg: Config, key: jax.Array) -> TrainState:
         slots = slots.replace(phase=jnp.full((w,), ROLLOUT, jnp.int32))
         return state.replace(slots=slots)
     return _assign_jobs(s, state, jnp.ones((w,), bool), k_jobs, reset_envs=False)
+
+
+def _init_side(s: Setup, key: jax.Array) -> SideEnvs | None:
+    cfg = s.cfg
+    if cfg.mean_eval != "parallel" or cfg.n_mean_evals == 0 or cfg.algo == "td3":
+        return None
+    w, e = cfg.num_slots, cfg.n_mean_evals
+    env = jax.vmap(jax.vmap(s.env.reset))(jax.random.split(jax.random.fold_in(key, 1), (w, e)))
+    return SideEnvs(env, jnp.zeros((w, e)), jnp.zeros((w, e), bool))
+
+
+def _reset_side(s: Setup, side: SideEnvs | None, mask: jax.Array, key: jax.Array):
+    """Fresh side episodes for the masked slots (those starting their mean evaluation)."""
+    if side is None:
+        return None
+
+    def reset(sd):
+        w, e = sd.ret.shape
+        keys = jax.random.split(jax.random.fold_in(key, 1), (w, e))  # not the main envs' keys
+        fresh = jax.vmap(jax.vmap(s.env.reset))(keys)
+        return SideEnvs(
+            tree_where(mask, fresh, sd.env),
+            jnp.where(mask[:, None], 0.0, sd.ret),
+            jnp.where(mask[:, None], True, sd.alive),
+        )
+
+    return jax.lax.cond(jnp.any(mask), reset, lambda sd: sd, side)
+
+
+def _step_side(s: Setup, sl: Slots, allowed: jax.Array) -> tuple[Slots, jax.Array]:
+    """One env step of every running side episode of mean-evaluating slots; returns (slots,
+    all of a slot's side episodes have ended)."""
+    side = sl.side
+    evaluating = (sl.phase == MEAN_EVAL) & allowed
+
+    def step(sd):
+        act = jax.vmap(jax.vmap(s.actor.apply, in_axes=(None, 0)))(sl.params, sd.env.obs)
+        nxt = jax.vmap(jax.vmap(s.env.step))(sd.env, act)
+        live = evaluating[:, None] & sd.alive
+        return SideEnvs(
+            tree_where(live, nxt, sd.env),
+            jnp.where(live, sd.ret + nxt.reward, sd.ret),
+            sd.alive & ~(live & (nxt.done > 0)),
+        )
+
+    side = jax.lax.cond(jnp.any(evaluating), step, lambda sd: sd, side)
+    ended = (sl.phase == MEAN_EVAL) & ~jnp.any(side.alive, axis=1)
+    return sl.replace(side=side), ended
 
 
 def _init_es(s: Setup, mu0: jax.Array, key: jax.Array):
@@ -524,7 +583,10 @@ def _assign_jobs(
     sl = _start_training(s, state, sl, free & (phase == TRAIN))
     if reset_envs:  # at init the envs are fresh (and carry the staggered counters)
         acting = (phase == ROLLOUT) | (phase == MEAN_EVAL)
-        sl = sl.replace(env=_reset_envs(s, sl.env, free & acting, k_reset))
+        sl = sl.replace(
+            env=_reset_envs(s, sl.env, free & acting, k_reset),
+            side=_reset_side(s, sl.side, free & (phase == MEAN_EVAL), k_reset),
+        )
     return state.replace(slots=sl)
 
 
@@ -617,7 +679,7 @@ def _act(s: Setup, state: TrainState, key: jax.Array) -> jax.Array:
 def _env_step(s: Setup, state: TrainState, done: jax.Array, key: jax.Array, allowed):
     """One env step for acting slots whose episode has not ended this tick."""
     sl, c = state.slots, state.counters
-    phase_acting = (sl.phase == ROLLOUT) | (sl.phase == MEAN_EVAL)
+    phase_acting = (sl.phase == ROLLOUT) | ((sl.phase == MEAN_EVAL) & (sl.side is None))
     acting = phase_acting & ~done & allowed
     rolling = acting & (sl.phase == ROLLOUT)
     action = _act(s, state, key)
@@ -635,6 +697,9 @@ def _env_step(s: Setup, state: TrainState, done: jax.Array, key: jax.Array, allo
         ep_len=jnp.where(acting, sl.ep_len + 1, sl.ep_len),
     )
     done = done | (acting & (nxt.done > 0))
+    if sl.side is not None:
+        sl, side_ended = _step_side(s, sl, allowed)
+        done = done | side_ended
     return state.replace(slots=sl, buffer=buffer, counters=c), done
 
 
@@ -716,8 +781,12 @@ def _advance_phases(s: Setup, state: TrainState, done: jax.Array, key: jax.Array
     eval_done = (sl.phase == MEAN_EVAL) & done
     lengths, seen = _ring_push(c.lengths, c.lengths_seen, sl.ep_len, roll_done)
     c = c.replace(lengths=lengths, lengths_seen=seen)
-    eval_sum = jnp.where(eval_done, sl.eval_sum + sl.ep_ret, sl.eval_sum)
-    eval_count = jnp.where(eval_done, sl.eval_count + 1, sl.eval_count)
+    if sl.side is None:  # sequential: one more episode of the mean has ended
+        eval_sum = jnp.where(eval_done, sl.eval_sum + sl.ep_ret, sl.eval_sum)
+        eval_count = jnp.where(eval_done, sl.eval_count + 1, sl.eval_count)
+    else:  # parallel: all of them, side by side
+        eval_sum = jnp.where(eval_done, jnp.sum(sl.side.ret, axis=1), sl.eval_sum)
+        eval_count = jnp.where(eval_done, cfg.n_mean_evals, sl.eval_count)
     to_eval = roll_done & (cfg.is_async and cfg.n_mean_evals > 0)
     eval_end = eval_done & (eval_count >= cfg.n_mean_evals)
     to_train = critic_done & (cfg.algo == "cem-rl")
@@ -747,6 +816,7 @@ def _advance_phases(s: Setup, state: TrainState, done: jax.Array, key: jax.Array
         ep_ret=jnp.where(restart, 0.0, sl.ep_ret),
         ep_len=jnp.where(restart, 0, sl.ep_len),
         env=_reset_envs(s, sl.env, restart, key),
+        side=_reset_side(s, sl.side, to_eval, key),
     )
     mean_rets = eval_sum / jnp.maximum(eval_count, 1)
     return state.replace(slots=sl, counters=c), job_end, mean_rets
