@@ -440,6 +440,44 @@ class LearningRun:
         return rows[-1]
 
 
+class Partial:
+    """Finished runs kept on disk by key, so a crashed benchmark continues where it stopped.
+
+    `path`: None (keep nothing), a `.json` file holding every key, or a directory holding one
+    `<key>.json` per key (several processes may share a directory when their keys differ).
+    Every write is atomic (a temporary file renamed into place).
+    """
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        self.one_file = self.path is not None and self.path.suffix == ".json"
+        self.done: dict = {}
+        if self.path is not None and self.one_file and self.path.exists():
+            self.done = json.loads(self.path.read_text())
+        elif self.path is not None and not self.one_file:
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, key: str) -> Path:
+        return self.path / (key.replace("/", "__") + ".json")
+
+    def get(self, key: str):
+        if key in self.done or self.path is None or self.one_file:
+            return self.done.get(key)
+        f = self._file(key)
+        if f.exists():
+            self.done[key] = json.loads(f.read_text())
+        return self.done.get(key)
+
+    def put(self, key: str, value) -> None:
+        self.done[key] = value
+        if self.path is None:
+            return
+        target = self.path if self.one_file else self._file(key)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(json.dumps(self.done if self.one_file else value))
+        tmp.replace(target)
+
+
 def train_run(label: str, cfg, steps: int, seeds: Sequence[int], eval_episodes: int,
               run_root: str | None, final_episodes: int = 0) -> LearningRun:
     """One `run.train` in a fresh run directory under `run_root` (default: a /tmp dir).
@@ -461,6 +499,8 @@ def train_run(label: str, cfg, steps: int, seeds: Sequence[int], eval_episodes: 
     t0 = time.perf_counter()
     result = run.train(cfg, settings)
     wall = time.perf_counter() - t0
+    if result.interrupted:  # a stopped run is not a result (and must never be kept as one)
+        raise SystemExit(f"{label}: interrupted at chunk {result.chunks}; nothing kept")
     rows = run.read_metrics(Path(run_dir))
     chunk_wall = max(r["wall_time"] for r in rows)
     log(f"  {label}: {result.chunks} chunks in {wall:.0f} s")

@@ -1,8 +1,10 @@
 """Learning comparison: AES-RL, P-CEM-RL and TD3 on Brax envs, several seeds in one program.
 
-Each algorithm runs through `run.train` with all seeds vmapped in one compiled program to the
-same counted-step budget, with the same nets for every algorithm and the authors'
-hyper-parameters otherwise (P-CEM-RL with its serial critic, barriers and mean evaluation).
+Each algorithm runs through `run.train` to the same counted-step budget, with the same nets
+for every algorithm and the authors' hyper-parameters otherwise (P-CEM-RL with its serial
+critic, barriers and mean evaluation). Seeds run one after another with the same compiled
+program (`--seed-batch separate`, the default, because vmapped rows of the current loop pay
+for every branch of every row) or all vmapped in one program (`--seed-batch vmapped`).
 Reported per env: the final policy's return (ES mean; TD3's actor) on fresh deterministic
 episodes as mean and IQM over seeds with 95% bootstrap intervals, critic steps per counted
 step, modeled time (`paper` clock) and wall-clock. Curves against counted steps, modeled time
@@ -45,6 +47,12 @@ def parse_args(argv=None):
     p.add_argument("--eval-episodes", type=int, default=5, help="episodes per chunk evaluation")
     p.add_argument("--final-episodes", type=int, default=10,
                    help="episodes of the final evaluation of each seed's final policy")
+    p.add_argument("--seed-batch", default="separate", choices=["separate", "vmapped"],
+                   help="seeds one after another (separate) or vmapped in one program")
+    p.add_argument("--partial", default=None,
+                   help="where finished runs are kept (a .json file, or a directory with one "
+                        "file per run, which several processes may share, e.g. one per env): "
+                        "the same command run again skips them")
     p.add_argument("--run-root", default=None, help="where run directories go (default /tmp)")
     p.add_argument("--out", default=None,
                    help="output stem for .png/.csv (default benchmarks/learning_comparison; "
@@ -87,7 +95,7 @@ def bootstrap_ci(xs, stat, n: int = 10_000, seed: int = 0) -> tuple[float, float
 
 X_AXES = (("total_steps", "counted env steps (per seed)"),
           ("time", "modeled time (ticks of the clock)"),
-          ("wall_time", "wall-clock s (all seeds together)"))
+          ("wall_time", "wall-clock s"))
 
 
 def mean_curve(run: common.LearningRun, x: str):
@@ -103,7 +111,7 @@ def mean_curve(run: common.LearningRun, x: str):
         [max(v) for v in vals]
 
 
-def plot(path: Path, runs: list[common.LearningRun], title: str) -> None:
+def plot(path: Path, runs: list[common.LearningRun], title: str, wall_scope: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,6 +119,8 @@ def plot(path: Path, runs: list[common.LearningRun], title: str) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15.0, 4.4), dpi=110, sharey=True)
     for ax, (x, label) in zip(axes, X_AXES):
+        if x == "wall_time":
+            label += f" ({wall_scope})"
         for run in runs:
             xs, mean, lo, hi = mean_curve(run, x)
             line, = ax.plot(xs, mean, marker="o", markersize=3,
@@ -151,16 +161,44 @@ def summary_row(env: str, run: common.LearningRun, cfg) -> list:
             statistics.mean(r["time"] for r in last), run.wall_s]
 
 
+def algo_run(env: str, algo: str, cfg, args, partial: common.Partial) -> common.LearningRun:
+    """Every seed of one (env, algo): vmapped in one call, or one call per seed (same program).
+
+    In separate mode `wall_s` is the mean over seeds of one seed's whole call.
+    """
+    batches = ([tuple(args.seeds)] if args.seed_batch == "vmapped"
+               else [(s,) for s in args.seeds])
+    parts = []
+    for seeds in batches:
+        key = f"{env}/{algo}/" + ("-".join(map(str, seeds)) if len(seeds) > 1 else str(seeds[0]))
+        got = partial.get(key)
+        if got is None:
+            run = common.train_run(algo, cfg, args.steps, seeds, args.eval_episodes,
+                                   args.run_root, final_episodes=args.final_episodes)
+            got = dict(rows=run.rows, wall_s=run.wall_s, chunk_wall_s=run.chunk_wall_s,
+                       run_dir=Path(run.run_dir).name, final_returns=run.final_returns)
+            partial.put(key, got)
+        else:
+            common.log(f"kept from --partial: {key}")
+        parts.append(got)
+    return common.LearningRun(
+        algo, [r for p in parts for r in p["rows"]],
+        statistics.mean(p["wall_s"] for p in parts),
+        statistics.mean(p["chunk_wall_s"] for p in parts), parts[0]["run_dir"],
+        [f for p in parts for f in p["final_returns"]])
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     session = common.Session.start(NAME, args)
+    partial = common.Partial(args.partial)
+    wall_scope = "all seeds together" if args.seed_batch == "vmapped" else "one seed"
     rows, per_seed, pngs = [], [], []
     for env in args.envs:
         runs = []
         for algo in args.algos:
             cfg = make_config(env, algo, args)
-            run = common.train_run(algo, cfg, args.steps, args.seeds, args.eval_episodes,
-                                   args.run_root, final_episodes=args.final_episodes)
+            run = algo_run(env, algo, cfg, args, partial)
             runs.append(run)
             rows.append(summary_row(env, run, cfg))
             for seed, rets in zip(run.seeds(), run.final_returns):
@@ -170,20 +208,22 @@ def main(argv=None) -> None:
         write_csv(out.with_suffix(".csv"), runs)
         plot(out.with_suffix(".png"), runs,
              f"Brax {env} ({args.backend}), nets {'x'.join(map(str, args.hidden))}, "
-             f"{len(args.seeds)} seeds, {args.cost_model} clock")
+             f"{len(args.seeds)} seeds, {args.cost_model} clock", wall_scope)
         pngs.append(_rel(out.with_suffix(".png")))
     table = common.md_table(
         ["env", "algo", "seeds", "W", "counted steps (min over seeds)", "final return (mean)",
          "mean 95% CI", "IQM", "IQM 95% CI", "min", "max", "critic / counted step",
-         "modeled time", "run wall-clock s"], rows)
+         "modeled time", f"run wall-clock s ({wall_scope})"], rows)
     seeds_table = common.md_table(["env", "algo", "seed", "counted steps", "final return",
                                    "best chunk eval"], per_seed)
     notes = [
         f"Brax {', '.join(args.envs)}, backend {args.backend}; every algorithm with actor and "
         f"critic nets {args.hidden} (small nets for CPU; the paper uses 400x300 for its ES "
         f"methods and 256x256 for TD3), budget {args.steps} counted env steps per seed "
-        f"({args.warmup_steps} of them random warm-up), seeds {args.seeds} vmapped in one "
-        f"compiled program per algorithm, {args.cost_model} clock. The authors' "
+        f"({args.warmup_steps} of them random warm-up), seeds {args.seeds} "
+        + ("vmapped in one compiled program per algorithm" if args.seed_batch == "vmapped"
+           else "one after another with one compiled program per algorithm")
+        + f", {args.cost_model} clock. The authors' "
         "hyper-parameters otherwise: AES-RL baseline-relative mean and adaptive variance, "
         f"W={args.slots}, 5 sequential mean-evaluation episodes per individual, buffer 2e5; "
         "P-CEM-RL population 10 with 5 RL members, serial critic stage, batch 256, the same W "
@@ -193,7 +233,8 @@ def main(argv=None) -> None:
         "the seeds) with 95% percentile bootstrap intervals over seeds (10,000 resamples).",
         "Critic / counted step: critic steps per counted step after the warm-up, at the end. "
         "Modeled time: ticks of the clock (td3: an env step and an update per tick). Run "
-        "wall-clock: the whole `run.train` call (init, compiles, chunks, evaluations).",
+        f"wall-clock ({wall_scope}): the whole `run.train` call (init, compiles, chunks, "
+        "evaluations).",
         "Curves (against counted steps, modeled time and wall-clock): "
         + ", ".join(f"`{p}`" for p in pngs) + " (data in the matching `.csv`).",
     ]

@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmarks import common
 
 NAME = "suite"
-BENCHMARKS = ("td3_throughput", "loop_overhead", "slots_scaling", "time_efficiency",
+BENCHMARKS = ("td3_throughput", "loop_overhead", "slots_scaling", "sweep_rows", "time_efficiency",
               "td3_curve", "learning_comparison")
 
 

@@ -18,9 +18,7 @@ Wall-clock is the sum of the compiled chunk calls; compilation apart.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -63,8 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--sweep-variants", nargs="+", default=["aes-rl", "p-cem-rl", "p-cem-rl+pc"],
                    choices=list(VARIANTS))
     p.add_argument("--partial", default=None,
-                   help="a JSON file keeping every finished run: the same command run again "
-                        "(after a crash or an interrupt) skips them")
+                   help="where finished runs are kept (a .json file, or a directory with one file "
+                        "per run): the same command run again (after a crash or an interrupt) "
+                        "skips them")
     args = p.parse_args(argv)
     if args.quick:
         args.envs, args.budget, args.warmup_steps = args.envs[:1], 1_500, 500
@@ -113,24 +112,6 @@ def run_to_budget(cfg, compiled, seed: int, budget: int, target: float | None,
                 critic_per_step=c["critic_steps"] / after, hit=hit)
 
 
-class Partial:
-    """Finished runs kept on disk by key, so a crashed benchmark continues where it stopped."""
-
-    def __init__(self, path: str | None):
-        self.path = Path(path) if path else None
-        self.done = json.loads(self.path.read_text()) if self.path and self.path.exists() else {}
-
-    def get(self, key: str):
-        return self.done.get(key)
-
-    def put(self, key: str, value) -> None:
-        self.done[key] = value
-        if self.path:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps(self.done))
-            tmp.replace(self.path)
-
-
 def compiled_chunk(cfg, seed: int):
     state = loop.init_batch(cfg, (seed,))
     compiled, compile_s = common.compile_jitted(
@@ -138,7 +119,7 @@ def compiled_chunk(cfg, seed: int):
     return compiled, compile_s
 
 
-def one_config(env, clock_name, variant, args, partial: Partial) -> dict:
+def one_config(env, clock_name, variant, args, partial: common.Partial) -> dict:
     """Every seed of one (env, clock, variant): {seed: figures}, with its clock and compile."""
     key = f"main/{env}/{clock_name}/{variant}"
     if partial.get(key):
@@ -164,7 +145,7 @@ def one_config(env, clock_name, variant, args, partial: Partial) -> dict:
     return out
 
 
-def main_table(args, partial: Partial) -> tuple[str, list[str]]:
+def main_table(args, partial: common.Partial) -> tuple[str, list[str]]:
     rows, clocks_seen = [], []
     for env in args.envs:
         for clock_name in args.clocks:
@@ -192,7 +173,7 @@ def main_table(args, partial: Partial) -> tuple[str, list[str]]:
     return table, clocks_seen
 
 
-def sweep(args, partial: Partial) -> tuple[str, dict]:
+def sweep(args, partial: common.Partial) -> tuple[str, dict]:
     """Modeled time to the sweep budget for every ratio and variant (one seed)."""
     out: dict[str, list[float]] = {v: [] for v in args.sweep_variants}
     rows = []
@@ -251,7 +232,7 @@ def plot_sweep(path, ratios, times: dict, title: str) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     session = common.Session.start(NAME, args)
-    partial = Partial(args.partial)
+    partial = common.Partial(args.partial)
     table, calibrations = main_table(args, partial)
     tables = [table]
     notes = [

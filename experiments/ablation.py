@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aes_rl import plot
 from aes_rl.config import MEAN_RULES, VAR_RULES, preset
-from experiments.common import add_common_args, run_one, table, write_report
+from experiments.common import add_common_args, run_grid, table, write_report
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -24,37 +24,36 @@ def main(argv: list[str] | None = None) -> Path:
     add_common_args(parser, steps=100_000, seeds=3)
     args = parser.parse_args(argv)
     hidden = tuple(args.hidden)
-    grid = [(m, v) for m in args.mean_rules for v in args.var_rules]
+    grid = (("mean_rule", tuple(args.mean_rules)), ("var_rule", tuple(args.var_rules)))
     try:
-        cfgs = {
-            mv: preset(
-                args.env,
-                "aes-rl",
-                mean_rule=mv[0],
-                var_rule=mv[1],
-                actor_hidden=hidden,
-                critic_hidden=hidden,
-                backend=args.backend,
-                num_slots=args.slots,
-            )
-            for mv in grid
-        }
+        cfg = preset(
+            args.env,
+            "aes-rl",
+            actor_hidden=hidden,
+            critic_hidden=hidden,
+            backend=args.backend,
+            num_slots=args.slots,
+        )
     except ValueError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
-    results, dirs = [], []
-    for mean_rule, var_rule in grid:
-        run_dir = args.out_dir / f"{args.env}-{mean_rule}-{var_rule}"
-        results.append(
-            (f"{mean_rule} + {var_rule}", run_one(cfgs[mean_rule, var_rule], run_dir, args))
-        )
-        dirs.append(run_dir)
+    # Every (mean rule, variance rule, seed) is a row of ONE compiled program.
+    run_dir = args.out_dir / f"{args.env}-sweep"
+    rows = run_grid(cfg, grid, run_dir, args)
+    results = [
+        (f"{m} + {v}", [r for r in rows if (r["mean_rule"], r["var_rule"]) == (m, v)])
+        for m in args.mean_rules
+        for v in args.var_rules
+    ]
+    n = len(args.mean_rules) * len(args.var_rules)
     report = [
         f"# AES-RL ablation on {args.env}: {args.steps} counted steps, {args.seeds} seeds, "
         f"hidden {hidden}, backend {args.backend}\n",
+        f"All {n} settings x {args.seeds} seeds ran as {n * args.seeds} rows of one compiled "
+        f"program (`{run_dir}`).\n",
         table(results),
         f"\n![ablation]({args.env}.png)\n",
     ]
-    plot.plot_runs(dirs, args.out_dir / f"{args.env}.png", title=f"{args.env}: AES-RL rules")
+    plot.plot_runs([run_dir], args.out_dir / f"{args.env}.png", title=f"{args.env}: AES-RL rules")
     return write_report(args.out_dir / "ablation.md", report)
 
 

@@ -48,6 +48,24 @@ def run_one(cfg: Config, run_dir: Path, args) -> list[dict]:
     return list(final.values()) or out.rows
 
 
+def run_grid(cfg: Config, grid, run_dir: Path, args) -> list[dict]:
+    """Every setting of `grid` x `args.seeds` seeds as rows of one program (`aes-rl sweep`);
+    returns the final evaluated metrics row of each row."""
+    settings = run.RunSettings(
+        str(run_dir),
+        steps=args.steps,
+        seeds=tuple(range(args.seeds)),
+        grid=grid,
+        progress=not args.quiet,
+    )
+    out = run.train(cfg, settings)
+    final: dict[int, dict] = {}
+    for row in run.read_metrics(run_dir):
+        if not math.isnan(row["eval_mean"]):
+            final[row["row"]] = row
+    return list(final.values()) or out.rows
+
+
 def write_report(path: Path, report: list[str]) -> Path:
     """Write the markdown report and echo it."""
     path.write_text("\n".join(report))

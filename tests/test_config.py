@@ -109,7 +109,8 @@ def test_values_inside_the_declared_ranges_are_accepted(algo, data):
             changes[name] = data.draw(in_range(name))
     cfg = preset("probe", algo, **dict(PROBE, **changes))
     assert all(getattr(cfg, k) == v for k, v in changes.items())
-    assert loop.build(cfg).cfg == cfg
+    assert loop.build(cfg).cfg == cfg.structure()
+    assert loop.HParams.of(cfg).warmup_steps == cfg.warmup_steps
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,8 @@ from aes_rl import loop, replay
 from aes_rl.config import Config
 from aes_rl.networks import ActorSpec
 
-FORMAT_VERSION = 2  # 2: counters of non-finite arrivals and transitions
+# 2: counters of non-finite arrivals and transitions; 3: traced hyper-parameters in the state
+FORMAT_VERSION = 3
 POLICY_FORMAT = "aes_rl.policy/1"
 
 # orbax logs every save at INFO/WARNING level; the driver prints its own one-line summaries.
@@ -98,7 +99,15 @@ class Checkpointer:
                 f"checkpoint {chunk}: format version "
                 f"{meta.get('format_version')}, expected {FORMAT_VERSION}"
             )
-        abstract = jax.eval_shape(_to_disk, template)
+        # Restored straight into the template's layout: its row sharding over this process's
+        # devices, whatever the device count of the process that saved it.
+        abstract = jax.tree.map(
+            lambda a, t: jax.ShapeDtypeStruct(
+                a.shape, a.dtype, sharding=getattr(t, "sharding", None)
+            ),
+            jax.eval_shape(_to_disk, template),
+            _to_disk(template),
+        )
         items = {"state": ocp.args.StandardRestore(abstract.replace(buffer=None))}
         if meta.get("has_buffer"):
             items["buffer"] = ocp.args.StandardRestore(abstract.buffer)

@@ -23,10 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tyro
 
-from aes_rl.config import ALGOS, FIELDS, Config, preset, preset_default_text
+from aes_rl.config import ALGOS, FIELDS, HYPER, Config, preset, preset_default_text
 from aes_rl.envs import BACKENDS, ENV_NAMES
 
 Algo = Literal[ALGOS]  # type: ignore[valid-type]
+Rows = Literal["auto", "map", "vmap"]
 EnvName = Literal[ENV_NAMES]  # type: ignore[valid-type]
 Backend = Annotated[
     Literal[BACKENDS] | None,  # type: ignore[valid-type]
@@ -62,26 +63,50 @@ def _override_type(f: dataclasses.Field):
     return Annotated[kind | None, arg]
 
 
+def _sweep_type(f: dataclasses.Field):
+    """A traced field of `aes-rl sweep`: one value or several (swept), or `all` (rules)."""
+    spec = FIELDS[f.name]
+    if f.name not in HYPER:  # parsed as words too, so that several get a clear error
+        return Annotated[tuple[str, ...] | None, _override_type(f).__metadata__[0]]
+    words = "{" + ",".join(spec.choices) + "} [...] | all" if spec.choices else "VALUE [VALUE ...]"
+    text = spec.help + " Several values are swept (the grid is the product of all swept lists)."
+    if spec.choices is None and f.type in ("int", "float"):
+        text += f" Allowed: {spec.range_text()}."
+    hint = f"(default: {preset_default_text(f.name)})"
+    arg = tyro.conf.arg(help=text, help_behavior_hint=hint, metavar=words)
+    return Annotated[tuple[str, ...] | None, arg]
+
+
 def _override_default(f: dataclasses.Field):
     """None (the preset's value), except booleans: flags (--parallel-critic, --no-stagger)
     whose default is the same in every preset."""
     return f.default if f.type == "bool" else None
 
 
-def _overrides_class():
-    """A dataclass with every other Config field as an optional override (default: preset)."""
+def _overrides_class(name: str = "Overrides", sweep: bool = False):
+    """A dataclass with every other Config field as an optional override (default: preset);
+    with `sweep`, the traced fields take several values."""
     fields = [
-        (f.name, _override_type(f), dataclasses.field(default=_override_default(f)))
+        (
+            f.name,
+            _sweep_type(f) if sweep and f.type in ("int", "float", "str") else _override_type(f),
+            dataclasses.field(default=_override_default(f)),
+        )
         for f in dataclasses.fields(Config)
         if f.name not in _OWN
     ]
-    return dataclasses.make_dataclass("Overrides", fields, frozen=True)
+    return dataclasses.make_dataclass(name, fields, frozen=True)
 
 
 Overrides = _overrides_class()
 Overrides.__doc__ = (
     "Hyper-parameter overrides. Each default is the authors' per-algorithm, per-environment "
     "preset (aes_rl.config.preset), shown as 'value; other value for algo/env'."
+)
+SweepOverrides = _overrides_class("SweepOverrides", sweep=True)
+SweepOverrides.__doc__ = (
+    "Overrides as for train; a traced hyper-parameter given several values (or `all`, for a "
+    "rule) is swept. Each default is the authors' per-algorithm, per-environment preset."
 )
 
 
@@ -116,6 +141,7 @@ def train(
     tensorboard: bool = False,
     quiet: bool = False,
     debug_nans: bool = False,
+    rows: Rows = "auto",
     overrides: Annotated[Overrides, tyro.conf.arg(name="")] = Overrides(),  # type: ignore
 ) -> None:
     """Train ALGO on ENV for STEPS counted env steps per seed; writes a run directory.
@@ -126,7 +152,7 @@ def train(
         backend: Brax physics backend (each a different simulator: compare returns within one).
         steps: Budget in counted env steps per seed (individual rollouts only).
         seed: First seed.
-        num_seeds: Seeds seed, seed+1, ... run vmapped in one compiled program.
+        num_seeds: Seeds seed, seed+1, ... run as rows of one compiled program.
         run_dir: Run directory. An existing run continues.
         eval_episodes: Deterministic episodes of the mean policy per evaluation.
         eval_every: Evaluate the mean policy every this many chunks.
@@ -136,10 +162,16 @@ def train(
         tensorboard: Also write TensorBoard events (test/mean, train/individuals, train/p).
         quiet: No progress bar.
         debug_nans: Turn on JAX's NaN checks (slow) to find the operation that makes a NaN.
+        rows: map (rows one after another), vmap (side by side; fills a GPU); auto: map on CPU.
     """
+    chosen = {k: v for k, v in dataclasses.asdict(overrides).items() if v is not None}
+    _run(algo, env, backend, steps, seed, num_seeds, run_dir, chosen, (), locals())
+
+
+def _run(algo, env, backend, steps, seed, num_seeds, run_dir, chosen, grid, flags) -> None:
+    """What train and sweep share: the config, the settings, the run, the summary."""
     from aes_rl import run
 
-    chosen = {k: v for k, v in dataclasses.asdict(overrides).items() if v is not None}
     if backend is not None:
         chosen["backend"] = backend
     cfg = preset(env, algo, **chosen)
@@ -148,9 +180,17 @@ def train(
         raise UsageError(
             f"num_seeds/seed: need num_seeds >= 1 and seed >= 0, got {num_seeds}, {seed}"
         )
-    run_dir = run_dir or Path("runs") / f"{env}-{algo}-s{seed}"
+    kind = "sweep" if grid else "s"
+    run_dir = run_dir or Path("runs") / f"{env}-{algo}-{kind}{seed}"
+    eval_episodes, eval_every, save_every, keep = (
+        flags[k] for k in ("eval_episodes", "eval_every", "save_every", "keep")
+    )
+    no_buffer, quiet, tensorboard, debug_nans, rows = (
+        flags[k] for k in ("no_buffer", "quiet", "tensorboard", "debug_nans", "rows")
+    )
     settings = run.RunSettings(
         str(run_dir),
+        grid=grid,
         steps=steps,
         seeds=seeds,
         eval_episodes=eval_episodes,
@@ -161,6 +201,7 @@ def train(
         progress=not quiet,
         tensorboard=tensorboard,
         debug_nans=debug_nans,
+        rows=rows,
     )
     run.check_settings(cfg, settings)
     run.enable_compilation_cache()
@@ -168,22 +209,92 @@ def train(
     _summary(out)
 
 
+def sweep(
+    algo: Algo = "aes-rl",
+    env: EnvName = "hopper",
+    backend: Backend = None,
+    steps: int = 100_000,
+    seed: int = 0,
+    num_seeds: int = 1,
+    run_dir: Annotated[
+        Path | None,
+        tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: runs/ENV-ALGO-sweepSEED)"),
+    ] = None,
+    eval_episodes: int = 5,
+    eval_every: int = 1,
+    save_every: int = 1,
+    keep: int = 3,
+    no_buffer: bool = False,
+    tensorboard: bool = False,
+    quiet: bool = False,
+    debug_nans: bool = False,
+    rows: Rows = "auto",
+    overrides: Annotated[SweepOverrides, tyro.conf.arg(name="")] = SweepOverrides(),  # type: ignore
+) -> None:
+    """Train's flags, where a traced hyper-parameter may take several values: every setting of
+    the grid (the product of the swept lists) times NUM_SEEDS seeds is one row, and all rows
+    run in ONE compiled program. metrics.csv carries each row's swept values in columns named
+    after the fields, and its seed. Shape-fixing fields (nets, W, buffer, env) take one value.
+
+    Example: aes-rl sweep --env hopper --mean-rule all --var-rule fixed adaptive --num-seeds 2
+
+    Args:
+        algo: Algorithm.
+        env: Environment (probe and countdown are tiny pure-JAX test envs).
+        backend: Brax physics backend (each a different simulator: compare returns within one).
+        steps: Budget in counted env steps per row.
+        seed: First seed.
+        num_seeds: Seeds seed, seed+1, ... for every setting.
+        run_dir: Run directory. An existing sweep continues.
+        eval_episodes: Deterministic episodes of the mean policy per evaluation.
+        eval_every: Evaluate the mean policy every this many chunks.
+        save_every: Checkpoint every this many chunks (and always at the end or on Ctrl-C).
+        keep: Checkpoints kept.
+        no_buffer: Leave the replay buffers out of checkpoints (smaller; resume is then inexact).
+        tensorboard: Also write TensorBoard events, one directory per row.
+        quiet: No progress bar.
+        debug_nans: Turn on JAX's NaN checks (slow) to find the operation that makes a NaN.
+        rows: map (rows one after another), vmap (side by side; fills a GPU); auto: map on CPU.
+    """
+    from aes_rl.sweep import parse_values
+
+    chosen, grid = {}, []
+    for name, value in dataclasses.asdict(overrides).items():
+        if value is None:
+            continue
+        if isinstance(value, tuple) and name not in ("actor_hidden", "critic_hidden"):
+            values = parse_values(name, value)
+            if len(values) > 1:  # structural fields: refused by the grid check, naming them
+                grid.append((name, values))
+                continue
+            value = values[0]
+        chosen[name] = value
+    _run(algo, env, backend, steps, seed, num_seeds, run_dir, chosen, tuple(grid), locals())
+
+
 def _summary(out) -> None:
     last = {}
     for row in out.rows:
-        last[row["seed"]] = row
+        last[row.get("row", row["seed"])] = row
     state = (
         "stopped (resume with `aes-rl resume " + str(out.run_dir) + "`)"
         if out.interrupted
         else "finished"
     )
     print(f"{state}: {out.run_dir}, chunk {out.chunks}")
-    for seed, row in sorted(last.items()):
+    for _, row in sorted(last.items()):
+        swept = "".join(f"{k}={row[k]} " for k in _swept_columns(row))
         print(
-            f"  seed {seed}: {row['total_steps']} counted steps, eval return "
+            f"  {swept}seed {row['seed']}: {row['total_steps']} counted steps, eval return "
             f"{row['eval_mean']:.2f} +- {row['eval_std']:.2f}, f_mu {row['f_mu']:.2f}, "
             f"utilisation {row['utilisation']:.3f}, wall {row['wall_time']:.0f}s"
         )
+
+
+def _swept_columns(row: dict) -> list[str]:
+    from aes_rl.run import METRICS_FIELDS
+
+    return [k for k in row if k not in METRICS_FIELDS]
 
 
 def resume(
@@ -358,6 +469,7 @@ def bench(quick: bool = False) -> None:
 
 COMMANDS = {
     "train": train,
+    "sweep": sweep,
     "resume": resume,
     "eval": eval,
     "render": render,

@@ -53,6 +53,30 @@ STRUCTURAL = (
     "n_mean_evals",
     "mean_eval",
 )
+# Numbers and rule choices that fix no shape: the compiled program takes them as traced values
+# (`loop.HParams`, carried in the state), so rows of one program may differ in them (a sweep)
+# and changing them never recompiles. Every other field is structure (docs/algorithm.md §10).
+HYPER = (
+    "warmup_steps",
+    "rho",
+    "pop_control_k",
+    "mean_rule",
+    "var_rule",
+    "mean_param",
+    "fixed_n",
+    "negative_ratio",
+    "var_init",
+    "var_min",
+    "rl_members",
+    "gamma",
+    "tau",
+    "policy_noise",
+    "noise_clip",
+    "critic_lr",
+    "actor_lr",
+    "expl_noise",
+    "policy_delay",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +153,24 @@ class Config:
         d = dataclasses.asdict(self)
         d["env_kwargs"] = dict(self.env_kwargs)
         return d
+
+    @property
+    def hyper_fields(self) -> tuple[str, ...]:
+        """The traced fields of this config (`HYPER`; an evosax strategy's `var_init` sets its
+        initial std at construction, so it is structure there)."""
+        if self.es.startswith("evosax:") and self.is_sync:
+            return tuple(f for f in HYPER if f != "var_init")
+        return HYPER
+
+    def structure(self) -> Config:
+        """This config with every traced field set to None: equal for configs that compile to
+        the same program, and a guard (None in arithmetic fails at trace time) against reading
+        a traced field from the config instead of the hyper-parameters."""
+        out = object.__new__(Config)
+        for f in dataclasses.fields(self):
+            value = None if f.name in self.hyper_fields else getattr(self, f.name)
+            object.__setattr__(out, f.name, value)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> Config:

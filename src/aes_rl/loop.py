@@ -32,10 +32,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from aes_rl import evaluation, replay, td3
-from aes_rl.config import Config
+from aes_rl.config import HYPER, MEAN_RULES, VAR_RULES, Config
 from aes_rl.envs import State as EnvState
 from aes_rl.envs import TimeLimit, make_env
 from aes_rl.es import strategies
@@ -48,6 +49,49 @@ PHASES = ("train", "rollout", "mean-eval", "wait", "critic")
 # Stages of a synchronous generation, each ending in a barrier.
 STAGE_CRITIC, STAGE_ACTOR, STAGE_EVAL, STAGE_MEAN = 0, 1, 2, 3
 STAGES = ("critic", "actor", "eval", "mean-eval")
+
+
+@struct.dataclass
+class HParams:
+    """The traced hyper-parameters of one row (`config.HYPER`), scalars in the state: rows of
+    one program may differ in them. Rule choices are indices into MEAN_RULES / VAR_RULES."""
+
+    warmup_steps: jax.Array  # i32
+    rho: jax.Array
+    pop_control_k: jax.Array
+    mean_rule: jax.Array  # i32
+    var_rule: jax.Array  # i32
+    mean_param: jax.Array
+    fixed_n: jax.Array
+    negative_ratio: jax.Array
+    var_init: jax.Array
+    var_min: jax.Array
+    rl_members: jax.Array  # i32
+    gamma: jax.Array
+    tau: jax.Array
+    policy_noise: jax.Array
+    noise_clip: jax.Array
+    critic_lr: jax.Array
+    actor_lr: jax.Array
+    expl_noise: jax.Array
+    policy_delay: jax.Array  # i32
+
+    @classmethod
+    def of(cls, cfg: Config) -> HParams:
+        """The traced values of a full config (structure-only configs have none)."""
+        ints = {"warmup_steps", "rl_members", "policy_delay"}
+        vals = {}
+        for name in HYPER:
+            v = getattr(cfg, name)
+            if name == "mean_rule":
+                v = MEAN_RULES.index(v)
+            elif name == "var_rule":
+                v = VAR_RULES.index(v)
+            elif v is None:  # structure there (evosax var_init): a placeholder, never read
+                v = 0.0
+            dtype = jnp.int32 if name in ints | {"mean_rule", "var_rule"} else jnp.float32
+            vals[name] = jnp.asarray(v, dtype)
+        return cls(**vals)
 
 
 @struct.dataclass
@@ -121,6 +165,7 @@ class TrainState:
     buffer: replay.ReplayBuffer
     gen: Generation
     counters: Counters
+    hp: HParams  # this row's traced hyper-parameters
 
 
 class TickMetrics(NamedTuple):
@@ -156,19 +201,25 @@ class Rate:
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """Static pieces built once from a Config: env, networks, strategy, rates."""
+    """What a program is built from: the structure (env, networks, rates), and once bound to a
+    row's traced hyper-parameters (`bind`), its strategy and TD3 numbers."""
 
-    cfg: Config
+    cfg: Config  # structure only: traced fields are None (`Config.structure`)
     env: TimeLimit
     actor: ActorSpec
     critic: CriticSpec
-    strategy: Any  # AsyncStrategy, GenerationStrategy or None
+    h: HParams | None = None  # set by `bind`
+    strategy: Any = None  # AsyncStrategy, GenerationStrategy or None (td3); set by `bind`
+
+    def bind(self, h: HParams) -> Setup:
+        """This setup for one row: its strategy and numbers built from traced values."""
+        return dataclasses.replace(self, h=h, strategy=_strategy(self.cfg, h))
 
     @property
     def hp(self) -> td3.TD3HParams:
-        c = self.cfg
+        h = self.h
         return td3.TD3HParams(
-            c.gamma, c.tau, c.policy_noise, c.noise_clip, c.critic_lr, c.actor_lr, c.expl_noise
+            h.gamma, h.tau, h.policy_noise, h.noise_clip, h.critic_lr, h.actor_lr, h.expl_noise
         )
 
     @property
@@ -191,12 +242,19 @@ class Setup:
         )
 
 
-@functools.lru_cache(maxsize=32)
 def build(cfg: Config) -> Setup:
+    """The (unbound) setup of `cfg`'s structure: configs that differ only in traced fields
+    share it, and so share every compiled program."""
+    return _build(cfg.structure())
+
+
+@functools.lru_cache(maxsize=32)
+def _build(structure: Config) -> Setup:
+    cfg = structure
     env = make_env(cfg.env, cfg.backend, cfg.episode_length, **dict(cfg.env_kwargs))
     actor = ActorSpec(env.observation_size, env.action_size, tuple(cfg.actor_hidden))
     critic = CriticSpec(env.observation_size, env.action_size, tuple(cfg.critic_hidden))
-    return Setup(cfg, env, actor, critic, _strategy(cfg))
+    return Setup(cfg, env, actor, critic)
 
 
 def tick_cost(cfg: Config) -> float:
@@ -207,28 +265,29 @@ def tick_cost(cfg: Config) -> float:
     return 1.0
 
 
-def _strategy(cfg: Config):
+def _strategy(cfg: Config, h: HParams):
+    """The algorithm's ES, its numbers traced (`h`); None for td3."""
     if cfg.algo == "aes-rl":
         params = AESParams(
-            mean_rule=cfg.mean_rule,
-            var_rule=cfg.var_rule,
-            mean_param=cfg.mean_param,
-            fixed_n=cfg.fixed_n,
-            negative_ratio=cfg.negative_ratio,
-            var_min=cfg.var_min,
+            mean_rule=h.mean_rule,
+            var_rule=h.var_rule,
+            mean_param=h.mean_param,
+            fixed_n=h.fixed_n,
+            negative_ratio=h.negative_ratio,
+            var_min=h.var_min,
         )
-        return strategies.aes_strategy(params, cfg.var_init)
+        return strategies.aes_strategy(params, h.var_init)
     if cfg.algo == "acem-rl":
         from aes_rl.es.acem import ACEMParams
 
-        return strategies.acem_strategy(ACEMParams(), cfg.var_init)
+        return strategies.acem_strategy(ACEMParams(), h.var_init)
     if cfg.algo == "one-plus-one":
         from aes_rl.es.one_plus_one import OnePlusOneParams
 
-        return strategies.one_plus_one_strategy(OnePlusOneParams(var_min=cfg.var_min), cfg.var_init)
+        return strategies.one_plus_one_strategy(OnePlusOneParams(var_min=h.var_min), h.var_init)
     if cfg.is_sync and cfg.es == "cem":
-        return strategies.cem_strategy(CEMParams(pop_size=cfg.pop_size), cfg.var_init)
-    if cfg.is_sync:
+        return strategies.cem_strategy(CEMParams(pop_size=cfg.pop_size), h.var_init)
+    if cfg.is_sync:  # evosax builds its std from var_init in Python: structure here
         return strategies.evosax_strategy(
             cfg.es.split(":", 1)[1], cfg.pop_size, sigma_init=float(cfg.var_init) ** 0.5
         )
@@ -286,9 +345,12 @@ def _count(mask: jax.Array) -> jax.Array:
 # ------------------------------------------------------------------ init
 
 
-def init(cfg: Config, key: jax.Array) -> TrainState:
-    """The state of one run (no seed axis); see `init_batch` for several seeds."""
-    s = build(cfg)
+def init(cfg: Config, key: jax.Array, hp: HParams | None = None) -> TrainState:
+    """The state of one row (no row axis); see `init_batch` for several. `cfg` may be a
+    structure-only config when `hp` (the row's traced values) is given."""
+    hp = HParams.of(cfg) if hp is None else hp
+    s = build(cfg).bind(hp)
+    cfg = s.cfg
     w = cfg.num_slots
     k_actor, k_critic, k_es, k_env, k_jobs, key = jax.random.split(key, 6)
     mu0 = s.actor.init_flat(k_actor)
@@ -343,7 +405,7 @@ def init(cfg: Config, key: jax.Array) -> TrainState:
         jnp.zeros((n, d)), jnp.zeros((n,)), jnp.zeros((n,), bool), *(i32(0) for _ in range(5))
     )
     buffer = replay.init(cfg.buffer_size, s.env.observation_size, s.env.action_size)
-    state = TrainState(key, slots, es, learner, buffer, gen, counters)
+    state = TrainState(key, slots, es, learner, buffer, gen, counters, hp)
     if cfg.is_sync:
         state = state.replace(gen=_new_generation(s, state, k_jobs))
         state = _barriers(s, state, k_jobs)  # pass the empty stages of a warm-up generation
@@ -409,18 +471,56 @@ def _init_es(s: Setup, mu0: jax.Array, key: jax.Array):
     return None
 
 
-@functools.lru_cache(maxsize=32)
 def _jit_init(cfg: Config):
-    build(cfg)  # build the env outside the trace (Brax creates arrays at construction)
-    return jax.jit(jax.vmap(functools.partial(init, cfg)))
+    return _jit_init_structure(cfg.structure())
 
 
-def init_batch(cfg: Config, seeds) -> TrainState:
-    """States of several seeds stacked on a leading axis (one compiled program runs them all)."""
+@functools.lru_cache(maxsize=32)
+def _jit_init_structure(structure: Config):
+    build(structure)  # build the env outside the trace (Brax creates arrays at construction)
+    return jax.jit(jax.vmap(functools.partial(init, structure)))
+
+
+def stack_hparams(cfgs) -> HParams:
+    """The traced values of several configs, stacked on a leading row axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *(HParams.of(c) for c in cfgs))
+
+
+def init_batch(cfg: Config | list[Config], seeds) -> TrainState:
+    """States of several rows stacked on a leading axis (one compiled program runs them all).
+
+    `cfg`: one config for every row, or one config per row (a sweep: they must share their
+    structure, `Config.structure`); `seeds`: one per row."""
+    cfgs = list(cfg) if isinstance(cfg, list | tuple) else [cfg] * len(seeds)
+    if len(cfgs) != len(seeds):
+        raise ValueError(f"init_batch: {len(cfgs)} configs for {len(seeds)} seeds")
+    if len({c.structure() for c in cfgs}) != 1:
+        raise ValueError(
+            "init_batch: the rows' configs differ in structure (not only in "
+            "traced hyper-parameters); run them as separate programs"
+        )
     keys = jnp.stack([jax.random.key(int(seed)) for seed in seeds])
-    state = _jit_init(cfg)(keys)
+    state = _jit_init(cfgs[0])(keys, stack_hparams(cfgs))
     # Distinct buffers for every leaf (the chunk donates its input; aliases cannot be donated).
-    return jax.tree.map(lambda x: x.copy(), state)
+    return shard_rows(jax.tree.map(lambda x: x.copy(), state))
+
+
+def row_sharding(num_rows: int) -> jax.sharding.NamedSharding:
+    """The row axis split evenly over this host's devices: over all of them when they divide
+    the rows, else over the largest count that does (1: no split)."""
+    devices = jax.local_devices()
+    n = max(k for k in range(1, len(devices) + 1) if num_rows % k == 0)
+    mesh = jax.sharding.Mesh(np.asarray(devices[:n]), ("rows",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("rows"))
+
+
+def shard_rows(state: TrainState) -> TrainState:
+    """Every leaf's leading (row) axis split over the devices (`row_sharding`); rows are
+    independent, so the compiled chunk runs each device's rows where they live. A no-op on
+    one device."""
+    if len(jax.local_devices()) == 1:
+        return state
+    return jax.device_put(state, row_sharding(state.counters.ticks.shape[0]))
 
 
 # ------------------------------------------------------------------ generations
@@ -431,8 +531,8 @@ def _new_generation(s: Setup, state: TrainState, key: jax.Array) -> Generation:
     antithetic pairs) are RL members once the warm-up is over and a generation has run."""
     cfg, gen = s.cfg, state.gen
     xs = s.strategy.ask(key, state.es)
-    warm = state.counters.total_steps < cfg.warmup_steps
-    rl = (jnp.arange(cfg.pop_size) < cfg.rl_members) & ~warm & (gen.steps > 0)
+    warm = state.counters.total_steps < s.h.warmup_steps
+    rl = (jnp.arange(cfg.pop_size) < s.h.rl_members) & ~warm & (gen.steps > 0)
     n, zero = cfg.pop_size, jnp.zeros((), jnp.int32)
     return Generation(xs, jnp.zeros((n,)), rl, zero, zero, zero, zero, gen.steps)
 
@@ -462,7 +562,7 @@ def _next_stage(s: Setup, es, gen: Generation, counters: Counters, key: jax.Arra
         return es, gen.replace(stage=jnp.asarray(STAGE_MEAN, jnp.int32))
 
     def after_mean(es, gen):
-        st = TrainState(None, None, es, None, None, gen, counters)
+        st = TrainState(None, None, es, None, None, gen, counters, s.h)
         return es, _new_generation(s, st, key)
 
     def advance(es, gen):
@@ -506,8 +606,8 @@ def _barriers(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
 
 def _draw_async(s: Setup, state: TrainState, free, key):
     """Sample members for free slots; RL or ES by population control (section 2, step 2)."""
-    cfg, c = s.cfg, state.counters
-    warm = c.total_steps < cfg.warmup_steps
+    c = state.counters
+    warm = c.total_steps < s.h.warmup_steps
     keys = jax.random.split(key, free.shape[0])
 
     def one(carry, inp):
@@ -516,7 +616,7 @@ def _draw_async(s: Setup, state: TrainState, free, key):
         k_x, k_u = jax.random.split(k)
         x = s.strategy.sample(k_x, state.es)
         r = n_rl / (n_rl + n_es)
-        p_rl = 0.5 - cfg.pop_control_k * (r - cfg.rho)
+        p_rl = 0.5 - s.h.pop_control_k * (r - s.h.rho)
         rl = ~warm & (jax.random.uniform(k_u) <= p_rl)
         counted = is_free & ~warm
         carry = (n_rl + (counted & rl), n_es + (counted & ~rl))
@@ -549,7 +649,7 @@ def _draw_sync(s: Setup, state: TrainState, free, key):
     phase = jnp.stack(
         [jnp.full((w,), CRITIC), jnp.full((w,), TRAIN), eval_phase, jnp.full((w,), MEAN_EVAL)]
     )[gen.stage]
-    seg = jnp.maximum(gen.s_prev // max(cfg.rl_members, 1), 1)
+    seg = jnp.maximum(gen.s_prev // jnp.maximum(s.h.rl_members, 1), 1)
     target = jnp.where(phase == CRITIC, seg, jnp.maximum(gen.s_prev, 1))
     x = jnp.where((phase == MEAN_EVAL)[:, None], s.strategy.mean(state.es)[None], gen.xs[member])
     rl = rl & (phase != MEAN_EVAL)
@@ -566,7 +666,7 @@ def _assign_jobs(
     state, (x, phase, rl, valid, member, target) = draw(s, state, free, k_draw)
     sl = state.slots
     phase = jnp.where(valid, phase, WAIT)
-    warm = state.counters.total_steps < s.cfg.warmup_steps
+    warm = state.counters.total_steps < s.h.warmup_steps
     sl = sl.replace(
         phase=jnp.where(free, phase, sl.phase),
         counter=jnp.where(free, 0, sl.counter),
@@ -668,9 +768,9 @@ def _act(s: Setup, state: TrainState, key: jax.Array) -> jax.Array:
     rand = jax.random.uniform(k_rand, (w, a_dim), minval=-a_max, maxval=a_max)
     if cfg.algo == "td3":
         act = jax.vmap(s.actor.apply, in_axes=(None, 0))(state.learner.actor, sl.env.obs)
-        noise = cfg.expl_noise * a_max * jax.random.normal(k_noise, act.shape)
+        noise = s.h.expl_noise * a_max * jax.random.normal(k_noise, act.shape)
         act = jnp.clip(act + noise, -a_max, a_max)
-        warm = state.counters.total_steps < cfg.warmup_steps
+        warm = state.counters.total_steps < s.h.warmup_steps
         return jnp.where(warm, rand, act)
     act = jax.vmap(s.actor.apply)(sl.params, sl.env.obs)
     return jnp.where(sl.random[:, None], rand, act)
@@ -729,7 +829,7 @@ def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     cfg, c, sl = s.cfg, state.counters, state.slots
     rate = s.critic_rate
     n_now = rate.at(c.ticks)
-    past_warmup = (c.total_steps >= cfg.warmup_steps) & (state.buffer.size > 0)
+    past_warmup = (c.total_steps >= s.h.warmup_steps) & (state.buffer.size > 0)
     if s.serial_critic:
         in_critic = sl.phase == CRITIC
         w_star = jnp.argmax(in_critic)
@@ -751,10 +851,10 @@ def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
             k_batch, k_noise = jax.random.split(k)
             batch = replay.sample(state.buffer, k_batch, cfg.batch_size)
             if cfg.algo == "td3":
-                out = td3.td3_step(lrn, batch, k_noise, s.hp, s.actor, s.critic, cfg.policy_delay)
+                out = td3.td3_step(lrn, batch, k_noise, s.hp, s.actor, s.critic, s.h.policy_delay)
                 return out[0]
             lrn, _ = td3.critic_step(lrn, batch, policy, k_noise, s.hp, s.actor, s.critic)
-            return td3.soft_update_critic(lrn, cfg.tau)
+            return td3.soft_update_critic(lrn, s.h.tau)
 
         learner = jax.lax.cond(ok, update, lambda lrn: lrn, learner)
         return (learner, done + ok), None
@@ -887,6 +987,7 @@ def _td3_arrivals(s: Setup, state: TrainState, done: jax.Array, key: jax.Array):
 
 def tick(s: Setup, state: TrainState, _=None) -> tuple[TrainState, TickMetrics]:
     """Advance every slot by one tick of modeled time (module docstring, steps 1-4)."""
+    s = s.bind(state.hp)
     key, k_train, k_act, k_critic, k_phase, k_tell, k_jobs = jax.random.split(state.key, 7)
     busy = _count(state.slots.phase != WAIT)
     state = state.replace(key=key)
@@ -924,16 +1025,40 @@ def run_chunk(s: Setup, state: TrainState, num_ticks: int) -> tuple[TrainState, 
     return jax.lax.scan(functools.partial(tick, s), state, None, length=num_ticks)
 
 
-@functools.lru_cache(maxsize=32)
-def make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int | None = None):
-    """The jitted chunk: `state[seeds] -> (state, metrics[seeds, ticks])`, donating the state.
+ROW_MODES = ("auto", "map", "vmap")
 
-    One seed runs un-vmapped so scalar `lax.cond`s stay real branches (under vmap they would
-    execute both sides).
+
+def row_mode(mode: str = "auto") -> str:
+    """`auto`: rows one after another on a CPU (`map`), side by side elsewhere (`vmap`)."""
+    if mode not in ROW_MODES:
+        raise ValueError(f"rows: unknown {mode!r}; allowed: {', '.join(ROW_MODES)}")
+    if mode == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    return mode
+
+
+def make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int | None = None, rows: str = "auto"):
+    """The jitted chunk: `state[rows] -> (state, metrics[rows, ticks])`, donating the state.
+
+    Cached on the structure: configs that differ only in traced hyper-parameters (carried in
+    the state) share one program. How the rows of one program run (`rows`):
+    - `vmap`: side by side, one batched computation. It fills an accelerator whose single tick
+      is latency-bound, but every scalar `lax.cond` becomes a select, so each row pays for the
+      branches any row takes;
+    - `map`: one after another inside the program (`lax.map`), so every row keeps its real
+      branches and costs what it does on its own; on several devices each device maps over
+      its own rows (`shard_map`);
+    - `auto` (default): `map` on a CPU, `vmap` elsewhere.
+    One row always runs on its own (no batching).
     """
-    s = build(cfg)
     n = num_ticks or cfg.ticks_per_chunk
-    chunk = functools.partial(run_chunk, s, num_ticks=n)
+    return _make_train_chunk(cfg.structure(), num_seeds, n, row_mode(rows))
+
+
+@functools.lru_cache(maxsize=32)
+def _make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int, mode: str = "vmap"):
+    s = build(cfg)
+    chunk = functools.partial(run_chunk, s, num_ticks=num_ticks)
     if num_seeds == 1:
 
         def one(state):
@@ -941,21 +1066,40 @@ def make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int | None = None):
             return jax.tree.map(lambda x: x[None], out)
 
         return jax.jit(one, donate_argnums=0)
-    return jax.jit(jax.vmap(chunk), donate_argnums=0)
+    if mode == "vmap":
+        return jax.jit(jax.vmap(chunk), donate_argnums=0)
+
+    def one_by_one(state):
+        return jax.lax.map(chunk, state)
+
+    sharding = row_sharding(num_seeds)
+    if sharding.mesh.size == 1:
+        return jax.jit(one_by_one, donate_argnums=0)
+    spec = sharding.spec
+    # Rows are independent: no collective inside, so the per-device map needs no replication
+    # typing (check_vma off; lax.cond's branches would otherwise disagree on it).
+    per_device = jax.shard_map(
+        one_by_one, mesh=sharding.mesh, in_specs=spec, out_specs=spec, check_vma=False
+    )
+    return jax.jit(per_device, donate_argnums=0)
 
 
 def mean_params(cfg: Config, state: TrainState) -> jax.Array:
     """The ES mean (TD3: the actor) of a batched state: [seeds, d]."""
     s = build(cfg)
-    return jax.vmap(functools.partial(_mean, s))(state)
+    return jax.vmap(lambda st: _mean(s.bind(st.hp), st))(state)
 
 
-@functools.lru_cache(maxsize=32)
 def make_evaluate(cfg: Config, num_episodes: int):
     """Jitted `evaluate(flat [seeds, d], key) -> returns [seeds, episodes]`.
 
     Deterministic episodes from fresh initial states, not counted, not stored.
     """
+    return _make_evaluate(cfg.structure(), num_episodes)
+
+
+@functools.lru_cache(maxsize=32)
+def _make_evaluate(cfg: Config, num_episodes: int):
     s = build(cfg)
 
     def one(flat, key):
@@ -991,9 +1135,14 @@ def _finite_parts(s: Setup, state: TrainState) -> jax.Array:
     return jnp.stack(parts)
 
 
-@functools.lru_cache(maxsize=32)
 def _jit_finite(cfg: Config):
-    return jax.jit(jax.vmap(functools.partial(_finite_parts, build(cfg))))
+    return _jit_finite_structure(cfg.structure())
+
+
+@functools.lru_cache(maxsize=32)
+def _jit_finite_structure(structure: Config):
+    s = build(structure)
+    return jax.jit(jax.vmap(lambda st: _finite_parts(s.bind(st.hp), st)))
 
 
 def nonfinite_parts(cfg: Config, state: TrainState) -> list[tuple[int, str]]:
@@ -1005,6 +1154,6 @@ def nonfinite_parts(cfg: Config, state: TrainState) -> list[tuple[int, str]]:
 def var_mean(cfg: Config, state: TrainState) -> jax.Array:
     """Mean of the ES variance per seed ([seeds]; zeros for td3, which has no ES)."""
     s = build(cfg)
-    if s.strategy is None:
+    if cfg.algo == "td3":
         return jnp.zeros(state.counters.ticks.shape)
-    return jax.vmap(lambda es: jnp.mean(s.strategy.var(es)))(state.es)
+    return jax.vmap(lambda st: jnp.mean(s.bind(st.hp).strategy.var(st.es)))(state)

@@ -34,18 +34,22 @@ P_MIN = 1e-3  # p below this: n = 0, the variance is not touched (docs/algorithm
 
 @struct.dataclass
 class AESParams:
-    """Rules (static structure) and their numbers (traced, so sweeps can be vmapped)."""
+    """Rules and their numbers. A rule is a name (chosen in Python) or an int index into
+    MEAN_RULES / VAR_RULES, which may be traced (the training loop passes traced indices, so
+    rows of one program may use different rules)."""
 
-    mean_rule: str = struct.field(pytree_node=False)  # one of MEAN_RULES
-    var_rule: str = struct.field(pytree_node=False)  # one of VAR_RULES
+    mean_rule: str | int | jax.Array = struct.field(pytree_node=False)  # MEAN_RULES name/index
+    var_rule: str | int | jax.Array = struct.field(pytree_node=False)  # VAR_RULES name/index
     mean_param: float | jax.Array  # P > 0, in return units (HalfCheetah 2000, Hopper 600, ...)
     fixed_n: float | jax.Array = 10.0  # divisor n of the "fixed" variance rule, > 0
     negative_ratio: float | jax.Array = 0.0  # fixed-linear: scale of p when f < f_mu, in [0, 1]
     var_min: float | jax.Array = 1e-5  # variance floor, >= 0
 
     def __post_init__(self) -> None:
-        check_choice("mean_rule", self.mean_rule, MEAN_RULES)
-        check_choice("var_rule", self.var_rule, VAR_RULES)
+        if isinstance(self.mean_rule, str):
+            check_choice("mean_rule", self.mean_rule, MEAN_RULES)
+        if isinstance(self.var_rule, str):
+            check_choice("var_rule", self.var_rule, VAR_RULES)
         check_number("mean_param", self.mean_param, lambda v: v > 0, "> 0")
         check_number("fixed_n", self.fixed_n, lambda v: v > 0, "> 0")
         check_number(
@@ -92,6 +96,9 @@ def update_ratio(params: AESParams, ret: jax.Array, mean_ret: jax.Array) -> jax.
     mean_ret = jnp.asarray(mean_ret, dtype=jnp.float32)
     big_p = jnp.asarray(params.mean_param, dtype=jnp.float32)
     rule = params.mean_rule
+    if not isinstance(rule, str):  # an index, maybe traced: every rule, then pick one
+        ps = [update_ratio(params.replace(mean_rule=name), ret, mean_ret) for name in MEAN_RULES]
+        return jnp.stack(ps)[jnp.asarray(rule, jnp.int32)].astype(jnp.float32)
     if rule == "fixed-linear":
         d = (ret - mean_ret) / big_p
         p = jnp.clip(d, -1.0, 1.0)
@@ -107,10 +114,14 @@ def update_ratio(params: AESParams, ret: jax.Array, mean_ret: jax.Array) -> jax.
 
 def _divisor(params: AESParams, p: jax.Array) -> jax.Array:
     """Variance divisor n (docs/algorithm.md §4): 0 if p < 1e-3, else fixed_n or max(1/p-1, 1)."""
+    fixed = jnp.asarray(params.fixed_n, dtype=jnp.float32)
+    adaptive = jnp.maximum(1.0 / jnp.maximum(p, P_MIN) - 1.0, 1.0)
     if params.var_rule == "fixed":
-        n = jnp.asarray(params.fixed_n, dtype=jnp.float32)
-    else:
-        n = jnp.maximum(1.0 / jnp.maximum(p, P_MIN) - 1.0, 1.0)
+        n = fixed
+    elif params.var_rule == "adaptive":
+        n = adaptive
+    else:  # an index, maybe traced
+        n = jnp.where(jnp.asarray(params.var_rule) == VAR_RULES.index("fixed"), fixed, adaptive)
     return jnp.where(p < P_MIN, 0.0, n)
 
 

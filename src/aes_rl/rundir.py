@@ -1,0 +1,174 @@
+"""A run directory's records: the settings of a run, `config.json`, checks before any work.
+
+`config.json` holds the resolved `Config`, the `RunSettings` (a sweep's grid included), the
+format version and, for the `device` clock, the calibration. Every check here raises a one-line
+`RunError` naming the field, before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from aes_rl import checkpoint, sweep
+from aes_rl.config import RATE_FIELDS, STRUCTURAL, Config
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """How to run (not what to compute): budget, seeds, cadence, outputs."""
+
+    run_dir: str
+    steps: int = 100_000  # counted env steps per seed (the budget)
+    seeds: tuple[int, ...] = (0,)  # every setting runs with each of these seeds
+    grid: sweep.Grid = ()  # swept traced fields and their values (`aes_rl.sweep`); () no sweep
+    eval_episodes: int = 5
+    eval_every: int = 1  # chunks
+    save_every: int = 1  # chunks
+    keep: int = 3  # checkpoints kept
+    save_buffer: bool = True
+    progress: bool = True
+    tensorboard: bool = False
+    max_chunks: int | None = None  # stop (and save) after this many chunks in this call
+    debug_nans: bool = False  # JAX's NaN checks (slow): find the operation that made a NaN
+    rows: str = "auto"  # how rows run in the program: map (one after another), vmap, auto
+
+    def to_dict(self) -> dict:
+        """What config.json stores: everything but the per-call `max_chunks`."""
+        return dict(dataclasses.asdict(self), max_chunks=None, grid=sweep.grid_to_json(self.grid))
+
+
+class RunError(ValueError):
+    """A bad run request, reported before any work starts."""
+
+
+def check_settings(cfg: Config, settings: RunSettings) -> None:
+    """One-line errors naming the field, before anything is written."""
+    for name in ("steps", "eval_episodes", "eval_every", "save_every", "keep", "max_chunks"):
+        value = getattr(settings, name)
+        if name == "max_chunks" and value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**31 - 1:
+            raise RunError(f"{name}: must be an int in [1, 2^31-1], got {value!r}")
+    if settings.rows not in ("auto", "map", "vmap"):
+        raise RunError(f"rows: unknown {settings.rows!r}; allowed: auto, map, vmap")
+    for name in ("save_buffer", "progress", "tensorboard", "debug_nans"):
+        if not isinstance(getattr(settings, name), bool):
+            raise RunError(f"{name}: expected true/false, got {getattr(settings, name)!r}")
+    try:
+        sweep.check_grid(cfg, settings.grid)
+    except sweep.SweepError as err:
+        raise RunError(str(err)) from None
+    warmup = max(r.cfg.warmup_steps for r in sweep.expand(cfg, settings.grid, (0,)))
+    if settings.steps < warmup:
+        raise RunError(
+            f"steps: budget {settings.steps} is smaller than the warm-up "
+            f"(warmup_steps={warmup}); raise --steps or lower --warmup-steps"
+        )
+    if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds):
+        raise RunError(f"seeds: need one or more distinct seeds, got {settings.seeds}")
+    if any(not isinstance(s, int) or s < 0 for s in settings.seeds):
+        raise RunError(f"seeds: must be non-negative ints, got {settings.seeds}")
+
+
+def check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise RunError(f"run_dir: cannot write to {run_dir} ({err.strerror or err})") from err
+
+
+def structure_diff(stored: Config, requested: Config) -> list[str]:
+    """Structural fields that differ (a resumed run may not change them)."""
+    a, b = stored.to_dict(), requested.to_dict()
+    return [f"{k} (stored {a[k]!r}, requested {b[k]!r})" for k in STRUCTURAL if a[k] != b[k]]
+
+
+def read_run(run_dir: Path) -> tuple[Config, RunSettings]:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise RunError(f"run_dir: {run_dir} holds no run (no config.json)")
+    try:
+        record = json.loads(path.read_text())
+        cfg = Config.from_dict(record["config"])
+        settings = dict(
+            record["settings"],
+            seeds=tuple(record["settings"]["seeds"]),
+            grid=sweep.grid_from_json(record["settings"].get("grid")),
+        )
+        return cfg, RunSettings(**settings)
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunError(f"run_dir: {path} is not a valid aes_rl config ({err})") from err
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def resolve_clock(cfg: Config, run_dir: Path) -> tuple[Config, dict | None]:
+    """The device cost model: an existing run keeps the rates it was calibrated with; a new
+    one is calibrated now, at its shapes (returns the measured seconds to store)."""
+    if cfg.cost_model != "device":
+        return cfg, None
+    if (run_dir / "config.json").exists():
+        stored, _ = read_run(run_dir)
+        if stored.cost_model == "device":
+            rates = {name: getattr(stored, name) for name in RATE_FIELDS}
+            return cfg.replace(**rates), None
+    from aes_rl import clock
+
+    cfg, costs = clock.calibrate(cfg)
+    print(
+        "device clock: env step {env_step_s:.2e} s, actor step {actor_step_s:.2e} s, critic "
+        "step {critic_step_s:.2e} s".format(**costs)
+        + f" -> per tick: {cfg.env_steps_per_tick:g} env, {cfg.actor_steps_per_tick:g} actor, "
+        f"{cfg.critic_steps_per_tick:g} critic steps",
+        file=sys.stderr,
+    )
+    return cfg, costs
+
+
+def open_run(cfg: Config, settings: RunSettings, run_dir: Path, calibration: dict | None):
+    """New run: write config.json. Existing run: refuse structural changes, else continue."""
+    record = {
+        "format_version": checkpoint.FORMAT_VERSION,
+        "config": cfg.to_dict(),
+        "settings": settings.to_dict(),
+    }
+    if calibration is not None:
+        record["calibration"] = calibration
+    if (run_dir / "config.json").exists():
+        stored_record = json.loads((run_dir / "config.json").read_text())
+        if "calibration" in stored_record and calibration is None:
+            record["calibration"] = stored_record["calibration"]
+        stored, stored_settings = read_run(run_dir)
+        diff = structure_diff(stored, cfg)
+        if tuple(stored_settings.seeds) != tuple(settings.seeds):
+            diff.append(
+                f"seeds (stored {list(stored_settings.seeds)}, requested {list(settings.seeds)})"
+            )
+        if stored_settings.grid != settings.grid:
+            diff.append(
+                f"grid (stored {sweep.grid_to_json(stored_settings.grid)}, requested "
+                f"{sweep.grid_to_json(settings.grid)})"
+            )
+        if diff:
+            raise RunError(
+                f"config: {run_dir} holds a run with a different structure: " + "; ".join(diff)
+            )
+        changed = [k for k, v in cfg.to_dict().items() if stored.to_dict()[k] != v]
+        if changed:
+            warnings.warn(
+                f"resume: hyper-parameters changed from the stored run: "
+                f"{', '.join(changed)} (the continuation is not the same run)",
+                stacklevel=3,
+            )
+    _write_json(run_dir / "config.json", record)

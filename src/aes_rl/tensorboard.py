@@ -1,0 +1,30 @@
+"""Optional TensorBoard events of a run (the paper's tags test/mean, train/individuals, train/p)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from aes_rl.sweep import Row
+
+
+def writers(run_dir: Path, rows: list[Row]) -> dict:
+    from tensorboardX import SummaryWriter
+
+    return {r.index: SummaryWriter(str(run_dir / "tb" / r.tb_name)) for r in rows}
+
+
+def write(tb: dict, rows, arrivals) -> None:
+    for row in rows:
+        w, step = tb[row["row"]], row["total_steps"]
+        if not math.isnan(row["eval_mean"]):
+            w.add_scalar("test/mean", row["eval_mean"], step)
+        w.add_scalar("train/f_mu", row["f_mu"], step)
+        w.add_scalar("train/utilisation", row["utilisation"], step)
+        w.add_scalar("train/var_mean", row["var_mean"], step)
+    for a in arrivals:
+        w = tb[a["row"]]
+        w.add_scalar("train/individuals", a["return"], a["tick"])
+        w.add_scalar("train/p", a["p"], a["tick"])
+    for w in tb.values():
+        w.flush()
