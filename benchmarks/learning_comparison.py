@@ -2,9 +2,10 @@
 
 Each algorithm runs through `run.train` to the same counted-step budget, with the same nets
 for every algorithm and the authors' hyper-parameters otherwise (P-CEM-RL with its serial
-critic, barriers and mean evaluation). Seeds run one after another with the same compiled
-program (`--seed-batch separate`, the default, because vmapped rows of the current loop pay
-for every branch of every row) or all vmapped in one program (`--seed-batch vmapped`).
+critic, barriers and mean evaluation). Seeds run as separate runs sharing one compiled program
+(`--seed-batch separate`, the default: each seed's wall-clock is its own, and finished seeds
+are kept by `--partial`) or as rows of one run (`--seed-batch vmapped`; how rows run is
+`run.RunSettings.rows`).
 Reported per env: the final policy's return (ES mean; TD3's actor) on fresh deterministic
 episodes as mean and IQM over seeds with 95% bootstrap intervals, critic steps per counted
 step, modeled time (`paper` clock) and wall-clock. Curves against counted steps, modeled time

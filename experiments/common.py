@@ -36,16 +36,9 @@ def add_common_args(parser: argparse.ArgumentParser, steps: int, seeds: int) -> 
 
 
 def run_one(cfg: Config, run_dir: Path, args) -> list[dict]:
-    """Train one configuration over `args.seeds` seeds (vmapped); returns the final rows."""
-    settings = run.RunSettings(
-        str(run_dir), steps=args.steps, seeds=tuple(range(args.seeds)), progress=not args.quiet
-    )
-    out = run.train(cfg, settings)
-    final: dict[int, dict] = {}
-    for row in run.read_metrics(run_dir):
-        if not math.isnan(row["eval_mean"]):
-            final[row["seed"]] = row
-    return list(final.values()) or out.rows
+    """Train one configuration over `args.seeds` seeds (rows of one program); returns the final
+    evaluated metrics row of each seed."""
+    return run_grid(cfg, (), run_dir, args)
 
 
 def run_grid(cfg: Config, grid, run_dir: Path, args) -> list[dict]:

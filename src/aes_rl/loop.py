@@ -243,9 +243,14 @@ class Setup:
 
 
 def build(cfg: Config) -> Setup:
-    """The (unbound) setup of `cfg`'s structure: configs that differ only in traced fields
-    share it, and so share every compiled program."""
-    return _build(cfg.structure())
+    """The setup of `cfg`'s structure (configs that differ only in traced fields share it, and
+    so share every compiled program), bound to `cfg`'s own hyper-parameters when it has them
+    (a full config); a structure-only config gives it unbound. The compiled tick always
+    re-binds to the row's traced values (`Setup.bind(state.hp)`)."""
+    s = _build(cfg.structure())
+    if all(getattr(cfg, name) is not None for name in cfg.hyper_fields):
+        return s.bind(HParams.of(cfg))
+    return s
 
 
 @functools.lru_cache(maxsize=32)
