@@ -1089,6 +1089,24 @@ def _make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int, mode: str = "
     return jax.jit(per_device, donate_argnums=0)
 
 
+def clear_caches() -> None:
+    """Drop every compiled program this module and JAX hold (they are rebuilt on next use,
+    from the persistent compilation cache when it is on). Each compiled XLA CPU program keeps a
+    few memory mappings, and Linux allows a process about 65k of them
+    (`/proc/sys/vm/max_map_count`): a long-lived process that builds thousands of different
+    programs (a test session, a script looping over many structures) calls this now and then,
+    or XLA fails to map its next program's code and the process dies."""
+    for cached in (
+        _build,
+        _jit_init_structure,
+        _make_train_chunk,
+        _make_evaluate,
+        _jit_finite_structure,
+    ):
+        cached.cache_clear()
+    jax.clear_caches()
+
+
 def mean_params(cfg: Config, state: TrainState) -> jax.Array:
     """The ES mean (TD3: the actor) of a batched state: [seeds, d]."""
     s = build(cfg)
