@@ -2,7 +2,8 @@
 
 Every benchmark module does the same four things, in this order:
 
-1. `parser(...)` gives it the common flags (`--quick`, `--cache`, `--results`, `--note`, ...);
+1. its `Args` dataclass subclasses `BenchFlags` (the common flags: `--quick`, `--cache`,
+   `--results`, `--note`, ...) and `parse` reads them (tyro, one-line errors);
 2. `Session.start(name, args)` silences XLA's log noise, turns on the persistent compilation
    cache (a fresh empty one when compile times are being measured) and starts counting
    compilations through JAX's monitoring events;
@@ -17,7 +18,6 @@ Every benchmark module does the same four things, in this order:
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import datetime
 import json
@@ -34,9 +34,10 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, TypeVar
 
 import jax
+import tyro
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "RESULTS.md"
@@ -47,6 +48,12 @@ replaced whenever that benchmark runs again; the text between a section's marker
 Sections marked QUICK come from `--quick` smoke-test budgets (they have their own markers,
 `NAME-quick`, so a smoke test never replaces a full run's figures): they show that the
 benchmark runs, not how fast or how well anything is.
+
+Commands recorded before the benchmarks took `aes-rl train`'s spellings (2026-11-26) use the
+old flags; today they read: `--hidden 64,64` -> `--actor-hidden 64 64 --critic-hidden 64 64`,
+`--slots` -> `--num-slots`, `--seeds 0 1 2` -> `--seed 0 --num-seeds 3`, and in
+time_efficiency `--budget` -> `--steps`, `--sweep-budget` -> `--sweep-steps`, `--chunk-ticks`
+-> `--ticks-per-chunk`; in sweep_rows `--rows 1 8` -> `--num-rows 1 8`, `--modes` -> `--rows`.
 """
 # Set by the suite so a child's section can say it was run from the suite.
 SUITE_ENV = "AES_RL_BENCH_SUITE_CMD"
@@ -57,30 +64,63 @@ warnings.filterwarnings("ignore", message=".*Brax System, piplines.*")
 # ------------------------------------------------------------------ command line
 
 
-def parser(description: str, measures_compile: bool) -> argparse.ArgumentParser:
-    """An argument parser with the flags every benchmark shares.
+Flag = tyro.conf.FlagCreatePairsOff[bool]
 
-    `measures_compile`: the benchmark reports compile times, so a full run defaults to a fresh
-    (empty) persistent compilation cache and its compile times are real compiles.
-    """
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="tiny budgets and one env: a smoke test that takes about a minute")
-    p.add_argument("--cache", choices=("shared", "fresh"), default=None,
-                   help="persistent compilation cache: 'shared' ($AES_RL_JAX_CACHE or "
-                        "~/.cache/aes_rl/jax) or 'fresh' (an empty temporary one, so compile "
-                        "times are real compiles). Default: "
-                        + ("fresh for full runs, shared with --quick" if measures_compile
-                           else "shared"))
-    p.add_argument("--results", default=str(RESULTS),
-                   help="markdown file whose section this benchmark replaces")
-    p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
-    p.add_argument("--note", action="append", default=[],
-                   help="a free-text line added to the section (repeatable)")
-    p.add_argument("--summary-json", default=None, help=argparse.SUPPRESS)  # set by the suite
-    p.set_defaults(_measures_compile=measures_compile)
-    return p
+
+@dataclass
+class BenchFlags:
+    """The flags every benchmark shares. A benchmark's own `Args` subclasses this and adds its
+    options, spelled as `aes-rl train` spells them where they mean the same (`--env`,
+    `--backend`, `--algo`, `--num-slots`, `--actor-hidden`/`--critic-hidden`, `--seed`/
+    `--num-seeds`, `--steps`, `--warmup-steps`, `--eval-episodes`, `--ticks-per-chunk`).
+    `MEASURES_COMPILE`: the benchmark reports compile times, so a full run defaults to a fresh
+    (empty) persistent compilation cache and its compile times are real compiles."""
+
+    MEASURES_COMPILE: ClassVar[bool] = False
+
+    quick: Flag = False
+    """Tiny budgets and one env: a smoke test that takes about a minute."""
+    cache: Literal["shared", "fresh"] | None = None
+    """Persistent compilation cache: 'shared' ($AES_RL_JAX_CACHE or ~/.cache/aes_rl/jax) or
+    'fresh' (an empty temporary one, so compile times are real compiles). Default: fresh for
+    full runs of benchmarks that measure compiles, else shared."""
+    results: str = "benchmarks/RESULTS.md"
+    """Markdown file whose section this benchmark replaces (relative paths: to the checkout)."""
+    no_write: Flag = False
+    """Print only; leave RESULTS.md alone."""
+    note: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
+    """A free-text line added to the section (repeatable)."""
+    summary_json: str | None = None
+    """Set by the suite: where this benchmark writes its summary for the suite's table."""
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """Seeds seed .. seed+num_seeds-1 (benchmarks that have --seed/--num-seeds)."""
+        return tuple(range(self.seed, self.seed + self.num_seeds))  # type: ignore[attr-defined]
+
+    @property
+    def nets(self) -> str:
+        """'64x64' (actor and critic alike) or 'actor 64x64, critic 256x256'."""
+        actor = "x".join(map(str, self.actor_hidden))  # type: ignore[attr-defined]
+        critic = "x".join(map(str, self.critic_hidden))  # type: ignore[attr-defined]
+        return actor if actor == critic else f"actor {actor}, critic {critic}"
+
+    @property
+    def net_overrides(self) -> dict:
+        return dict(actor_hidden=tuple(self.actor_hidden), critic_hidden=tuple(self.critic_hidden))  # type: ignore[attr-defined]
+
+
+A = TypeVar("A", bound=BenchFlags)
+
+
+def parse(cls: type[A], argv, module: str, doc: str | None) -> A:
+    """The benchmark's flags (tyro; a bad argument is one line and exit status 2)."""
+    from aes_rl.flags import parse as parse_flags
+
+    args = parse_flags(cls, argv, f"python -m {module}", (doc or "").splitlines()[0] or None)
+    if not Path(args.results).is_absolute():
+        args.results = str(BENCH_DIR.parent / args.results)
+    return args
 
 
 def command_line(module: str) -> str:
@@ -304,16 +344,17 @@ class Session:
     """One benchmark run: its arguments, compile accounting, start time and load."""
 
     name: str
-    args: argparse.Namespace
+    args: BenchFlags
     compile_log: CompileLog
     cache: str
     started: float = field(default_factory=time.time)
     load_start: tuple[float, float, float] = field(default_factory=os.getloadavg)
 
     @classmethod
-    def start(cls, name: str, args: argparse.Namespace) -> Session:
+    def start(cls, name: str, args: BenchFlags) -> Session:
         """Persistent compilation cache on (fresh or shared), compile accounting installed."""
-        cache = args.cache or ("fresh" if args._measures_compile and not args.quick else "shared")
+        measures = type(args).MEASURES_COMPILE
+        cache = args.cache or ("fresh" if measures and not args.quick else "shared")
         if cache == "fresh":
             tmp = tempfile.mkdtemp(prefix="aes_rl_bench_cache_")
             atexit.register(shutil.rmtree, tmp, ignore_errors=True)
@@ -383,17 +424,6 @@ class Session:
 def log(*parts: Any) -> None:
     """Progress lines go to stderr so stdout holds only the tables."""
     print(*parts, file=sys.stderr, flush=True)
-
-
-def hidden_arg(text: str) -> tuple[int, ...]:
-    """'64,64' -> (64, 64)."""
-    try:
-        sizes = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected widths like 64,64, got {text!r}") from err
-    if not sizes or any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"expected positive widths like 64,64, got {text!r}")
-    return sizes
 
 
 def counters(state) -> dict:

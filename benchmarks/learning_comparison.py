@@ -18,11 +18,14 @@ import csv
 import math
 import statistics
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from aes_rl.config import preset
+from aes_rl.flags import Algo, BackendName, EnvName
 from benchmarks import common
 
 NAME = "learning_comparison"
@@ -31,36 +34,53 @@ STEPS_PER_TICK = {"td3": 1.0, "aes-rl": 0.8, "acem-rl": 0.8, "one-plus-one": 0.8
                   "p-cem-rl": 2.5, "cem-rl": 0.6}
 
 
-def parse_args(argv=None):
-    p = common.parser(__doc__.splitlines()[0], measures_compile=False)
-    p.add_argument("--envs", nargs="+", default=["hopper", "walker2d"])
-    p.add_argument("--backend", default="spring")
-    p.add_argument("--algos", nargs="+", default=["aes-rl", "p-cem-rl", "td3"])
-    p.add_argument("--steps", type=int, default=100_000, help="counted env steps per seed")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    p.add_argument("--slots", type=int, default=5, help="W of AES-RL and P-CEM-RL")
-    p.add_argument("--hidden", type=common.hidden_arg, default=(64, 64),
-                   help="actor and critic hidden widths, the same for every algorithm")
-    p.add_argument("--cost-model", default="paper", choices=["paper", "device"],
-                   help="the clock of every run (docs/algorithm.md §8)")
-    p.add_argument("--warmup-steps", type=int, default=10_000)
-    p.add_argument("--chunks", type=int, default=20, help="about this many evaluation points")
-    p.add_argument("--eval-episodes", type=int, default=5, help="episodes per chunk evaluation")
-    p.add_argument("--final-episodes", type=int, default=10,
-                   help="episodes of the final evaluation of each seed's final policy")
-    p.add_argument("--seed-batch", default="separate", choices=["separate", "vmapped"],
-                   help="seeds one after another (separate) or vmapped in one program")
-    p.add_argument("--partial", default=None,
-                   help="where finished runs are kept (a .json file, or a directory with one "
-                        "file per run, which several processes may share, e.g. one per env): "
-                        "the same command run again skips them")
-    p.add_argument("--run-root", default=None, help="where run directories go (default /tmp)")
-    p.add_argument("--out", default=None,
-                   help="output stem for .png/.csv (default benchmarks/learning_comparison; "
-                        "a /tmp path with --quick)")
-    args = p.parse_args(argv)
+@dataclass
+class Args(common.BenchFlags):
+    envs: tuple[EnvName, ...] = ("hopper", "walker2d")
+    """Environments."""
+    backend: BackendName = "spring"
+    """Brax physics backend."""
+    algos: tuple[Algo, ...] = ("aes-rl", "p-cem-rl", "td3")
+    """Algorithms."""
+    steps: int = 100_000
+    """Budget in counted env steps per seed."""
+    seed: int = 0
+    """First seed."""
+    num_seeds: int = 5
+    """Seeds seed, seed+1, ..."""
+    num_slots: int = 5
+    """W of the multi-slot algorithms (AES-RL, P-CEM-RL)."""
+    actor_hidden: tuple[int, ...] = (64, 64)
+    """Actor hidden widths, the same for every algorithm."""
+    critic_hidden: tuple[int, ...] = (64, 64)
+    """Critic hidden widths, the same for every algorithm."""
+    cost_model: Literal["paper", "device"] = "paper"
+    """The clock of every run (docs/algorithm.md §8)."""
+    warmup_steps: int = 10_000
+    """Random-action warm-up steps."""
+    chunks: int = 20
+    """About this many evaluation points."""
+    eval_episodes: int = 5
+    """Episodes per chunk evaluation."""
+    final_episodes: int = 10
+    """Episodes of the final evaluation of each seed's final policy."""
+    seed_batch: Literal["separate", "vmapped"] = "separate"
+    """Seeds one after another (separate) or as rows of one program (vmapped)."""
+    partial: str | None = None
+    """Where finished runs are kept (a .json file, or a directory with one file per run,
+    which several processes may share, e.g. one per env): the same command run again skips
+    them."""
+    run_root: str | None = None
+    """Where run directories go (default: the temporary directory)."""
+    out: str | None = None
+    """Output stem for .png/.csv (default benchmarks/learning_comparison; a temporary path
+    with --quick)."""
+
+
+def parse_args(argv=None) -> Args:
+    args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
     if args.quick:
-        args.steps, args.seeds, args.chunks, args.envs = 600, [0, 1], 1, args.envs[:1]
+        args.steps, args.num_seeds, args.chunks, args.envs = 600, 2, 1, args.envs[:1]
         args.eval_episodes, args.final_episodes, args.warmup_steps = 2, 2, 500
     if args.out is None:
         base = Path(tempfile.gettempdir()) if args.quick else common.BENCH_DIR
@@ -69,11 +89,11 @@ def parse_args(argv=None):
 
 
 def make_config(env: str, algo: str, args):
-    overrides = dict(backend=args.backend, actor_hidden=args.hidden, critic_hidden=args.hidden,
+    overrides = dict(backend=args.backend, **args.net_overrides,
                      warmup_steps=args.warmup_steps, cost_model=args.cost_model)
     if algo not in ("td3", "cem-rl"):
-        overrides["num_slots"] = args.slots
-    guess = STEPS_PER_TICK.get(algo, 1.0) * (args.slots / 5 if algo != "td3" else 1.0)
+        overrides["num_slots"] = args.num_slots
+    guess = STEPS_PER_TICK.get(algo, 1.0) * (args.num_slots / 5 if algo != "td3" else 1.0)
     overrides["ticks_per_chunk"] = max(1, math.ceil(args.steps / args.chunks / guess))
     return preset(env, algo, **overrides)
 
@@ -208,7 +228,7 @@ def main(argv=None) -> None:
         out = Path(f"{args.out}_{env}")
         write_csv(out.with_suffix(".csv"), runs)
         plot(out.with_suffix(".png"), runs,
-             f"Brax {env} ({args.backend}), nets {'x'.join(map(str, args.hidden))}, "
+             f"Brax {env} ({args.backend}), nets {args.nets}, "
              f"{len(args.seeds)} seeds, {args.cost_model} clock", wall_scope)
         pngs.append(_rel(out.with_suffix(".png")))
     table = common.md_table(
@@ -219,14 +239,14 @@ def main(argv=None) -> None:
                                    "best chunk eval"], per_seed)
     notes = [
         f"Brax {', '.join(args.envs)}, backend {args.backend}; every algorithm with actor and "
-        f"critic nets {args.hidden} (small nets for CPU; the paper uses 400x300 for its ES "
+        f"critic nets {args.nets} (small nets for CPU; the paper uses 400x300 for its ES "
         f"methods and 256x256 for TD3), budget {args.steps} counted env steps per seed "
-        f"({args.warmup_steps} of them random warm-up), seeds {args.seeds} "
+        f"({args.warmup_steps} of them random warm-up), seeds {list(args.seeds)} "
         + ("vmapped in one compiled program per algorithm" if args.seed_batch == "vmapped"
            else "one after another with one compiled program per algorithm")
         + f", {args.cost_model} clock. The authors' "
         "hyper-parameters otherwise: AES-RL baseline-relative mean and adaptive variance, "
-        f"W={args.slots}, 5 sequential mean-evaluation episodes per individual, buffer 2e5; "
+        f"W={args.num_slots}, 5 sequential mean-evaluation episodes per individual, buffer 2e5; "
         "P-CEM-RL population 10 with 5 RL members, serial critic stage, batch 256, the same W "
         "slots with barriers; TD3 lr 3e-4, policy delay 2, exploration noise 0.1, buffer 1e6.",
         f"Final return: each seed's final policy (the ES mean; TD3's actor) on "

@@ -22,32 +22,49 @@ part runs fully every tick. The target is a tick within 1.25x of the weighted su
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from aes_rl import loop, replay, td3
 from aes_rl.config import preset
+from aes_rl.flags import Algo, BackendName, EnvName
 from benchmarks import common
 
 NAME = "loop_overhead"
 TARGET = 1.25
 
 
-def parse_args(argv=None):
-    p = common.parser(__doc__.splitlines()[0], measures_compile=True)
-    p.add_argument("--env", default="hopper")
-    p.add_argument("--backend", default="spring")
-    p.add_argument("--algo", default="aes-rl")
-    p.add_argument("--slots", type=int, default=5)
-    p.add_argument("--hidden", type=common.hidden_arg, default=(64, 64))
-    p.add_argument("--ticks", type=int, default=1000, help="ticks per timed chunk (and scan)")
-    p.add_argument("--repeats", type=int, default=5, help="timed chunks (median reported)")
-    p.add_argument("--warmup-steps", type=int, default=3_000,
-                   help="random warm-up; timing starts past it, after --settle-steps more")
-    p.add_argument("--settle-steps", type=int, default=2_000,
-                   help="counted steps after the warm-up before timing (RL jobs under way)")
-    args = p.parse_args(argv)
+@dataclass
+class Args(common.BenchFlags):
+    MEASURES_COMPILE: ClassVar[bool] = True
+
+    env: EnvName = "hopper"
+    """Environment."""
+    backend: BackendName = "spring"
+    """Brax physics backend."""
+    algo: Algo = "aes-rl"
+    """Algorithm."""
+    num_slots: int = 5
+    """W worker slots."""
+    actor_hidden: tuple[int, ...] = (64, 64)
+    """Actor hidden widths."""
+    critic_hidden: tuple[int, ...] = (64, 64)
+    """Critic hidden widths."""
+    ticks: int = 1000
+    """Ticks per timed chunk (and scan)."""
+    repeats: int = 5
+    """Timed chunks (median reported)."""
+    warmup_steps: int = 3_000
+    """Random warm-up; timing starts past it, after --settle-steps more."""
+    settle_steps: int = 2_000
+    """Counted steps after the warm-up before timing (RL jobs under way)."""
+
+
+def parse_args(argv=None) -> Args:
+    args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
     if args.quick:
         args.ticks, args.repeats, args.warmup_steps, args.settle_steps = 200, 2, 500, 300
     return args
@@ -126,7 +143,7 @@ def part_critic(s, one, batch, ticks, repeats):
         learner, key = carry
         key, k = jax.random.split(key)
         learner, _ = td3.critic_step(learner, batch, policy, k, s.hp, s.actor, s.critic)
-        return td3.soft_update_critic(learner, s.cfg.tau), key
+        return td3.soft_update_critic(learner, s.h.tau), key
 
     policy = loop.mean_params(s.cfg, jax.tree.map(lambda x: x[None], one))[0]
     return _scan_timer(body, (one.learner, jax.random.key(1)), (batch, policy), ticks, repeats)
@@ -174,8 +191,8 @@ CLOCK = dict(env_steps_per_tick=1, actor_steps_per_tick=10, critic_steps_per_tic
 def main(argv=None) -> None:
     args = parse_args(argv)
     session = common.Session.start(NAME, args)
-    cfg = preset(args.env, args.algo, backend=args.backend, num_slots=args.slots,
-                 actor_hidden=args.hidden, critic_hidden=args.hidden,
+    cfg = preset(args.env, args.algo, backend=args.backend, num_slots=args.num_slots,
+                 **args.net_overrides,
                  warmup_steps=args.warmup_steps, ticks_per_chunk=args.ticks, **CLOCK)
     s = loop.build(cfg)
     state = loop.init_batch(cfg, (0,))
@@ -240,7 +257,7 @@ def main(argv=None) -> None:
           mix["train"], mix["critic"], (after["total_steps"] - before["total_steps"]) / ticks,
           mix["arrival"]]])
     notes = [
-        f"{args.algo} on {args.env} ({args.backend}), W={w}, nets {args.hidden} (small nets "
+        f"{args.algo} on {args.env} ({args.backend}), W={w}, nets {args.nets} (small nets "
         f"for CPU), batch {b}, actor_steps_per_tick {cfg.actor_steps_per_tick}, "
         f"critic_steps_per_tick {cfg.critic_steps_per_tick}; timing starts "
         f"{args.settle_steps} counted steps past a {cfg.warmup_steps}-step warm-up.",

@@ -8,35 +8,54 @@ slot's actor steps are computed each tick), and this measures by how much.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from aes_rl import loop
 from aes_rl.config import preset
+from aes_rl.flags import Algo, BackendName, EnvName
 from benchmarks import common
 
 NAME = "slots_scaling"
 
 
-def parse_args(argv=None):
-    p = common.parser(__doc__.splitlines()[0], measures_compile=True)
-    p.add_argument("--env", default="hopper")
-    p.add_argument("--backend", default="spring")
-    p.add_argument("--algo", default="aes-rl")
-    p.add_argument("--slots", nargs="+", type=int, default=[5, 16, 64])
-    p.add_argument("--hidden", type=common.hidden_arg, default=(64, 64))
-    p.add_argument("--ticks", type=int, default=500, help="ticks per timed chunk")
-    p.add_argument("--repeats", type=int, default=5, help="timed chunks")
-    p.add_argument("--warmup-steps", type=int, default=5_000)
-    p.add_argument("--settle-steps", type=int, default=5_000,
-                   help="counted steps past the warm-up before timing starts")
-    args = p.parse_args(argv)
+@dataclass
+class Args(common.BenchFlags):
+    MEASURES_COMPILE: ClassVar[bool] = True
+
+    env: EnvName = "hopper"
+    """Environment."""
+    backend: BackendName = "spring"
+    """Brax physics backend."""
+    algo: Algo = "aes-rl"
+    """Algorithm."""
+    num_slots: tuple[int, ...] = (5, 16, 64)
+    """W worker slots: each value is measured."""
+    actor_hidden: tuple[int, ...] = (64, 64)
+    """Actor hidden widths."""
+    critic_hidden: tuple[int, ...] = (64, 64)
+    """Critic hidden widths."""
+    ticks: int = 500
+    """Ticks per timed chunk."""
+    repeats: int = 5
+    """Timed chunks."""
+    warmup_steps: int = 5_000
+    """Random warm-up steps."""
+    settle_steps: int = 5_000
+    """Counted steps past the warm-up before timing starts."""
+
+
+def parse_args(argv=None) -> Args:
+    args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
     if args.quick:
-        args.slots, args.ticks, args.repeats = [5, 16], 100, 2
+        args.num_slots, args.ticks, args.repeats = (5, 16), 100, 2
         args.warmup_steps, args.settle_steps = 500, 300
     return args
 
 
 def measure(w: int, args) -> dict:
     cfg = preset(args.env, args.algo, backend=args.backend, num_slots=w,
-                 actor_hidden=args.hidden, critic_hidden=args.hidden,
+                 **args.net_overrides,
                  warmup_steps=args.warmup_steps, ticks_per_chunk=args.ticks,
                  env_steps_per_tick=1, actor_steps_per_tick=10, critic_steps_per_tick=2)
     state = loop.init_batch(cfg, (0,))
@@ -58,7 +77,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     session = common.Session.start(NAME, args)
     rows, base = [], None
-    for w in args.slots:
+    for w in args.num_slots:
         common.log(f"[{NAME}] W={w}")
         r = measure(w, args)
         base = base or r
@@ -68,10 +87,10 @@ def main(argv=None) -> None:
                      r["start_steps"]])
     table = common.md_table(
         ["W", "compile s", "ms / tick", "ticks / s", "counted steps / tick",
-         "counted steps / s", f"steps/s vs W={args.slots[0]}", "actor steps / s",
+         "counted steps / s", f"steps/s vs W={args.num_slots[0]}", "actor steps / s",
          "critic steps / s", "utilisation", "timing from step"], rows)
     notes = [
-        f"{args.algo} on {args.env} ({args.backend}), nets {args.hidden} (small nets for CPU), "
+        f"{args.algo} on {args.env} ({args.backend}), nets {args.nets} (small nets for CPU), "
         "paper hyper-parameters otherwise (5 mean-evaluation episodes per individual, "
         "a custom clock of 1 env step, 10 actor steps and 2 critic steps per tick, batch 256).",
         f"Timed over {args.repeats} chunks of {args.ticks} ticks, starting "

@@ -13,7 +13,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from benchmarks import common
 
@@ -22,14 +24,21 @@ BENCHMARKS = ("td3_throughput", "loop_overhead", "slots_scaling", "sweep_rows", 
               "td3_curve", "learning_comparison")
 
 
-def parse_args(argv=None):
-    p = common.parser(__doc__.splitlines()[0], measures_compile=False)
-    p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=None,
-                   help="run only these benchmarks (in suite order)")
-    p.add_argument("--skip", nargs="+", choices=BENCHMARKS, default=[])
-    p.add_argument("--keep-going", action="store_true",
-                   help="run the rest after a failure (the exit status still reports it)")
-    return p.parse_args(argv)
+Benchmark = Literal[BENCHMARKS]  # type: ignore[valid-type]
+
+
+@dataclass
+class Args(common.BenchFlags):
+    only: tuple[Benchmark, ...] | None = None
+    """Run only these benchmarks (in suite order)."""
+    skip: tuple[Benchmark, ...] = ()
+    """Benchmarks not to run."""
+    keep_going: common.Flag = False
+    """Run the rest after a failure (the exit status still reports it)."""
+
+
+def parse_args(argv=None) -> Args:
+    return common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
 
 
 def child_command(name: str, args, summary: Path) -> list[str]:

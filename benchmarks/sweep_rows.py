@@ -22,47 +22,65 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import jax
 
 from aes_rl import loop, run
 from aes_rl.config import MEAN_RULES, VAR_RULES, preset
+from aes_rl.flags import BackendName, EnvName
 from benchmarks import common
 
 NAME = "sweep_rows"
 
 
-def parse_args(argv=None):
-    p = common.parser(__doc__.splitlines()[0], measures_compile=True)
-    p.add_argument("--env", default="hopper")
-    p.add_argument("--backend", default="spring")
-    p.add_argument("--hidden", type=common.hidden_arg, default=(64, 64))
-    p.add_argument("--slots", type=int, default=5)
-    p.add_argument("--rows", nargs="+", type=int, default=[1, 8, 32])
-    p.add_argument("--modes", nargs="+", default=["map", "vmap"], choices=["map", "vmap"],
-                   help="how the rows run in the program (loop.make_train_chunk)")
-    p.add_argument("--ticks", type=int, default=100, help="ticks per timed chunk")
-    p.add_argument("--repeats", type=int, default=3, help="timed chunks")
-    p.add_argument("--warmup-steps", type=int, default=1_000)
-    p.add_argument("--settle-ticks", type=int, default=300,
-                   help="ticks run past the warm-up before timing")
-    p.add_argument("--sweep-steps", type=int, default=3_000,
-                   help="counted steps per row of the 8-setting sweep")
-    p.add_argument("--devices", nargs="*", type=int, default=[1, 2, 4],
-                   help="forced host device counts (none: skip part 3)")
-    p.add_argument("--device-rows", type=int, default=8)
-    args = p.parse_args(argv)
+@dataclass
+class Args(common.BenchFlags):
+    MEASURES_COMPILE: ClassVar[bool] = True
+
+    env: EnvName = "hopper"
+    """Environment."""
+    backend: BackendName = "spring"
+    """Brax physics backend."""
+    actor_hidden: tuple[int, ...] = (64, 64)
+    """Actor hidden widths."""
+    critic_hidden: tuple[int, ...] = (64, 64)
+    """Critic hidden widths."""
+    num_slots: int = 5
+    """W worker slots."""
+    num_rows: tuple[int, ...] = (1, 8, 32)
+    """Rows (seeds of one setting) per program: each count is measured."""
+    rows: tuple[Literal["map", "vmap"], ...] = ("map", "vmap")
+    """How the rows run in the program (as `aes-rl train --rows`): each mode is measured."""
+    ticks: int = 100
+    """Ticks per timed chunk."""
+    repeats: int = 3
+    """Timed chunks."""
+    warmup_steps: int = 1_000
+    """Random warm-up steps."""
+    settle_ticks: int = 300
+    """Ticks run past the warm-up before timing."""
+    sweep_steps: int = 3_000
+    """Counted steps per row of the 8-setting sweep."""
+    devices: tuple[int, ...] = (1, 2, 4)
+    """Forced host device counts (none: skip part 3)."""
+    device_rows: int = 8
+    """Rows of the forced-device measurement."""
+
+
+def parse_args(argv=None) -> Args:
+    args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
     if args.quick:
-        args.rows, args.ticks, args.repeats, args.settle_ticks = [1, 4], 20, 2, 20
-        args.warmup_steps, args.sweep_steps, args.devices = 200, 400, [1, 2]
+        args.num_rows, args.ticks, args.repeats, args.settle_ticks = (1, 4), 20, 2, 20
+        args.warmup_steps, args.sweep_steps, args.devices = 200, 400, (1, 2)
         args.device_rows = 4
     return args
 
 
 def make_cfg(args, **kw):
-    base = dict(backend=args.backend, num_slots=args.slots, actor_hidden=args.hidden,
-                critic_hidden=args.hidden, warmup_steps=args.warmup_steps,
-                ticks_per_chunk=args.ticks)
+    base = dict(backend=args.backend, num_slots=args.num_slots, **args.net_overrides,
+                warmup_steps=args.warmup_steps, ticks_per_chunk=args.ticks)
     return preset(args.env, "aes-rl", **dict(base, **kw))
 
 
@@ -78,8 +96,8 @@ def past_warmup(cfg, state, compiled, settle_ticks: int, ticks: int):
 def row_scaling(args) -> tuple[str, list[dict]]:
     cfg = make_cfg(args)
     out, base = [], None
-    for mode in args.modes:
-        for n in args.rows:
+    for mode in args.rows:
+        for n in args.num_rows:
             if n == 1 and base is not None:
                 continue  # one row runs on its own in every mode
             common.log(f"row scaling: {n} row(s), {mode}")
@@ -151,8 +169,8 @@ import jax
 from aes_rl import loop
 from aes_rl.config import preset
 a = json.loads(sys.argv[1])
-cfg = preset(a["env"], "aes-rl", backend=a["backend"], num_slots=a["slots"],
-             actor_hidden=tuple(a["hidden"]), critic_hidden=tuple(a["hidden"]),
+cfg = preset(a["env"], "aes-rl", backend=a["backend"], num_slots=a["num_slots"],
+             actor_hidden=tuple(a["actor_hidden"]), critic_hidden=tuple(a["critic_hidden"]),
              warmup_steps=a["warmup"], ticks_per_chunk=a["ticks"])
 n = a["rows"]
 state = loop.init_batch(cfg, tuple(range(n)))
@@ -173,7 +191,8 @@ def devices_table(args) -> tuple[str, list[dict]]:
     for d in args.devices:
         common.log(f"devices: {d} forced host device(s), {args.device_rows} rows")
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={d}")
-        spec = dict(env=args.env, backend=args.backend, slots=args.slots, hidden=args.hidden,
+        spec = dict(env=args.env, backend=args.backend, num_slots=args.num_slots,
+                    **args.net_overrides,
                     warmup=args.warmup_steps, ticks=args.ticks, rows=args.device_rows,
                     repeats=args.repeats)
         proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], env=env,
@@ -200,7 +219,7 @@ def main(argv=None) -> None:
         dev, _ = devices_table(args)
         tables.append("Rows sharded over forced host devices:\n\n" + dev)
     notes = [
-        f"AES-RL, Brax {args.env} ({args.backend}), nets {args.hidden}, W={args.slots}, paper "
+        f"AES-RL, Brax {args.env} ({args.backend}), nets {args.nets}, W={args.num_slots}, paper "
         f"clock, warm-up {args.warmup_steps} counted steps; row scaling timed over "
         f"{args.repeats} chunks of {args.ticks} ticks (median) after {args.settle_ticks} ticks "
         "past the warm-up. 'tick vs N single ticks' = t(N) / (N t(1)).",

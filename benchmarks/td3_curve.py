@@ -11,34 +11,48 @@ from __future__ import annotations
 import csv
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from aes_rl.config import preset
+from aes_rl.flags import BackendName, EnvName
 from benchmarks import common
 
 NAME = "td3_curve"
 
 
-def parse_args(argv=None):
-    p = common.parser(__doc__.splitlines()[0], measures_compile=False)
-    p.add_argument("--env", default="hopper")
-    p.add_argument("--backend", default="spring")
-    p.add_argument("--steps", type=int, default=100_000, help="counted env steps")
-    p.add_argument("--hidden", type=common.hidden_arg, default=(256, 256),
-                   help="actor and critic hidden widths (TD3's standard is 256,256)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chunks", type=int, default=25, help="evaluation points (ticks per chunk = "
-                                                          "steps / chunks; TD3 ticks one step)")
-    p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--warmup-steps", type=int, default=10_000)
-    p.add_argument("--run-root", default=None, help="where run directories go (default /tmp)")
-    p.add_argument("--out", default=None,
-                   help="output stem for .csv/.png (default benchmarks/td3_<env>_curve; "
-                        "a /tmp path with --quick)")
-    args = p.parse_args(argv)
+@dataclass
+class Args(common.BenchFlags):
+    env: EnvName = "hopper"
+    """Environment."""
+    backend: BackendName = "spring"
+    """Brax physics backend."""
+    steps: int = 100_000
+    """Budget in counted env steps."""
+    actor_hidden: tuple[int, ...] = (256, 256)
+    """Actor hidden widths (TD3's standard is 256 256)."""
+    critic_hidden: tuple[int, ...] = (256, 256)
+    """Critic hidden widths (TD3's standard is 256 256)."""
+    seed: int = 0
+    """Seed."""
+    chunks: int = 25
+    """Evaluation points (ticks per chunk = steps / chunks; TD3 ticks one step)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    warmup_steps: int = 10_000
+    """Random warm-up steps."""
+    run_root: str | None = None
+    """Where run directories go (default: the temporary directory)."""
+    out: str | None = None
+    """Output stem for .csv/.png (default benchmarks/td3_<env>_curve; a temporary path with
+    --quick)."""
+
+
+def parse_args(argv=None) -> Args:
+    args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
     if args.quick:
         args.steps, args.chunks, args.eval_episodes = 2_000, 2, 2
-        args.warmup_steps, args.hidden = 1_000, (64, 64)
+        args.warmup_steps, args.actor_hidden, args.critic_hidden = 1_000, (64, 64), (64, 64)
     if args.out is None:
         base = Path(tempfile.gettempdir()) if args.quick else common.BENCH_DIR
         args.out = str(base / f"td3_{args.env}_curve{'_quick' if args.quick else ''}")
@@ -78,8 +92,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     session = common.Session.start(NAME, args)
     ticks = max(1, math.ceil(args.steps / args.chunks))
-    cfg = preset(args.env, "td3", backend=args.backend, actor_hidden=args.hidden,
-                 critic_hidden=args.hidden, warmup_steps=args.warmup_steps,
+    cfg = preset(args.env, "td3", backend=args.backend, **args.net_overrides,
+                 warmup_steps=args.warmup_steps,
                  ticks_per_chunk=ticks)
     run = common.train_run("td3", cfg, args.steps, (args.seed,), args.eval_episodes,
                            args.run_root)
@@ -87,7 +101,7 @@ def main(argv=None) -> None:
     stds = [float(r["eval_std"]) for r in sorted(run.rows, key=lambda r: r["chunk"])]
     out = Path(args.out)
     write_curve(out.with_suffix(".csv"), steps, returns, stds)
-    nets = "x".join(map(str, args.hidden))
+    nets = args.nets
     plot_curve(out.with_suffix(".png"), steps, returns, stds,
                f"TD3 on Brax {args.env} ({args.backend}), nets {nets}, seed {args.seed}")
     best = max(range(len(returns)), key=lambda i: returns[i])
@@ -102,7 +116,7 @@ def main(argv=None) -> None:
         f"TD3 through `run.train` (`algo=td3`: 1 slot, one env step and one critic update per "
         f"tick, actor and targets every 2nd update, batch 256, lr 3e-4, exploration noise 0.1, "
         f"{args.warmup_steps} random warm-up steps, 1e6-transition buffer), actor and critic "
-        f"nets {args.hidden}, 1 seed ({args.seed}).",
+        f"nets {args.nets}, 1 seed ({args.seed}).",
         f"Evaluation after every chunk of {ticks} ticks: {args.eval_episodes} deterministic "
         "episodes (up to 1000 steps) from fresh initial states, not counted. 'final' is the "
         "last evaluation, 'best' the best of all evaluations (an optimistic figure).",

@@ -15,36 +15,53 @@ Compile time is measured apart from the steady state (`jitted.lower(...).compile
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import jax
 
 from aes_rl import loop
 from aes_rl.config import preset
 from aes_rl.envs import make_env
+from aes_rl.flags import BackendName, EnvName
 from benchmarks import common
 
 NAME = "td3_throughput"
 
 
-def parse_args(argv=None):
-    p = common.parser(__doc__.splitlines()[0], measures_compile=True)
-    p.add_argument("--envs", nargs="+", default=["hopper", "halfcheetah"])
-    p.add_argument("--backends", nargs="+", default=["spring", "generalized"])
-    p.add_argument("--sizes", nargs="+", type=int, default=[1, 64],
-                   help="numbers of envs for the raw jit(vmap(env.step)) rate")
-    p.add_argument("--raw-calls", type=int, default=300, help="back-to-back calls per timing")
-    p.add_argument("--scan-steps", type=int, default=1000,
-                   help="steps of the scanned raw env loop (0: skip it)")
-    p.add_argument("--hidden", type=common.hidden_arg, default=(256, 256),
-                   help="TD3 actor and critic hidden widths")
-    p.add_argument("--ticks", type=int, default=1000, help="ticks per timed loop chunk")
-    p.add_argument("--warmup-steps", type=int, default=1000,
-                   help="TD3 random-action warm-up (the timed chunks come after it)")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls (median reported)")
-    args = p.parse_args(argv)
+@dataclass
+class Args(common.BenchFlags):
+    MEASURES_COMPILE: ClassVar[bool] = True
+
+    envs: tuple[EnvName, ...] = ("hopper", "halfcheetah")
+    """Environments."""
+    backends: tuple[BackendName, ...] = ("spring", "generalized")
+    """Brax physics backends."""
+    sizes: tuple[int, ...] = (1, 64)
+    """Numbers of envs for the raw jit(vmap(env.step)) rate."""
+    raw_calls: int = 300
+    """Back-to-back calls per timing."""
+    scan_steps: int = 1000
+    """Steps of the scanned raw env loop (0: skip it)."""
+    actor_hidden: tuple[int, ...] = (256, 256)
+    """TD3 actor hidden widths."""
+    critic_hidden: tuple[int, ...] = (256, 256)
+    """TD3 critic hidden widths."""
+    ticks: int = 1000
+    """Ticks per timed loop chunk."""
+    warmup_steps: int = 1000
+    """TD3 random-action warm-up (the timed chunks come after it)."""
+    repeats: int = 5
+    """Timed calls (median reported)."""
+
+
+def parse_args(argv=None) -> Args:
+    args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
     if args.quick:
         args.envs, args.backends = args.envs[:1], args.backends[:1]
         args.raw_calls, args.scan_steps, args.repeats = 50, 0, 2
-        args.ticks, args.warmup_steps, args.hidden = 200, 200, (64, 64)
+        args.ticks, args.warmup_steps = 200, 200
+        args.actor_hidden, args.critic_hidden = (64, 64), (64, 64)
     return args
 
 
@@ -81,8 +98,8 @@ def raw_env_rates(name: str, backend: str, n: int, args) -> dict:
 
 def td3_loop_rates(name: str, backend: str, args) -> dict:
     """Env steps/s and updates/s of the TD3 loop after its warm-up; compile time apart."""
-    cfg = preset(name, "td3", backend=backend, actor_hidden=args.hidden,
-                 critic_hidden=args.hidden, warmup_steps=args.warmup_steps,
+    cfg = preset(name, "td3", backend=backend, **args.net_overrides,
+                 warmup_steps=args.warmup_steps,
                  ticks_per_chunk=args.ticks)
     state = loop.init_batch(cfg, (0,))
     compiled, compile_s = common.compile_jitted(loop.make_train_chunk(cfg, 1, args.ticks), state)
@@ -111,7 +128,7 @@ def main(argv=None) -> None:
                                  r["per_call_rate"], r["scan_compile_s"], r["scan_rate"]])
             common.log(f"[{NAME}] TD3 loop: {name}/{backend}")
             t = td3_loop_rates(name, backend, args)
-            loop_rows.append([name, backend, "x".join(map(str, args.hidden)), t["compile_s"],
+            loop_rows.append([name, backend, args.nets, t["compile_s"],
                               t["ms_per_tick"], t["env_rate"], t["update_rate"],
                               t["actor_rate"]])
     headers = ["env", "backend", "envs N", "compile s", "per call us", "per-call steps/s",
@@ -127,7 +144,7 @@ def main(argv=None) -> None:
         f"fixed random actions; per-call = {args.raw_calls} back-to-back calls (includes "
         "dispatch), scanned = the step inside one `lax.scan` (no dispatch). Median of "
         f"{max(args.repeats, 2)} timings.",
-        f"TD3 loop: `algo=td3`, 1 slot, nets {args.hidden} (actor and twin critic), batch 256, "
+        f"TD3 loop: `algo=td3`, 1 slot, nets {args.nets} (actor and twin critic), batch 256, "
         f"chunks of {args.ticks} ticks timed after the {args.warmup_steps}-step random warm-up; "
         "each tick is one env step and one critic update, the actor and targets update every "
         f"2nd tick. Rates over {args.repeats} chunks; compile time of the chunk measured "

@@ -19,12 +19,15 @@ Wall-clock is the sum of the compiled chunk calls; compilation apart.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import jax
 import numpy as np
 
 from aes_rl import clock, loop
 from aes_rl.config import preset
+from aes_rl.flags import BackendName, EnvName
 from benchmarks import common
 
 NAME = "time_efficiency"
@@ -36,38 +39,60 @@ VARIANTS = {  # label -> (algo, overrides)
 }
 
 
-def parse_args(argv=None):
-    p = common.parser(__doc__.splitlines()[0], measures_compile=True)
-    p.add_argument("--envs", nargs="+", default=["hopper", "walker2d"])
-    p.add_argument("--backend", default="spring")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--clocks", nargs="+", default=["paper", "device"],
-                   choices=["paper", "device"])
-    p.add_argument("--slots", type=int, default=5, help="W of the multi-slot algorithms")
-    p.add_argument("--budget", type=int, default=30_000, help="counted env steps to reach")
-    p.add_argument("--target", type=float, default=250.0,
-                   help="target return of the mean policy (ticks and wall-clock to reach it)")
-    p.add_argument("--warmup-steps", type=int, default=10_000)
-    p.add_argument("--hidden", type=common.hidden_arg, default=(64, 64),
-                   help="actor and critic hidden widths")
-    p.add_argument("--chunk-ticks", type=int, default=200, help="ticks per compiled chunk")
-    p.add_argument("--eval-episodes", type=int, default=3, help="episodes per evaluation")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0],
-                   help="seeds, run one after another with the same compiled chunk")
-    p.add_argument("--ratios", nargs="*", type=float, default=[0.1, 0.3, 1, 3, 10, 30],
-                   help="gradient-step / env-step cost ratios of the sweep (none: no sweep)")
-    p.add_argument("--sweep-env", default="hopper")
-    p.add_argument("--sweep-budget", type=int, default=20_000)
-    p.add_argument("--sweep-variants", nargs="+", default=["aes-rl", "p-cem-rl", "p-cem-rl+pc"],
-                   choices=list(VARIANTS))
-    p.add_argument("--partial", default=None,
-                   help="where finished runs are kept (a .json file, or a directory with one file "
-                        "per run): the same command run again (after a crash or an interrupt) "
-                        "skips them")
-    args = p.parse_args(argv)
+Variant = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
+Clock = Literal["paper", "device"]
+
+
+@dataclass
+class Args(common.BenchFlags):
+    MEASURES_COMPILE: ClassVar[bool] = True
+
+    envs: tuple[EnvName, ...] = ("hopper", "walker2d")
+    """Environments."""
+    backend: BackendName = "spring"
+    """Brax physics backend."""
+    variants: tuple[Variant, ...] = tuple(VARIANTS)
+    """Algorithm variants."""
+    clocks: tuple[Clock, ...] = ("paper", "device")
+    """Clocks (cost models) of the main table."""
+    num_slots: int = 5
+    """W of the multi-slot algorithms."""
+    steps: int = 30_000
+    """Budget: counted env steps to reach."""
+    target: float = 250.0
+    """Target return of the mean policy (ticks and wall-clock to reach it)."""
+    warmup_steps: int = 10_000
+    """Random warm-up steps."""
+    actor_hidden: tuple[int, ...] = (64, 64)
+    """Actor hidden widths."""
+    critic_hidden: tuple[int, ...] = (64, 64)
+    """Critic hidden widths."""
+    ticks_per_chunk: int = 200
+    """Ticks per compiled chunk."""
+    eval_episodes: int = 3
+    """Episodes per evaluation."""
+    seed: int = 0
+    """First seed."""
+    num_seeds: int = 1
+    """Seeds seed, seed+1, ..., run one after another with the same compiled chunk."""
+    ratios: tuple[float, ...] = (0.1, 0.3, 1, 3, 10, 30)
+    """Gradient-step / env-step cost ratios of the sweep (none: no sweep)."""
+    sweep_env: EnvName = "hopper"
+    """Environment of the cost-ratio sweep."""
+    sweep_steps: int = 20_000
+    """Counted env steps of each run of the sweep."""
+    sweep_variants: tuple[Variant, ...] = ("aes-rl", "p-cem-rl", "p-cem-rl+pc")
+    """Variants of the sweep."""
+    partial: str | None = None
+    """Where finished runs are kept (a .json file, or a directory with one file per run): the
+    same command run again (after a crash or an interrupt) skips them."""
+
+
+def parse_args(argv=None) -> Args:
+    args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
     if args.quick:
-        args.envs, args.budget, args.warmup_steps = args.envs[:1], 1_500, 500
-        args.chunk_ticks, args.ratios, args.sweep_budget = 50, [0.3, 3], 1_000
+        args.envs, args.steps, args.warmup_steps = args.envs[:1], 1_500, 500
+        args.ticks_per_chunk, args.ratios, args.sweep_steps = 50, (0.3, 3), 1_000
         args.clocks = args.clocks[:1]
     return args
 
@@ -83,10 +108,10 @@ def ratio_rates(ratio: float) -> dict:
 
 def make_config(env: str, variant: str, args, **clock_overrides):
     algo, extra = VARIANTS[variant]
-    w = 1 if algo == "cem-rl" else args.slots
-    return preset(env, algo, backend=args.backend, num_slots=w, actor_hidden=args.hidden,
-                  critic_hidden=args.hidden, warmup_steps=args.warmup_steps,
-                  ticks_per_chunk=args.chunk_ticks, **extra, **clock_overrides)
+    w = 1 if algo == "cem-rl" else args.num_slots
+    return preset(env, algo, backend=args.backend, num_slots=w, **args.net_overrides,
+                  warmup_steps=args.warmup_steps, ticks_per_chunk=args.ticks_per_chunk,
+                  **extra, **clock_overrides)
 
 
 def run_to_budget(cfg, compiled, seed: int, budget: int, target: float | None,
@@ -138,8 +163,8 @@ def one_config(env, clock_name, variant, args, partial: common.Partial) -> dict:
     evaluate = loop.make_evaluate(cfg, args.eval_episodes)
     runs = {}
     for seed in args.seeds:
-        common.log(f"[{NAME}] {env} {clock_name} {variant} seed {seed}: to {args.budget} steps")
-        runs[str(seed)] = run_to_budget(cfg, compiled, seed, args.budget, args.target, evaluate)
+        common.log(f"[{NAME}] {env} {clock_name} {variant} seed {seed}: to {args.steps} steps")
+        runs[str(seed)] = run_to_budget(cfg, compiled, seed, args.steps, args.target, evaluate)
     out = dict(runs=runs, calibration=calibration, compile_s=compile_s, w=cfg.num_slots)
     partial.put(key, out)
     return out
@@ -185,7 +210,7 @@ def sweep(args, partial: common.Partial) -> tuple[str, dict]:
             if r is None:
                 common.log(f"[{NAME}] sweep ratio {ratio:g} {variant}")
                 compiled, _ = compiled_chunk(cfg, args.seeds[0])
-                r = run_to_budget(cfg, compiled, args.seeds[0], args.sweep_budget, None, None)
+                r = run_to_budget(cfg, compiled, args.seeds[0], args.sweep_steps, None, None)
                 partial.put(key, r)
             # modeled time in gradient-step units, so ratios compare across clocks
             per_tick = 1.0 / cfg.actor_steps_per_tick
@@ -236,9 +261,9 @@ def main(argv=None) -> None:
     table, calibrations = main_table(args, partial)
     tables = [table]
     notes = [
-        f"Budget {args.budget} counted env steps (rollouts of individuals; mean evaluations "
+        f"Budget {args.steps} counted env steps (rollouts of individuals; mean evaluations "
         f"are not counted), {args.warmup_steps} of them random-action warm-up; seeds "
-        f"{args.seeds}. Nets {args.hidden} for actor and critic (small nets for CPU), "
+        f"{list(args.seeds)}. Nets {args.nets} for actor and critic (small nets for CPU), "
         f"backend {args.backend}, the authors' hyper-parameters otherwise (AES-RL: 5 "
         "sequential mean-evaluation episodes per individual; P-CEM-RL: serial critic stage, "
         "barriers, one mean episode per generation, batch 256; CEM-RL: one slot, batch 100).",
@@ -247,7 +272,7 @@ def main(argv=None) -> None:
         + ("; ".join(calibrations) if calibrations else "not run") + ".",
         "'vs aes-rl' columns divide by AES-RL's figure of the same env, clock and seed. Ticks "
         "are modeled time (what the emulated workers see); wall-clock is this machine's.",
-        f"Budget checked every {args.chunk_ticks} ticks (the resolution of the ticks column). "
+        f"Budget checked every {args.ticks_per_chunk} ticks (the resolution of the ticks column). "
         f"Target: the mean policy's deterministic return over {args.eval_episodes} episodes "
         f"reaching {args.target:g} after a chunk.",
     ]
@@ -257,11 +282,11 @@ def main(argv=None) -> None:
         png = common.BENCH_DIR / f"{NAME}_sweep{'_quick' if args.quick else ''}.png"
         if "aes-rl" in times:
             plot_sweep(png, args.ratios, times,
-                       f"{args.sweep_env} ({args.backend}), W={args.slots}, budget "
-                       f"{args.sweep_budget}, nets {args.hidden}")
+                       f"{args.sweep_env} ({args.backend}), W={args.num_slots}, budget "
+                       f"{args.sweep_steps}, nets {args.nets}")
             notes.append(f"Sweep PNG: `benchmarks/{png.name}`.")
         notes.append(
-            f"Sweep: {args.sweep_env}, budget {args.sweep_budget}, seed {args.seeds[0]}; a "
+            f"Sweep: {args.sweep_env}, budget {args.sweep_steps}, seed {args.seeds[0]}; a "
             "gradient step costs `ratio` env steps (a tick is the cheaper of the two); time is "
             "in gradient-step units so ratios compare across rows.")
     session.finish("Time efficiency: AES-RL vs P-CEM-RL (serial, parallel critic) vs CEM-RL",

@@ -1,55 +1,77 @@
 """The AES-RL ablation (Lee et al. 2020, Table 2): 4 mean rules x 2 variance rules on one env.
 
-python -m experiments.ablation --env hopper --seeds 3 --steps 100000
+`aes-rl sweep`'s flags with the ablation's defaults (every mean and variance rule, 3 seeds,
+100k steps, 64-64 nets); every (setting, seed) is a row of ONE compiled program. Writes
+`ablation.md` and a curve PNG (one curve per setting) to OUT_DIR.
+
+    python -m experiments.ablation --env hopper --num-seeds 3 --steps 100000
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import sys
 from pathlib import Path
+from typing import Annotated
 
-from aes_rl import plot
-from aes_rl.config import MEAN_RULES, VAR_RULES, preset
-from experiments.common import add_common_args, run_grid, table, write_report
+import tyro
+
+from aes_rl import plot, sweep
+from aes_rl.config import preset
+from aes_rl.flags import Backend, EnvName, RunFlags, fail, overrides_class, parse, sweep_values
+from experiments.common import CPU_NETS, run_grid, table, write_report
+
+PROG = "python -m experiments.ablation"
+AblationOverrides = overrides_class(
+    "AblationOverrides", sweep=True, mean_rule="all", var_rule="all", **CPU_NETS
+)
+AblationOverrides.__doc__ = "aes-rl sweep's overrides, sweeping every AES-RL rule by default."
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    env: EnvName = "hopper"
+    """Environment."""
+    backend: Backend = None
+    """Brax physics backend."""
+    out_dir: Path = Path("runs/ablation")
+    """Where the run directory, ablation.md and the PNG go."""
+    flags: Annotated[RunFlags, tyro.conf.arg(name="")] = RunFlags(steps=100_000, num_seeds=3)
+    overrides: Annotated[AblationOverrides, tyro.conf.arg(name="")] = AblationOverrides()  # type: ignore
+
+
+def _label(cfg, setting) -> str:
+    """'mean rule + variance rule', then any other swept value."""
+    one = cfg.replace(**dict(setting))
+    rest = ", ".join(f"{k}={v}" for k, v in setting if k not in ("mean_rule", "var_rule"))
+    return f"{one.mean_rule} + {one.var_rule}" + (f" ({rest})" if rest else "")
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.ablation", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--env", default="hopper")
-    parser.add_argument("--mean-rules", nargs="+", default=list(MEAN_RULES), choices=MEAN_RULES)
-    parser.add_argument("--var-rules", nargs="+", default=list(VAR_RULES), choices=VAR_RULES)
-    parser.add_argument("--out-dir", type=Path, default=Path("runs/ablation"))
-    add_common_args(parser, steps=100_000, seeds=3)
-    args = parser.parse_args(argv)
-    hidden = tuple(args.hidden)
-    grid = (("mean_rule", tuple(args.mean_rules)), ("var_rule", tuple(args.var_rules)))
+    args = parse(Args, argv, PROG, __doc__.splitlines()[0])
     try:
-        cfg = preset(
-            args.env,
-            "aes-rl",
-            actor_hidden=hidden,
-            critic_hidden=hidden,
-            backend=args.backend,
-            num_slots=args.slots,
-        )
+        values, grid = sweep_values(args.overrides)
+        if args.backend is not None:
+            values["backend"] = args.backend
+        cfg = preset(args.env, "aes-rl", **values)
+        sweep.check_grid(cfg, grid)
+        seeds = args.flags.seeds
     except ValueError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
-    # Every (mean rule, variance rule, seed) is a row of ONE compiled program.
+        fail(PROG, str(err))
     run_dir = args.out_dir / f"{args.env}-sweep"
-    rows = run_grid(cfg, grid, run_dir, args)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    rows = run_grid(cfg, grid, run_dir, args.flags)
+    settings = sweep.settings_of(grid)
     results = [
-        (f"{m} + {v}", [r for r in rows if (r["mean_rule"], r["var_rule"]) == (m, v)])
-        for m in args.mean_rules
-        for v in args.var_rules
+        (_label(cfg, setting), [r for r in rows if all(r[k] == v for k, v in setting)])
+        for setting in settings
     ]
-    n = len(args.mean_rules) * len(args.var_rules)
     report = [
-        f"# AES-RL ablation on {args.env}: {args.steps} counted steps, {args.seeds} seeds, "
-        f"hidden {hidden}, backend {args.backend}\n",
-        f"All {n} settings x {args.seeds} seeds ran as {n * args.seeds} rows of one compiled "
-        f"program (`{run_dir}`).\n",
+        f"# AES-RL ablation on {args.env}: {args.flags.steps} counted steps, {len(seeds)} seeds, "
+        f"actor {cfg.actor_hidden}, critic {cfg.critic_hidden}, backend {cfg.backend}\n",
+        f"All {len(settings)} settings x {len(seeds)} seeds ran as "
+        f"{len(settings) * len(seeds)} rows of one compiled program (`{run_dir}`); swept: "
+        f"{', '.join(name for name, _ in grid) or 'nothing'}.\n",
         table(results),
         f"\n![ablation]({args.env}.png)\n",
     ]
@@ -58,4 +80,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

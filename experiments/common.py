@@ -1,8 +1,11 @@
-"""What the experiment modules share: CPU-sized defaults, a grid runner, a results table."""
+"""What the experiment modules share: CPU-sized defaults, a grid runner, a results table.
+
+Every experiment takes `aes-rl train`'s flags (`aes_rl.flags`: `RunFlags` and the Config
+overrides, spelled the same way) plus its own, and reports argument errors as one line.
+"""
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -10,47 +13,19 @@ import numpy as np
 
 from aes_rl import run
 from aes_rl.config import Config
+from aes_rl.flags import RunFlags
 
-# CPU-sized networks; a GPU user passes --hidden 400 300 for the paper's sizes.
+# CPU-sized networks; a GPU user passes --actor-hidden 400 300 --critic-hidden 400 300.
 SMALL_NETS = (64, 64)
+CPU_NETS = dict(actor_hidden=SMALL_NETS, critic_hidden=SMALL_NETS)
 
 
-def add_common_args(parser: argparse.ArgumentParser, steps: int, seeds: int) -> None:
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=steps,
-        help=f"counted env steps per seed (default {steps}; paper: 1000000)",
-    )
-    parser.add_argument("--seeds", type=int, default=seeds, help=f"seeds per run (default {seeds})")
-    parser.add_argument("--backend", default="spring", help="Brax physics backend")
-    parser.add_argument(
-        "--hidden",
-        type=int,
-        nargs="+",
-        default=list(SMALL_NETS),
-        help="actor and critic hidden sizes (default 64 64; paper: 400 300)",
-    )
-    parser.add_argument("--slots", type=int, default=5, help="worker slots W of the loop")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def run_one(cfg: Config, run_dir: Path, args) -> list[dict]:
-    """Train one configuration over `args.seeds` seeds (rows of one program); returns the final
-    evaluated metrics row of each seed."""
-    return run_grid(cfg, (), run_dir, args)
-
-
-def run_grid(cfg: Config, grid, run_dir: Path, args) -> list[dict]:
-    """Every setting of `grid` x `args.seeds` seeds as rows of one program (`aes-rl sweep`);
-    returns the final evaluated metrics row of each row."""
-    settings = run.RunSettings(
-        str(run_dir),
-        steps=args.steps,
-        seeds=tuple(range(args.seeds)),
-        grid=grid,
-        progress=not args.quiet,
-    )
+def run_grid(cfg: Config, grid, run_dir: Path, flags: RunFlags) -> list[dict]:
+    """Every setting of `grid` (() for none) x the flags' seeds as rows of one program (as
+    `aes-rl sweep` runs them); returns the final evaluated metrics row of each row."""
+    settings = flags.settings(run_dir, grid)
+    run.check_settings(cfg, settings)
+    run.enable_compilation_cache()
     out = run.train(cfg, settings)
     final: dict[int, dict] = {}
     for row in run.read_metrics(run_dir):

@@ -1,56 +1,80 @@
 """The paper's comparison (Lee et al. 2020, Table 1 / Fig. 3) on Brax environments.
 
-Every algorithm on every env over seeds (vmapped in one program) for a step budget; writes
-`comparison.md` (final return mean +- std, wall-clock) and one curve PNG per env to OUT_DIR.
-CPU-sized defaults; the paper's scale is `--steps 1000000 --hidden 400 300` on a GPU.
+Every algorithm on every env over seeds (rows of one program per run) for a step budget;
+writes `comparison.md` (final return mean +- std, wall-clock) and one curve PNG per env to
+OUT_DIR. Takes `aes-rl train`'s flags (they apply to every algorithm; --num-slots only to the
+multi-slot ones) with CPU-sized defaults; the paper's scale is
+`--steps 1000000 --actor-hidden 400 300 --critic-hidden 400 300` on a GPU.
 
-    python -m experiments.paper_comparison --envs hopper walker2d --seeds 3 --steps 100000
+    python -m experiments.paper_comparison --envs hopper walker2d --num-seeds 3 --steps 100000
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import sys
 from pathlib import Path
+from typing import Annotated
+
+import tyro
 
 from aes_rl import plot
 from aes_rl.config import ALGOS, preset
-from experiments.common import add_common_args, run_one, table, write_report
+from aes_rl.flags import Algo, Backend, EnvName, RunFlags, chosen, fail, overrides_class, parse
+from experiments.common import CPU_NETS, run_grid, table, write_report
+
+PROG = "python -m experiments.paper_comparison"
+ONE_SLOT = ("cem-rl", "td3")  # their presets' W = 1 is what they are
+ComparisonOverrides = overrides_class("ComparisonOverrides", **CPU_NETS)
+ComparisonOverrides.__doc__ = "aes-rl train's overrides, applied to every algorithm."
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    envs: tuple[EnvName, ...] = ("hopper",)
+    """Environments."""
+    algos: tuple[Algo, ...] = ALGOS
+    """Algorithms."""
+    backend: Backend = None
+    """Brax physics backend."""
+    out_dir: Path = Path("runs/paper_comparison")
+    """Where the run directories, comparison.md and the PNGs go."""
+    flags: Annotated[RunFlags, tyro.conf.arg(name="")] = RunFlags(steps=100_000, num_seeds=3)
+    overrides: Annotated[ComparisonOverrides, tyro.conf.arg(name="")] = ComparisonOverrides()  # type: ignore
+
+
+def configs(args: Args) -> dict:
+    """(env, algo) -> Config; a bad setting is a one-line error before any run starts."""
+    values = chosen(args.overrides)
+    if args.backend is not None:
+        values["backend"] = args.backend
+    out = {}
+    for env in args.envs:
+        for algo in args.algos:
+            mine = {k: v for k, v in values.items() if not (k == "num_slots" and algo in ONE_SLOT)}
+            out[env, algo] = preset(env, algo, **mine)
+    return out
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.paper_comparison", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--envs", nargs="+", default=["hopper"])
-    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
-    parser.add_argument("--out-dir", type=Path, default=Path("runs/paper_comparison"))
-    add_common_args(parser, steps=100_000, seeds=3)
-    args = parser.parse_args(argv)
-    hidden = tuple(args.hidden)
+    args = parse(Args, argv, PROG, __doc__.splitlines()[0])
     try:
-        cfgs = {
-            (env, algo): preset(
-                env,
-                algo,
-                actor_hidden=hidden,
-                critic_hidden=hidden,
-                backend=args.backend if env != "swimmer" else "generalized",
-                **({} if algo in ("cem-rl", "td3") else {"num_slots": args.slots}),
-            )
-            for env in args.envs
-            for algo in args.algos
-        }
+        cfgs = configs(args)
+        seeds = args.flags.seeds
     except ValueError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
+        fail(PROG, str(err))
+    nets = next(iter(cfgs.values()))
     report = [
-        f"# Paper comparison: {args.steps} counted steps, {args.seeds} seeds, "
-        f"hidden {hidden}, backend {args.backend}\n"
+        f"# Paper comparison: {args.flags.steps} counted steps, {len(seeds)} seeds, "
+        f"actor {nets.actor_hidden}, critic {nets.critic_hidden} (td3's preset nets unless "
+        "overridden), backend per env as configured\n"
     ]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     for env in args.envs:
         results, dirs = [], []
         for algo in args.algos:
             run_dir = args.out_dir / f"{env}-{algo}"
-            results.append((algo, run_one(cfgs[env, algo], run_dir, args)))
+            results.append((algo, run_grid(cfgs[env, algo], (), run_dir, args.flags)))
             dirs.append(run_dir)
         report += [f"## {env}\n", table(results), f"\n![{env}]({env}.png)\n"]
         plot.plot_runs(dirs, args.out_dir / f"{env}.png", title=f"{env}: return of the mean policy")
@@ -58,4 +82,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,62 +1,63 @@
 """The README's main job: a small AES-RL run that finishes in a few minutes on a 2-core CPU.
 
 Writes a run directory (config, metrics CSV, checkpoints, exported policy) and a learning-curve
-PNG. Defaults: Brax hopper (spring backend), AES-RL with the paper's final rules
-(baseline-relative mean, adaptive variance), W = 5 slots, 64-64 networks, 30k counted steps.
+PNG. `aes-rl train`'s flags with small defaults: Brax hopper (spring backend), AES-RL with the
+paper's final rules (baseline-relative mean, adaptive variance), W = 5 slots, 64-64 networks,
+a 100k buffer, 30k counted steps.
 
     python -m experiments.quickstart [--steps N] [--run-dir DIR] [--env hopper]
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Annotated
+
+import tyro
 
 from aes_rl import plot, run
 from aes_rl.config import preset
+from aes_rl.flags import Backend, EnvName, RunFlags, chosen, fail, overrides_class, parse
+from experiments.common import CPU_NETS
+
+PROG = "python -m experiments.quickstart"
+QuickOverrides = overrides_class(
+    "QuickOverrides", ticks_per_chunk=500, buffer_size=100_000, **CPU_NETS
+)
+QuickOverrides.__doc__ = "aes-rl train's overrides, with the quickstart's small defaults."
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    env: EnvName = "hopper"
+    """Environment."""
+    backend: Backend = None
+    """Brax physics backend."""
+    run_dir: Path = Path("runs/quickstart")
+    """Run directory (an existing run continues)."""
+    flags: Annotated[RunFlags, tyro.conf.arg(name="")] = RunFlags(steps=30_000)
+    overrides: Annotated[QuickOverrides, tyro.conf.arg(name="")] = QuickOverrides()  # type: ignore
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.quickstart", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--env", default="hopper", help="environment (default hopper)")
-    parser.add_argument("--backend", default="spring", help="Brax backend (default spring)")
-    parser.add_argument("--steps", type=int, default=30_000, help="counted steps (default 30000)")
-    parser.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=None,
-        help="random-action warm-up (default: 10000; probe envs: 500)",
-    )
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    overrides = dict(
-        actor_hidden=(64, 64),
-        critic_hidden=(64, 64),
-        ticks_per_chunk=500,
-        buffer_size=100_000,
-        backend=args.backend,
-    )
-    if args.warmup_steps is not None:
-        overrides["warmup_steps"] = args.warmup_steps
+    args = parse(Args, argv, PROG, __doc__.splitlines()[0])
     try:
-        cfg = preset(args.env, "aes-rl", **overrides)
-        settings = run.RunSettings(
-            str(args.run_dir), steps=args.steps, seeds=(args.seed,), progress=not args.quiet
-        )
+        values = chosen(args.overrides)
+        if args.backend is not None:
+            values["backend"] = args.backend
+        cfg = preset(args.env, "aes-rl", **values)
+        settings = args.flags.settings(args.run_dir)
         run.check_settings(cfg, settings)
     except ValueError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
+        fail(PROG, str(err))
     run.enable_compilation_cache()
     out = run.train(cfg, settings)
     png = plot.plot_runs(
         [args.run_dir],
         args.run_dir / "curve.png",
-        title=f"AES-RL on {args.env} ({args.backend}), quickstart",
+        title=f"AES-RL on {args.env} ({cfg.backend}), quickstart",
     )
     last = out.rows[-1] if out.rows else {}
     print(
@@ -73,4 +74,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -22,7 +22,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 # per-process limit (vm.max_map_count, about 65k) XLA cannot map the next one and the worker
 # dies with a segfault inside the compiler. Dropping the compiled programs when the count
 # nears the limit keeps a worker far from it; they are rebuilt, from the persistent cache.
-_MAPS_LIMIT = 30_000
+_MAPS_LIMIT = 45_000
 
 
 def _maps() -> int:

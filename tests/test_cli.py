@@ -205,7 +205,10 @@ def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path, capsys):
 def test_paper_comparison_and_ablation_write_tables(tmp_path, capsys):
     from experiments import ablation, paper_comparison
 
-    common = ["--steps", "600", "--seeds", "2", "--hidden", "16", "16", "--slots", "2", "--quiet"]
+    common = [
+        *("--steps", "600", "--num-seeds", "2", "--num-slots", "2", "--quiet"),
+        *("--actor-hidden", "16", "16", "--critic-hidden", "16", "16"),
+    ]
     path = paper_comparison.main(
         ["--envs", "probe", "--algos", "aes-rl", "td3", "--out-dir", str(tmp_path / "cmp"), *common]
     )
@@ -216,10 +219,10 @@ def test_paper_comparison_and_ablation_write_tables(tmp_path, capsys):
         [
             "--env",
             "probe",
-            "--mean-rules",
+            "--mean-rule",
             "fixed-linear",
             "baseline-relative",
-            "--var-rules",
+            "--var-rule",
             "adaptive",
             "--out-dir",
             str(tmp_path / "abl"),

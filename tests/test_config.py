@@ -19,7 +19,9 @@ RELATED = {
     "buffer_size": {"batch_size"},
     "var_init": {"var_min"},
     "rl_members": {"pop_size"},
-    "pop_size": {"rl_members"},
+    "pop_size": {"rl_members", "n_parents"},
+    "n_parents": {"n_parents"},  # <= pop_size / acem_ring
+    "acem_ring": {"n_parents"},
     "algo": {"n_mean_evals", "num_slots", "batch_size"},
     "env": {"backend", "mean_param", "env_kwargs"},
     "backend": {"backend"},
@@ -105,8 +107,13 @@ def test_values_inside_the_declared_ranges_are_accepted(algo, data):
             "n_mean_evals",
             "cost_model",  # 'paper' fixes the rates drawn beside it
             "parallel_critic",  # p-cem-rl only
+            "n_parents",  # <= the population or ring: drawn below within it
+            "acem_ring",
         ):
             changes[name] = data.draw(in_range(name))
+    if data.draw(st.booleans()):
+        changes["acem_ring"] = data.draw(st.integers(1, 20))
+        changes["n_parents"] = data.draw(st.integers(0, min(changes["acem_ring"], 10)))
     cfg = preset("probe", algo, **dict(PROBE, **changes))
     assert all(getattr(cfg, k) == v for k, v in changes.items())
     assert loop.build(cfg).cfg == cfg.structure()

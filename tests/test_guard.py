@@ -11,6 +11,7 @@ from helpers import probe_cfg
 from test_loop import countdown_cfg
 
 from aes_rl import checkpoint, cli, loop, run
+from aes_rl.families import generation
 
 
 def settings(path, **kw):
@@ -61,12 +62,12 @@ def test_nonfinite_arrivals_are_not_told_and_never_reach_the_buffer(algo, slots)
 def test_a_generation_with_nonfinite_members_ranks_them_last():
     # CEM keeps the 5 best of 10: a NaN member must never be a parent.
     rets = jnp.array([3.0, jnp.nan, 1.0, -jnp.inf, 2.0, 0.5, jnp.inf, 4.0, -1.0, 0.0])
-    ranked = np.asarray(loop._rank_last_if_nonfinite(rets))
+    ranked = np.asarray(generation.rank_last_if_nonfinite(rets))
     assert np.isfinite(ranked).all()
     assert ranked[[1, 3, 6]].tolist() == [-2.0, -2.0, -2.0]  # lowest finite (-1) minus 1
     order = np.argsort(-ranked, kind="stable")
     assert set(order[:5]) == {0, 2, 4, 5, 7}
-    assert np.asarray(loop._rank_last_if_nonfinite(jnp.full(4, jnp.nan))).tolist() == [0.0] * 4
+    assert np.asarray(generation.rank_last_if_nonfinite(jnp.full(4, jnp.nan))).tolist() == [0.0] * 4
 
 
 # ------------------------------------------------------------------ between chunks

@@ -25,8 +25,9 @@ from aes_rl import loop, replay
 from aes_rl.config import Config
 from aes_rl.networks import ActorSpec
 
-# 2: counters of non-finite arrivals and transitions; 3: traced hyper-parameters in the state
-FORMAT_VERSION = 3
+# 2: counters of non-finite arrivals and transitions; 3: traced hyper-parameters in the state;
+# 4: the baselines' own ES parameters among them
+FORMAT_VERSION = 4
 POLICY_FORMAT = "aes_rl.policy/1"
 
 # orbax logs every save at INFO/WARNING level; the driver prints its own one-line summaries.

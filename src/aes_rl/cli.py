@@ -8,115 +8,37 @@ is written.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import io
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless GL, chosen before it is imported
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tyro
 
-from aes_rl.config import ALGOS, FIELDS, HYPER, Config, preset, preset_default_text
-from aes_rl.envs import BACKENDS, ENV_NAMES
-
-Algo = Literal[ALGOS]  # type: ignore[valid-type]
-Rows = Literal["auto", "map", "vmap"]
-EnvName = Literal[ENV_NAMES]  # type: ignore[valid-type]
-Backend = Annotated[
-    Literal[BACKENDS] | None,  # type: ignore[valid-type]
-    tyro.conf.arg(
-        metavar="{" + ",".join(BACKENDS) + "}",
-        help_behavior_hint=f"(default: {preset_default_text('backend')})",
-    ),
-]
-
-# Config fields the CLI sets through its own options, or that have no CLI form.
-_OWN = {"algo", "env", "backend", "env_kwargs"}
-
-
-def _override_type(f: dataclasses.Field):
-    """`X | None` (None: the preset's value), with help, choices and the per-preset default."""
-    spec = FIELDS[f.name]
-    if spec.choices is not None:  # a str checked by Config: its one-line error, no 'None' choice
-        kind = str
-        metavar = "{" + ",".join(spec.choices) + "}"
-    else:
-        kind = {"int": int, "float": float, "bool": bool, "str": str}.get(f.type, tuple[int, ...])
-        metavar = {"int": "INT", "float": "FLOAT", "bool": "{True,False}", "str": "STR"}.get(
-            f.type, "INT [INT ...]"
-        )
-    if f.type == "bool":
-        hint = f"(default: {preset_default_text(f.name)})"
-        return Annotated[bool, tyro.conf.arg(help=spec.help, help_behavior_hint=hint)]
-    text = spec.help
-    if spec.choices is None and f.type in ("int", "float"):
-        text += f" Allowed: {spec.range_text()}."
-    hint = f"(default: {preset_default_text(f.name)})"
-    arg = tyro.conf.arg(help=text, help_behavior_hint=hint, metavar=metavar)
-    return Annotated[kind | None, arg]
-
-
-def _sweep_type(f: dataclasses.Field):
-    """A traced field of `aes-rl sweep`: one value or several (swept), or `all` (rules)."""
-    spec = FIELDS[f.name]
-    if f.name not in HYPER:  # parsed as words too, so that several get a clear error
-        return Annotated[tuple[str, ...] | None, _override_type(f).__metadata__[0]]
-    words = "{" + ",".join(spec.choices) + "} [...] | all" if spec.choices else "VALUE [VALUE ...]"
-    text = spec.help + " Several values are swept (the grid is the product of all swept lists)."
-    if spec.choices is None and f.type in ("int", "float"):
-        text += f" Allowed: {spec.range_text()}."
-    hint = f"(default: {preset_default_text(f.name)})"
-    arg = tyro.conf.arg(help=text, help_behavior_hint=hint, metavar=words)
-    return Annotated[tuple[str, ...] | None, arg]
-
-
-def _override_default(f: dataclasses.Field):
-    """None (the preset's value), except booleans: flags (--parallel-critic, --no-stagger)
-    whose default is the same in every preset."""
-    return f.default if f.type == "bool" else None
-
-
-def _overrides_class(name: str = "Overrides", sweep: bool = False):
-    """A dataclass with every other Config field as an optional override (default: preset);
-    with `sweep`, the traced fields take several values."""
-    fields = [
-        (
-            f.name,
-            _sweep_type(f) if sweep and f.type in ("int", "float", "str") else _override_type(f),
-            dataclasses.field(default=_override_default(f)),
-        )
-        for f in dataclasses.fields(Config)
-        if f.name not in _OWN
-    ]
-    return dataclasses.make_dataclass(name, fields, frozen=True)
-
-
-Overrides = _overrides_class()
-Overrides.__doc__ = (
-    "Hyper-parameter overrides. Each default is the authors' per-algorithm, per-environment "
-    "preset (aes_rl.config.preset), shown as 'value; other value for algo/env'."
-)
-SweepOverrides = _overrides_class("SweepOverrides", sweep=True)
-SweepOverrides.__doc__ = (
-    "Overrides as for train; a traced hyper-parameter given several values (or `all`, for a "
-    "rule) is swept. Each default is the authors' per-algorithm, per-environment preset."
+from aes_rl.config import preset
+from aes_rl.flags import (
+    Algo,
+    Backend,
+    EnvName,
+    Overrides,
+    RunFlags,
+    SweepOverrides,
+    UsageError,
+    chosen,
+    fail,
+    one_line,
+    sweep_values,
 )
 
-
-class UsageError(ValueError):
-    """A bad argument: reported as one line, exit status 2."""
-
-
-def _fail(message: str) -> None:
-    print(f"aes-rl: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+_fail = functools.partial(fail, "aes-rl")
+_one_line = one_line
+Flags = Annotated[RunFlags, tyro.conf.arg(name="")]
 
 
 # ------------------------------------------------------------------ commands
@@ -126,22 +48,11 @@ def train(
     algo: Algo = "aes-rl",
     env: EnvName = "hopper",
     backend: Backend = None,
-    steps: int = 100_000,
-    seed: int = 0,
-    num_seeds: int = 1,
     run_dir: Annotated[
         Path | None,
         tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: runs/ENV-ALGO-sSEED)"),
     ] = None,
-    eval_episodes: int = 5,
-    eval_every: int = 1,
-    save_every: int = 1,
-    keep: int = 3,
-    no_buffer: bool = False,
-    tensorboard: bool = False,
-    quiet: bool = False,
-    debug_nans: bool = False,
-    rows: Rows = "auto",
+    flags: Flags = RunFlags(),
     overrides: Annotated[Overrides, tyro.conf.arg(name="")] = Overrides(),  # type: ignore
 ) -> None:
     """Train ALGO on ENV for STEPS counted env steps per seed; writes a run directory.
@@ -150,59 +61,21 @@ def train(
         algo: Algorithm.
         env: Environment (probe and countdown are tiny pure-JAX test envs).
         backend: Brax physics backend (each a different simulator: compare returns within one).
-        steps: Budget in counted env steps per seed (individual rollouts only).
-        seed: First seed.
-        num_seeds: Seeds seed, seed+1, ... run as rows of one compiled program.
         run_dir: Run directory. An existing run continues.
-        eval_episodes: Deterministic episodes of the mean policy per evaluation.
-        eval_every: Evaluate the mean policy every this many chunks.
-        save_every: Checkpoint every this many chunks (and always at the end or on Ctrl-C).
-        keep: Checkpoints kept.
-        no_buffer: Leave the replay buffer out of checkpoints (smaller; resume is then inexact).
-        tensorboard: Also write TensorBoard events (test/mean, train/individuals, train/p).
-        quiet: No progress bar.
-        debug_nans: Turn on JAX's NaN checks (slow) to find the operation that makes a NaN.
-        rows: map (rows one after another), vmap (side by side; fills a GPU); auto: map on CPU.
     """
-    chosen = {k: v for k, v in dataclasses.asdict(overrides).items() if v is not None}
-    _run(algo, env, backend, steps, seed, num_seeds, run_dir, chosen, (), locals())
+    _run(algo, env, backend, run_dir, flags, chosen(overrides), ())
 
 
-def _run(algo, env, backend, steps, seed, num_seeds, run_dir, chosen, grid, flags) -> None:
+def _run(algo, env, backend, run_dir, flags: RunFlags, values: dict, grid) -> None:
     """What train and sweep share: the config, the settings, the run, the summary."""
     from aes_rl import run
 
     if backend is not None:
-        chosen["backend"] = backend
-    cfg = preset(env, algo, **chosen)
-    seeds = tuple(range(seed, seed + num_seeds))
-    if num_seeds < 1 or seed < 0:
-        raise UsageError(
-            f"num_seeds/seed: need num_seeds >= 1 and seed >= 0, got {num_seeds}, {seed}"
-        )
+        values["backend"] = backend
+    cfg = preset(env, algo, **values)
     kind = "sweep" if grid else "s"
-    run_dir = run_dir or Path("runs") / f"{env}-{algo}-{kind}{seed}"
-    eval_episodes, eval_every, save_every, keep = (
-        flags[k] for k in ("eval_episodes", "eval_every", "save_every", "keep")
-    )
-    no_buffer, quiet, tensorboard, debug_nans, rows = (
-        flags[k] for k in ("no_buffer", "quiet", "tensorboard", "debug_nans", "rows")
-    )
-    settings = run.RunSettings(
-        str(run_dir),
-        grid=grid,
-        steps=steps,
-        seeds=seeds,
-        eval_episodes=eval_episodes,
-        eval_every=eval_every,
-        save_every=save_every,
-        keep=keep,
-        save_buffer=not no_buffer,
-        progress=not quiet,
-        tensorboard=tensorboard,
-        debug_nans=debug_nans,
-        rows=rows,
-    )
+    run_dir = run_dir or Path("runs") / f"{env}-{algo}-{kind}{flags.seed}"
+    settings = flags.settings(run_dir, grid)
     run.check_settings(cfg, settings)
     run.enable_compilation_cache()
     out = run.train(cfg, settings)
@@ -213,22 +86,11 @@ def sweep(
     algo: Algo = "aes-rl",
     env: EnvName = "hopper",
     backend: Backend = None,
-    steps: int = 100_000,
-    seed: int = 0,
-    num_seeds: int = 1,
     run_dir: Annotated[
         Path | None,
         tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: runs/ENV-ALGO-sweepSEED)"),
     ] = None,
-    eval_episodes: int = 5,
-    eval_every: int = 1,
-    save_every: int = 1,
-    keep: int = 3,
-    no_buffer: bool = False,
-    tensorboard: bool = False,
-    quiet: bool = False,
-    debug_nans: bool = False,
-    rows: Rows = "auto",
+    flags: Flags = RunFlags(),
     overrides: Annotated[SweepOverrides, tyro.conf.arg(name="")] = SweepOverrides(),  # type: ignore
 ) -> None:
     """Train's flags, where a traced hyper-parameter may take several values: every setting of
@@ -242,34 +104,10 @@ def sweep(
         algo: Algorithm.
         env: Environment (probe and countdown are tiny pure-JAX test envs).
         backend: Brax physics backend (each a different simulator: compare returns within one).
-        steps: Budget in counted env steps per row.
-        seed: First seed.
-        num_seeds: Seeds seed, seed+1, ... for every setting.
         run_dir: Run directory. An existing sweep continues.
-        eval_episodes: Deterministic episodes of the mean policy per evaluation.
-        eval_every: Evaluate the mean policy every this many chunks.
-        save_every: Checkpoint every this many chunks (and always at the end or on Ctrl-C).
-        keep: Checkpoints kept.
-        no_buffer: Leave the replay buffers out of checkpoints (smaller; resume is then inexact).
-        tensorboard: Also write TensorBoard events, one directory per row.
-        quiet: No progress bar.
-        debug_nans: Turn on JAX's NaN checks (slow) to find the operation that makes a NaN.
-        rows: map (rows one after another), vmap (side by side; fills a GPU); auto: map on CPU.
     """
-    from aes_rl.sweep import parse_values
-
-    chosen, grid = {}, []
-    for name, value in dataclasses.asdict(overrides).items():
-        if value is None:
-            continue
-        if isinstance(value, tuple) and name not in ("actor_hidden", "critic_hidden"):
-            values = parse_values(name, value)
-            if len(values) > 1:  # structural fields: refused by the grid check, naming them
-                grid.append((name, values))
-                continue
-            value = values[0]
-        chosen[name] = value
-    _run(algo, env, backend, steps, seed, num_seeds, run_dir, chosen, tuple(grid), locals())
+    values, grid = sweep_values(overrides)
+    _run(algo, env, backend, run_dir, flags, values, grid)
 
 
 def _summary(out) -> None:
@@ -476,21 +314,6 @@ COMMANDS = {
     "plot": plot,
     "bench": bench,
 }
-
-
-def _one_line(text: str) -> str:
-    """tyro's boxed error message folded into one line."""
-    lines = []
-    for raw in text.splitlines():
-        if "───" in raw or "For full helptext" in raw:
-            if lines:
-                break
-            continue
-        line = raw.strip().strip("│╭╮╰╯─").strip()
-        if line:
-            lines.append(line)
-    message = re.sub(r"\s+", " ", " ".join(lines)).strip()
-    return message or text.strip().splitlines()[-1]
 
 
 def _deferred(fn):

@@ -13,6 +13,7 @@ from typing import Any
 
 from aes_rl.envs import BACKENDS, BRAX_ENVS, ENV_NAMES, PROBE_ENVS
 
+# The built-in algorithms (`aes_rl.algorithms` registers them, and may register more).
 ALGOS = ("aes-rl", "acem-rl", "one-plus-one", "p-cem-rl", "cem-rl", "td3")
 ASYNC_ALGOS = ("aes-rl", "acem-rl", "one-plus-one")
 COST_MODELS = ("paper", "device", "custom")
@@ -52,6 +53,10 @@ STRUCTURAL = (
     "rl_history",
     "n_mean_evals",
     "mean_eval",
+    "n_parents",
+    "acem_ring",
+    "acem_scale_var",
+    "success_window",
 )
 # Numbers and rule choices that fix no shape: the compiled program takes them as traced values
 # (`loop.HParams`, carried in the state), so rows of one program may differ in them (a sweep)
@@ -76,6 +81,11 @@ HYPER = (
     "actor_lr",
     "expl_noise",
     "policy_delay",
+    "damp_init",
+    "damp_limit",
+    "damp_tau",
+    "success_threshold",
+    "success_factor",
 )
 
 
@@ -119,6 +129,16 @@ class Config:
     es: str = "cem"  # generation strategy of p-cem-rl/cem-rl: "cem" or "evosax:<Name>"
     pop_size: int = 10
     rl_members: int = 5
+    # --- the baselines' own ES parameters (section 5)
+    n_parents: int = 0  # elites of cem and acem-rl's ring tell; 0: half the population / ring
+    acem_ring: int = 10  # K: acem-rl's ring of the latest arrivals
+    acem_scale_var: bool = False  # acem-rl: a 1/K step on the variance too (not the authors')
+    damp_init: float = 1e-3  # cem / acem-rl: initial noise added to the variance
+    damp_limit: float = 1e-5  # ... its limit
+    damp_tau: float = 0.9  # ... and its decay per generation (acem-rl: per K arrivals)
+    success_window: int = 10  # one-plus-one: outcomes in the success-rate window
+    success_threshold: float = 0.2  # one-plus-one: grow v above this success rate
+    success_factor: float = 0.99  # one-plus-one: v /= factor (grow) or v *= factor (shrink)
     # --- TD3 (section 2)
     gamma: float = 0.99
     tau: float = 0.005
@@ -142,12 +162,19 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     @property
+    def algorithm(self):
+        """This config's `algorithms.Algorithm` (the registry's record)."""
+        from aes_rl import algorithms
+
+        return algorithms.get(self.algo)
+
+    @property
     def is_async(self) -> bool:
-        return self.algo in ASYNC_ALGOS
+        return self.algorithm.family == "async"
 
     @property
     def is_sync(self) -> bool:
-        return self.algo in SYNC_ALGOS
+        return self.algorithm.family == "generation"
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -307,6 +334,34 @@ FIELDS: dict[str, Field] = {
     ),
     "pop_size": Field("Generation size of p-cem-rl/cem-rl (even: antithetic pairs).", 2, INT_MAX),
     "rl_members": Field("RL members per generation (<= pop_size).", 0, INT_MAX),
+    "n_parents": Field(
+        "Elites (parents) of the CEM tell of p-cem-rl/cem-rl (<= pop_size) and of acem-rl's "
+        "ring tell (<= acem_ring); 0: half the population or ring.",
+        0,
+        INT_MAX,
+    ),
+    "acem_ring": Field("acem-rl: K, its ring of the latest arrivals (the authors' 10).", 1, 10_000),
+    "acem_scale_var": Field(
+        "acem-rl: take a 1/K step on the variance too, instead of replacing it by the ring's "
+        "CEM variance at every arrival (the authors')."
+    ),
+    "damp_init": Field("CEM and acem-rl: initial noise added to the variance.", 0, 1e6),
+    "damp_limit": Field("CEM and acem-rl: the limit the variance noise decays to.", 0, 1e6),
+    "damp_tau": Field(
+        "CEM and acem-rl: decay of the variance noise per generation (acem-rl: per K arrivals).",
+        0,
+        1,
+    ),
+    "success_window": Field("one-plus-one: outcomes in the success-rate window.", 1, 10_000),
+    "success_threshold": Field(
+        "one-plus-one: the variance grows above this success rate, else shrinks.", 0, 1
+    ),
+    "success_factor": Field(
+        "one-plus-one: v /= factor when growing, v *= factor when shrinking.",
+        0,
+        1,
+        low_open=True,
+    ),
     "gamma": Field("TD3 discount.", 0, 1),
     "tau": Field("Polyak rate of the target networks.", 0, 1, low_open=True),
     "policy_noise": Field("Std of TD3's target-policy smoothing noise.", 0, 1e6),
@@ -338,7 +393,11 @@ def _check_value(name: str, kind: str, value: Any) -> None:
         return
     if kind == "str":
         _check(isinstance(value, str), f"{name}: expected a string, got {value!r}")
-        if spec.choices is not None:
+        if name == "algo":  # the registry's algorithms, built-in or registered
+            from aes_rl import algorithms
+
+            algorithms.get(value)
+        elif spec.choices is not None:
             _check(
                 value in spec.choices,
                 f"{name}: unknown {value!r}; allowed: {', '.join(spec.choices)}",
@@ -408,8 +467,9 @@ def _check_relations(cfg: Config) -> None:
         cfg.var_min <= cfg.var_init,
         f"var_min: must be <= var_init ({cfg.var_init:g}), got {cfg.var_min:g}",
     )
+    algorithm = cfg.algorithm
     _check(
-        cfg.n_mean_evals >= 1 or cfg.algo not in ("aes-rl", "one-plus-one"),
+        cfg.n_mean_evals >= 1 or not algorithm.needs_f_mu,
         f"n_mean_evals: {cfg.algo} compares each return with the mean fitness f_mu, "
         f"so it needs >= 1 mean-evaluation episode, got {cfg.n_mean_evals}",
     )
@@ -421,15 +481,24 @@ def _check_relations(cfg: Config) -> None:
     )
     _check(cfg.pop_size % 2 == 0, f"pop_size: must be even (antithetic pairs), got {cfg.pop_size}")
     _check(
+        cfg.n_parents <= cfg.pop_size or not cfg.is_sync,
+        f"n_parents: must be <= pop_size ({cfg.pop_size}), got {cfg.n_parents}",
+    )
+    _check(
+        cfg.n_parents <= cfg.acem_ring or cfg.algo != "acem-rl",
+        f"n_parents: must be <= acem_ring ({cfg.acem_ring}), got {cfg.n_parents}",
+    )
+    _check(
         cfg.rl_members <= cfg.pop_size,
         f"rl_members: must be <= pop_size ({cfg.pop_size}), got {cfg.rl_members}",
     )
     _check(
-        cfg.algo != "cem-rl" or cfg.num_slots == 1,
-        "num_slots: cem-rl is the one-slot synchronous baseline; use p-cem-rl for W > 1",
+        not algorithm.one_slot or cfg.num_slots == 1,
+        f"num_slots: {cfg.algo} is defined for one slot"
+        + ("; use p-cem-rl for W > 1" if cfg.algo == "cem-rl" else ""),
     )
     _check(
-        not cfg.parallel_critic or cfg.algo == "p-cem-rl",
+        not cfg.parallel_critic or algorithm.parallel_critic_mode,
         f"parallel_critic: only p-cem-rl has a parallel-critic mode, not {cfg.algo}",
     )
     rates = tuple(getattr(cfg, name) for name in RATE_FIELDS)
@@ -477,33 +546,13 @@ def preset(env: str, algo: str = "aes-rl", **overrides) -> Config:
     asynchronous algorithms, 1e6 for the others."""
     if env not in ENV_NAMES:
         raise ValueError(f"env: unknown {env!r}; allowed: {', '.join(ENV_NAMES)}")
-    if algo not in ALGOS:
-        raise ValueError(f"algo: unknown {algo!r}; allowed: {', '.join(ALGOS)}")
+    from aes_rl import algorithms
+
+    algorithm = algorithms.get(algo)
     base: dict[str, Any] = dict(algo=algo, env=env, mean_param=MEAN_PARAM[env])
-    if env == "humanoid" and algo == "aes-rl":
-        base.update(
-            actor_hidden=(256, 256), critic_hidden=(256, 256), critic_lr=3e-4, actor_lr=3e-4
-        )
     if env == "swimmer":
         base.update(backend="generalized")
-        if algo == "aes-rl":
-            base.update(rho=0.1)
-    if algo in ("td3", "cem-rl", "p-cem-rl"):
-        base.update(buffer_size=1_000_000)
-    if algo == "td3":
-        base.update(
-            actor_hidden=(256, 256),
-            critic_hidden=(256, 256),
-            actor_lr=3e-4,
-            critic_lr=3e-4,
-            num_slots=1,
-        )
-    if algo == "cem-rl":
-        base.update(batch_size=100, num_slots=1)
-    if algo == "p-cem-rl":
-        base.update(n_mean_evals=1)  # one episode of the new mean per generation
-    if algo in ("cem-rl", "td3"):
-        base.update(n_mean_evals=0)
+    base.update(algorithm.preset(env))  # the authors' config of this algorithm on this env
     if env not in BRAX_ENVS:
         base.update(episode_length=50, warmup_steps=500, buffer_size=20_000)
     if any(name in overrides for name in RATE_FIELDS) and "cost_model" not in overrides:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, NamedTuple
 
@@ -39,9 +40,6 @@ from aes_rl import evaluation, replay, td3
 from aes_rl.config import HYPER, MEAN_RULES, VAR_RULES, Config
 from aes_rl.envs import State as EnvState
 from aes_rl.envs import TimeLimit, make_env
-from aes_rl.es import strategies
-from aes_rl.es.aes import AESParams
-from aes_rl.es.cem import CEMParams
 from aes_rl.networks import ActorSpec, CriticSpec
 
 TRAIN, ROLLOUT, MEAN_EVAL, WAIT, CRITIC = 0, 1, 2, 3, 4
@@ -75,6 +73,11 @@ class HParams:
     actor_lr: jax.Array
     expl_noise: jax.Array
     policy_delay: jax.Array  # i32
+    damp_init: jax.Array
+    damp_limit: jax.Array
+    damp_tau: jax.Array
+    success_threshold: jax.Array
+    success_factor: jax.Array
 
     @classmethod
     def of(cls, cfg: Config) -> HParams:
@@ -178,6 +181,29 @@ class TickMetrics(NamedTuple):
     f_mu: jax.Array  # [] f32
 
 
+class Family(NamedTuple):
+    """A family of algorithms on the slot engine: a record of pure functions the tick calls
+    (`aes_rl.families`). `s` is the bound `Setup`; every function is traced into the tick."""
+
+    name: str
+    staggered: bool  # stagger the slots' first episodes (cfg.stagger)
+    joint_update: bool  # one env step and one joint update per tick (the rates are 1)
+    init_learner: Callable  # (s, key, mu0) -> (learner, mu0, per-slot critic copies or None)
+    init_es: Callable  # (s, mu0, key) -> ES state (None: no ES)
+    start: Callable  # (s, state, key) -> state with the first jobs handed out
+    draw: Callable  # (s, state, free, key) -> (state, (x, phase, rl, valid, member, target))
+    train_actors: Callable  # (s, state, key) -> state after this tick's actor steps
+    act: Callable  # (s, state, key, random actions) -> every slot's action
+    critic_target: Callable  # (s, state, steps this tick) -> (policy, critic steps allowed)
+    critic_update: Callable  # (s, learner, batch, policy, key) -> learner
+    after_critic: Callable  # (s, slots, critic steps taken) -> slots
+    end_jobs: Callable  # (s, state, done, k_phase, k_tell, k_jobs)
+    #   -> (state, arrived, p, told, arrived member was RL)
+    mean: Callable  # (s, state) -> the policy the run reports (ES mean; td3: the actor)
+    finite_parts: Callable  # (s, state) -> [3] bool: ES state, critic, actors finite
+    var: Callable  # (s, state) -> mean ES variance (0 without an ES)
+
+
 @dataclasses.dataclass(frozen=True)
 class Rate:
     """A per-tick rate num/den: `at(t)` units at tick t, at most `most` in any tick."""
@@ -208,12 +234,14 @@ class Setup:
     env: TimeLimit
     actor: ActorSpec
     critic: CriticSpec
+    algorithm: Any  # algorithms.Algorithm: its family, ES and options
+    family: Family
     h: HParams | None = None  # set by `bind`
-    strategy: Any = None  # AsyncStrategy, GenerationStrategy or None (td3); set by `bind`
+    strategy: Any = None  # the family's strategy (None without an ES); set by `bind`
 
     def bind(self, h: HParams) -> Setup:
         """This setup for one row: its strategy and numbers built from traced values."""
-        return dataclasses.replace(self, h=h, strategy=_strategy(self.cfg, h))
+        return dataclasses.replace(self, h=h, strategy=self.algorithm.strategy(self.cfg, h))
 
     @property
     def hp(self) -> td3.TD3HParams:
@@ -224,7 +252,7 @@ class Setup:
 
     @property
     def env_rate(self) -> Rate:
-        return Rate(1, 1) if self.cfg.algo == "td3" else Rate.of(self.cfg.env_steps_per_tick)
+        return Rate(1, 1) if self.family.joint_update else Rate.of(self.cfg.env_steps_per_tick)
 
     @property
     def actor_rate(self) -> Rate:
@@ -232,14 +260,14 @@ class Setup:
 
     @property
     def critic_rate(self) -> Rate:
-        return Rate(1, 1) if self.cfg.algo == "td3" else Rate.of(self.cfg.critic_steps_per_tick)
+        if self.family.joint_update:
+            return Rate(1, 1)
+        return Rate.of(self.cfg.critic_steps_per_tick)
 
     @property
     def serial_critic(self) -> bool:
         """The critic trains in a slot, member by member (cem-rl; p-cem-rl by default)."""
-        return self.cfg.algo == "cem-rl" or (
-            self.cfg.algo == "p-cem-rl" and not self.cfg.parallel_critic
-        )
+        return self.algorithm.serial_critic(self.cfg)
 
 
 def build(cfg: Config) -> Setup:
@@ -259,44 +287,18 @@ def _build(structure: Config) -> Setup:
     env = make_env(cfg.env, cfg.backend, cfg.episode_length, **dict(cfg.env_kwargs))
     actor = ActorSpec(env.observation_size, env.action_size, tuple(cfg.actor_hidden))
     critic = CriticSpec(env.observation_size, env.action_size, tuple(cfg.critic_hidden))
-    return Setup(cfg, env, actor, critic)
+    from aes_rl import algorithms
+
+    algorithm = algorithms.get(cfg.algo)
+    return Setup(cfg, env, actor, critic, algorithm, algorithms.family(algorithm.family))
 
 
 def tick_cost(cfg: Config) -> float:
     """Modeled time of one tick, in ticks of the cost model: 1 for the slot algorithms; td3's
     one worker takes an env step and then a joint update, one after the other."""
-    if cfg.algo == "td3":
-        return 1.0 / cfg.env_steps_per_tick + 1.0 / cfg.critic_steps_per_tick
-    return 1.0
+    from aes_rl import algorithms
 
-
-def _strategy(cfg: Config, h: HParams):
-    """The algorithm's ES, its numbers traced (`h`); None for td3."""
-    if cfg.algo == "aes-rl":
-        params = AESParams(
-            mean_rule=h.mean_rule,
-            var_rule=h.var_rule,
-            mean_param=h.mean_param,
-            fixed_n=h.fixed_n,
-            negative_ratio=h.negative_ratio,
-            var_min=h.var_min,
-        )
-        return strategies.aes_strategy(params, h.var_init)
-    if cfg.algo == "acem-rl":
-        from aes_rl.es.acem import ACEMParams
-
-        return strategies.acem_strategy(ACEMParams(), h.var_init)
-    if cfg.algo == "one-plus-one":
-        from aes_rl.es.one_plus_one import OnePlusOneParams
-
-        return strategies.one_plus_one_strategy(OnePlusOneParams(var_min=h.var_min), h.var_init)
-    if cfg.is_sync and cfg.es == "cem":
-        return strategies.cem_strategy(CEMParams(pop_size=cfg.pop_size), h.var_init)
-    if cfg.is_sync:  # evosax builds its std from var_init in Python: structure here
-        return strategies.evosax_strategy(
-            cfg.es.split(":", 1)[1], cfg.pop_size, sigma_init=float(cfg.var_init) ** 0.5
-        )
-    return None
+    return algorithms.get(cfg.algo).tick_cost(cfg)
 
 
 # ------------------------------------------------------------------ helpers
@@ -328,9 +330,7 @@ def _reset_envs(s: Setup, env: EnvState, mask: jax.Array, key: jax.Array) -> Env
 
 def _mean(s: Setup, state: TrainState) -> jax.Array:
     """The policy whose quality we report: the ES mean, or TD3's actor."""
-    if s.strategy is None:
-        return state.learner.actor
-    return s.strategy.mean(state.es)
+    return s.family.mean(s, state)
 
 
 def _ring_push(values: jax.Array, seen: jax.Array, new: jax.Array, mask: jax.Array):
@@ -360,16 +360,10 @@ def init(cfg: Config, key: jax.Array, hp: HParams | None = None) -> TrainState:
     k_actor, k_critic, k_es, k_env, k_jobs, key = jax.random.split(key, 6)
     mu0 = s.actor.init_flat(k_actor)
     d = mu0.shape[0]
-    if cfg.algo == "td3":
-        learner = td3.td3_init(k_critic, s.actor, s.critic)
-        mu0 = learner.actor
-        critic = None
-    else:
-        learner = td3.critic_init(k_critic, s.critic)
-        critic = _tile(learner.params, w)
-    es = _init_es(s, mu0, k_es)
+    learner, mu0, critic = s.family.init_learner(s, k_critic, mu0)
+    es = s.family.init_es(s, mu0, k_es)
     env = jax.vmap(s.env.reset)(jax.random.split(k_env, w))
-    if cfg.stagger and cfg.is_async:  # staggered per-slot step counters (section 6)
+    if cfg.stagger and s.family.staggered:  # staggered per-slot step counters (section 6)
         offsets = (jnp.arange(w, dtype=jnp.int32) * cfg.episode_length) // w
         env = env.replace(info=dict(env.info, steps=offsets))
     z = functools.partial(jnp.zeros, (w,))
@@ -405,24 +399,18 @@ def init(cfg: Config, key: jax.Array, hp: HParams | None = None) -> TrainState:
         nonfinite_arrivals=i32(0),
         nonfinite_transitions=i32(0),
     )
-    n = cfg.pop_size if cfg.is_sync else 1  # a dummy row: orbax cannot save empty arrays
+    n = cfg.pop_size if s.algorithm.family == "generation" else 1  # orbax saves no empty array
     gen = Generation(
         jnp.zeros((n, d)), jnp.zeros((n,)), jnp.zeros((n,), bool), *(i32(0) for _ in range(5))
     )
     buffer = replay.init(cfg.buffer_size, s.env.observation_size, s.env.action_size)
     state = TrainState(key, slots, es, learner, buffer, gen, counters, hp)
-    if cfg.is_sync:
-        state = state.replace(gen=_new_generation(s, state, k_jobs))
-        state = _barriers(s, state, k_jobs)  # pass the empty stages of a warm-up generation
-    if cfg.algo == "td3":
-        slots = slots.replace(phase=jnp.full((w,), ROLLOUT, jnp.int32))
-        return state.replace(slots=slots)
-    return _assign_jobs(s, state, jnp.ones((w,), bool), k_jobs, reset_envs=False)
+    return s.family.start(s, state, k_jobs)
 
 
 def _init_side(s: Setup, key: jax.Array) -> SideEnvs | None:
     cfg = s.cfg
-    if cfg.mean_eval != "parallel" or cfg.n_mean_evals == 0 or cfg.algo == "td3":
+    if cfg.mean_eval != "parallel" or cfg.n_mean_evals == 0 or s.family.joint_update:
         return None
     w, e = cfg.num_slots, cfg.n_mean_evals
     env = jax.vmap(jax.vmap(s.env.reset))(jax.random.split(jax.random.fold_in(key, 1), (w, e)))
@@ -466,14 +454,6 @@ def _step_side(s: Setup, sl: Slots, allowed: jax.Array) -> tuple[Slots, jax.Arra
     side = jax.lax.cond(jnp.any(evaluating), step, lambda sd: sd, side)
     ended = (sl.phase == MEAN_EVAL) & ~jnp.any(side.alive, axis=1)
     return sl.replace(side=side), ended
-
-
-def _init_es(s: Setup, mu0: jax.Array, key: jax.Array):
-    if s.cfg.is_async:
-        return s.strategy.init(mu0)
-    if s.cfg.is_sync:
-        return s.strategy.init(key, mu0)
-    return None
 
 
 def _jit_init(cfg: Config):
@@ -528,147 +508,16 @@ def shard_rows(state: TrainState) -> TrainState:
     return jax.device_put(state, row_sharding(state.counters.ticks.shape[0]))
 
 
-# ------------------------------------------------------------------ generations
-
-
-def _new_generation(s: Setup, state: TrainState, key: jax.Array) -> Generation:
-    """Ask the generation strategy for N members; rows 0..rl_members-1 (the +eps half of the
-    antithetic pairs) are RL members once the warm-up is over and a generation has run."""
-    cfg, gen = s.cfg, state.gen
-    xs = s.strategy.ask(key, state.es)
-    warm = state.counters.total_steps < s.h.warmup_steps
-    rl = (jnp.arange(cfg.pop_size) < s.h.rl_members) & ~warm & (gen.steps > 0)
-    n, zero = cfg.pop_size, jnp.zeros((), jnp.int32)
-    return Generation(xs, jnp.zeros((n,)), rl, zero, zero, zero, zero, gen.steps)
-
-
-def _stage_size(s: Setup, gen: Generation) -> jax.Array:
-    """Jobs in the generation's current stage: serial critic jobs (one per RL member, p-cem-rl
-    without a parallel critic), actor-training jobs (p-cem-rl), evaluations, mean evaluation."""
-    cfg = s.cfg
-    n_rl = _count(gen.is_rl)
-    pcem = cfg.algo == "p-cem-rl"
-    sizes = jnp.stack(
-        [
-            n_rl if (pcem and s.serial_critic) else jnp.zeros((), jnp.int32),
-            n_rl if pcem else jnp.zeros((), jnp.int32),
-            jnp.asarray(cfg.pop_size, jnp.int32),
-            jnp.asarray(int(cfg.n_mean_evals > 0), jnp.int32),
-        ]
-    )
-    return sizes[gen.stage]
-
-
-def _next_stage(s: Setup, es, gen: Generation, counters: Counters, key: jax.Array):
-    """The barrier at the end of a complete stage: evaluation -> tell; mean evaluation -> ask."""
-
-    def after_eval(es, gen):
-        es = _generation_tell(s, es, gen)
-        return es, gen.replace(stage=jnp.asarray(STAGE_MEAN, jnp.int32))
-
-    def after_mean(es, gen):
-        st = TrainState(None, None, es, None, None, gen, counters, s.h)
-        return es, _new_generation(s, st, key)
-
-    def advance(es, gen):
-        return es, gen.replace(stage=gen.stage + 1)
-
-    es, gen = jax.lax.switch(gen.stage, [advance, advance, after_eval, after_mean], es, gen)
-    return es, gen.replace(handed=jnp.zeros_like(gen.handed), finished=jnp.zeros_like(gen.handed))
-
-
-def _generation_tell(s: Setup, es, gen: Generation):
-    """Tell the generation (non-finite returns rank last; none finite: the ES is unchanged)."""
-    new = s.strategy.tell(es, gen.xs, _rank_last_if_nonfinite(gen.rets))
-    ok = jnp.any(jnp.isfinite(gen.rets))
-    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, es)
-
-
-def _rank_last_if_nonfinite(rets: jax.Array) -> jax.Array:
-    """Non-finite returns replaced by (lowest finite return - 1): they rank last, finitely."""
-    finite = jnp.isfinite(rets)
-    floor = jnp.min(jnp.where(finite, rets, jnp.inf))
-    return jnp.where(finite, rets, jnp.where(jnp.isfinite(floor), floor - 1.0, 0.0))
-
-
-def _barriers(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
-    """Pass every barrier whose stage is complete (empty stages are passed at once)."""
-    for i in range(len(STAGES)):
-        gen = state.gen
-        complete = gen.finished >= _stage_size(s, gen)
-
-        def go(parts, k=jax.random.fold_in(key, i), counters=state.counters):
-            return _next_stage(s, parts[0], parts[1], counters, k)
-
-        # The cond carries only the ES and the generation (never the replay buffer).
-        es, gen = jax.lax.cond(complete, go, lambda p: p, (state.es, gen))
-        state = state.replace(es=es, gen=gen)
-    return state
-
-
 # ------------------------------------------------------------------ job assignment
 
 
-def _draw_async(s: Setup, state: TrainState, free, key):
-    """Sample members for free slots; RL or ES by population control (section 2, step 2)."""
-    c = state.counters
-    warm = c.total_steps < s.h.warmup_steps
-    keys = jax.random.split(key, free.shape[0])
-
-    def one(carry, inp):
-        n_rl, n_es = carry
-        k, is_free = inp
-        k_x, k_u = jax.random.split(k)
-        x = s.strategy.sample(k_x, state.es)
-        r = n_rl / (n_rl + n_es)
-        p_rl = 0.5 - s.h.pop_control_k * (r - s.h.rho)
-        rl = ~warm & (jax.random.uniform(k_u) <= p_rl)
-        counted = is_free & ~warm
-        carry = (n_rl + (counted & rl), n_es + (counted & ~rl))
-        return carry, (x, rl)
-
-    (n_rl, n_es), (x, rl) = jax.lax.scan(one, (c.n_rl, c.n_es), (keys, free))
-    b_a = jnp.maximum(jnp.sum(c.lengths), 1)
-    state = state.replace(counters=c.replace(n_rl=n_rl, n_es=n_es))
-    phase = jnp.where(rl, TRAIN, ROLLOUT)
-    zeros = jnp.zeros(free.shape, jnp.int32)
-    return state, (x, phase, rl, jnp.ones(free.shape, bool), zeros, jnp.full(free.shape, b_a))
-
-
-def _draw_sync(s: Setup, state: TrainState, free, key):
-    """Hand out the current stage's jobs in slot order. Serial jobs (critic, mean evaluation)
-    go to slot 0 only; a slot with no job left waits."""
-    del key
-    cfg, gen = s.cfg, state.gen
-    w = free.shape[0]
-    serial_stage = (gen.stage == STAGE_CRITIC) | (gen.stage == STAGE_MEAN)
-    eligible = free & (~serial_stage | (jnp.arange(w) == 0))
-    order = jnp.cumsum(eligible.astype(jnp.int32)) - 1
-    idx = gen.handed + order
-    valid = eligible & (idx < _stage_size(s, gen))
-    member = jnp.minimum(idx, cfg.pop_size - 1)
-    gen = gen.replace(handed=gen.handed + _count(valid))
-    rl = gen.is_rl[member]
-    chain = cfg.algo == "cem-rl"  # cem-rl: an RL member's job starts with its critic segment
-    eval_phase = jnp.where(rl & chain, CRITIC, ROLLOUT)
-    phase = jnp.stack(
-        [jnp.full((w,), CRITIC), jnp.full((w,), TRAIN), eval_phase, jnp.full((w,), MEAN_EVAL)]
-    )[gen.stage]
-    seg = jnp.maximum(gen.s_prev // jnp.maximum(s.h.rl_members, 1), 1)
-    target = jnp.where(phase == CRITIC, seg, jnp.maximum(gen.s_prev, 1))
-    x = jnp.where((phase == MEAN_EVAL)[:, None], s.strategy.mean(state.es)[None], gen.xs[member])
-    rl = rl & (phase != MEAN_EVAL)
-    return state.replace(gen=gen), (x, phase, rl, valid, member, target)
-
-
-def _assign_jobs(
+def assign_jobs(
     s: Setup, state: TrainState, free: jax.Array, key: jax.Array, reset_envs: bool = True
 ) -> TrainState:
     """Free slots draw their next job (or wait); training jobs start with a fresh Adam and a
     snapshot of the critic as it is now."""
     k_draw, k_reset = jax.random.split(key)
-    draw = _draw_async if s.cfg.is_async else _draw_sync
-    state, (x, phase, rl, valid, member, target) = draw(s, state, free, k_draw)
+    state, (x, phase, rl, valid, member, target) = s.family.draw(s, state, free, k_draw)
     sl = state.slots
     phase = jnp.where(valid, phase, WAIT)
     warm = state.counters.total_steps < s.h.warmup_steps
@@ -713,7 +562,7 @@ def _assign_if_free(s: Setup, state: TrainState, free: jax.Array, key: jax.Array
     def assign(parts):
         slots, counters, gen = parts
         st = state.replace(slots=slots, counters=counters, gen=gen)
-        st = _assign_jobs(s, st, free, key)
+        st = assign_jobs(s, st, free, key)
         return st.slots, st.counters, st.gen
 
     parts = (state.slots, state.counters, state.gen)
@@ -766,17 +615,18 @@ def _train_actors(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
 
 
 def _act(s: Setup, state: TrainState, key: jax.Array) -> jax.Array:
-    """Actions of every slot: its policy, uniform random in warm-up, TD3 exploration noise."""
-    cfg, sl, a_max = s.cfg, state.slots, s.actor.max_action
-    w, a_dim = cfg.num_slots, s.actor.act_dim
+    """Actions of every slot (the family's policy); uniform random ones are drawn for the
+    warm-up, exploration noise from the second key."""
+    w, a_dim, a_max = s.cfg.num_slots, s.actor.act_dim, s.actor.max_action
     k_rand, k_noise = jax.random.split(key)
     rand = jax.random.uniform(k_rand, (w, a_dim), minval=-a_max, maxval=a_max)
-    if cfg.algo == "td3":
-        act = jax.vmap(s.actor.apply, in_axes=(None, 0))(state.learner.actor, sl.env.obs)
-        noise = s.h.expl_noise * a_max * jax.random.normal(k_noise, act.shape)
-        act = jnp.clip(act + noise, -a_max, a_max)
-        warm = state.counters.total_steps < s.h.warmup_steps
-        return jnp.where(warm, rand, act)
+    return s.family.act(s, state, k_noise, rand)
+
+
+def slot_actions(s: Setup, state: TrainState, key: jax.Array, rand: jax.Array) -> jax.Array:
+    """Every slot's own policy; uniform random actions where its rollout is a warm-up one."""
+    del key
+    sl = state.slots
     act = jax.vmap(s.actor.apply)(sl.params, sl.env.obs)
     return jnp.where(sl.random[:, None], rand, act)
 
@@ -828,24 +678,13 @@ def _step_envs(s: Setup, state: TrainState, key: jax.Array):
 
 
 def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
-    """This tick's critic steps: td3's joint update; the critic worker against the ES mean
-    (never ahead of counted steps, except p-cem-rl's parallel critic); or the serial critic job
-    of a slot, against that job's member, counted in the slot."""
-    cfg, c, sl = s.cfg, state.counters, state.slots
+    """This tick's critic steps, up to what the family allows (`critic_target`): td3's joint
+    update; the critic worker against the ES mean; or the serial critic job of a slot, against
+    that job's member (counted in the slot, `after_critic`)."""
+    cfg, c = s.cfg, state.counters
     rate = s.critic_rate
     n_now = rate.at(c.ticks)
-    past_warmup = (c.total_steps >= s.h.warmup_steps) & (state.buffer.size > 0)
-    if s.serial_critic:
-        in_critic = sl.phase == CRITIC
-        w_star = jnp.argmax(in_critic)
-        policy = sl.params[w_star]
-        left = jnp.where(jnp.any(in_critic), sl.target[w_star] - sl.counter[w_star], 0)
-    else:
-        policy = _mean(s, state)
-        capped = cfg.is_async or cfg.algo == "td3"
-        left = jnp.where(past_warmup, n_now, 0)
-        if capped:
-            left = jnp.minimum(left, c.total_steps - c.critic_steps)
+    policy, left = s.family.critic_target(s, state, n_now)
 
     def step(carry, inp):
         learner, done = carry
@@ -855,11 +694,7 @@ def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
         def update(lrn):
             k_batch, k_noise = jax.random.split(k)
             batch = replay.sample(state.buffer, k_batch, cfg.batch_size)
-            if cfg.algo == "td3":
-                out = td3.td3_step(lrn, batch, k_noise, s.hp, s.actor, s.critic, s.h.policy_delay)
-                return out[0]
-            lrn, _ = td3.critic_step(lrn, batch, policy, k_noise, s.hp, s.actor, s.critic)
-            return td3.soft_update_critic(lrn, s.h.tau)
+            return s.family.critic_update(s, lrn, batch, policy, k_noise)
 
         learner = jax.lax.cond(ok, update, lambda lrn: lrn, learner)
         return (learner, done + ok), None
@@ -867,19 +702,55 @@ def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     keys = jax.random.split(key, rate.most)
     init = (state.learner, jnp.zeros((), jnp.int32))
     (learner, n), _ = jax.lax.scan(step, init, (keys, jnp.arange(rate.most)))
-    if s.serial_critic:
-        sl = sl.replace(counter=sl.counter + jnp.where(sl.phase == CRITIC, n, 0))
+    sl = s.family.after_critic(s, state.slots, n)
     return state.replace(
         learner=learner, slots=sl, counters=c.replace(critic_steps=c.critic_steps + n)
     )
 
 
-def _advance_phases(s: Setup, state: TrainState, done: jax.Array, key: jax.Array):
+def worker_critic_target(s: Setup, state: TrainState, n_now: jax.Array, capped: bool):
+    """A critic worker against the reported policy (the ES mean): this tick's steps once past
+    the warm-up, and with `capped` never ahead of the counted env steps."""
+    c = state.counters
+    past_warmup = (c.total_steps >= s.h.warmup_steps) & (state.buffer.size > 0)
+    left = jnp.where(past_warmup, n_now, 0)
+    if capped:
+        left = jnp.minimum(left, c.total_steps - c.critic_steps)
+    return _mean(s, state), left
+
+
+def shared_critic_learner(s: Setup, key: jax.Array, mu0: jax.Array):
+    """The shared twin critic of the ES families, and its per-slot snapshots."""
+    learner = td3.critic_init(key, s.critic)
+    return learner, mu0, _tile(learner.params, s.cfg.num_slots)
+
+
+def shared_critic_update(s: Setup, lrn, batch, policy, key):
+    """One step of the shared critic against `policy`, then its soft target update."""
+    lrn, _ = td3.critic_step(lrn, batch, policy, key, s.hp, s.actor, s.critic)
+    return td3.soft_update_critic(lrn, s.h.tau)
+
+
+def no_slot_critic(s: Setup, slots: Slots, n: jax.Array) -> Slots:
+    return slots
+
+
+def advance_phases(
+    s: Setup,
+    state: TrainState,
+    done: jax.Array,
+    key: jax.Array,
+    chain: bool,
+    eval_after_rollout: bool = False,
+    critic_then_train: bool = False,
+):
     """End of tick: units that completed move their slot to its next phase, or end its job.
+    The family says which phases follow: `chain` (training is followed by the member's
+    rollout), `eval_after_rollout` (a rollout by the mean evaluation), `critic_then_train` (a
+    serial critic segment by the member's actor training).
 
     Returns (state, job_end mask, mean returns of the ended jobs)."""
     cfg, sl, c = s.cfg, state.slots, state.counters
-    chain = cfg.is_async or cfg.algo == "cem-rl"  # training is followed by the rollout
     critic_done = (sl.phase == CRITIC) & (sl.counter >= sl.target)
     train_done = (sl.phase == TRAIN) & (sl.counter >= sl.target)
     roll_done = (sl.phase == ROLLOUT) & done
@@ -892,9 +763,9 @@ def _advance_phases(s: Setup, state: TrainState, done: jax.Array, key: jax.Array
     else:  # parallel: all of them, side by side
         eval_sum = jnp.where(eval_done, jnp.sum(sl.side.ret, axis=1), sl.eval_sum)
         eval_count = jnp.where(eval_done, cfg.n_mean_evals, sl.eval_count)
-    to_eval = roll_done & (cfg.is_async and cfg.n_mean_evals > 0)
+    to_eval = roll_done & eval_after_rollout
     eval_end = eval_done & (eval_count >= cfg.n_mean_evals)
-    to_train = critic_done & (cfg.algo == "cem-rl")
+    to_train = critic_done & critic_then_train
     job_end = (
         (critic_done & ~to_train) | (train_done & (not chain)) | (roll_done & ~to_eval) | eval_end
     )
@@ -914,7 +785,7 @@ def _advance_phases(s: Setup, state: TrainState, done: jax.Array, key: jax.Array
         eval_count=jnp.where(to_eval, 0, eval_count),
         random=jnp.where(to_eval | train_done, False, sl.random),
     )
-    if cfg.algo == "cem-rl":
+    if critic_then_train:
         sl = _start_training(s, state, sl, to_train)
     restart = (train_done & chain) | to_eval | (eval_done & ~eval_end)
     sl = sl.replace(
@@ -927,94 +798,18 @@ def _advance_phases(s: Setup, state: TrainState, done: jax.Array, key: jax.Array
     return state.replace(slots=sl, counters=c), job_end, mean_rets
 
 
-def _tell_async(s: Setup, state: TrainState, arrived, mean_rets):
-    """Tell arrivals to the ES in slot order. Non-finite guard: an arrival whose return or mean
-    fitness is not finite is not told, only counted. Returns (state, ps, told)."""
-    sl, c = state.slots, state.counters
-    n_arr = _count(arrived)
-    told = arrived & jnp.isfinite(sl.ret) & jnp.isfinite(mean_rets)
-    n_told = _count(told)
-    es, ps = jax.lax.cond(
-        n_told > 0,
-        lambda e: s.strategy.tell_many(e, sl.x, sl.ret, mean_rets, told),
-        lambda e: (e, jnp.zeros(arrived.shape)),
-        state.es,
-    )
-    last = jnp.max(jnp.where(told, jnp.arange(arrived.shape[0]), -1))
-    f_mu = jnp.where(n_told > 0, mean_rets[jnp.maximum(last, 0)], c.f_mu)
-    c = c.replace(
-        f_mu=f_mu,
-        arrivals=c.arrivals + n_arr,
-        nonfinite_arrivals=c.nonfinite_arrivals + n_arr - n_told,
-    )
-    return state.replace(es=es, counters=c), ps, told
-
-
-def _file_sync(s: Setup, state: TrainState, job_end, mean_rets, key):
-    """File ended jobs into the generation (trained actors, returns, the mean's fitness), then
-    pass the barriers of complete stages. Returns (state, arrived, told)."""
-    cfg, sl, c, gen = s.cfg, state.slots, state.counters, state.gen
-    ended_roll = job_end & (sl.phase == ROLLOUT)
-    ended_train = job_end & (sl.phase == TRAIN)
-    ended_mean = job_end & (sl.phase == MEAN_EVAL)
-    idx = jnp.where(ended_roll | ended_train, sl.member, cfg.pop_size)
-    gen = gen.replace(
-        rets=gen.rets.at[jnp.where(ended_roll, sl.member, cfg.pop_size)].set(sl.ret, mode="drop"),
-        xs=gen.xs.at[idx].set(sl.x, mode="drop"),
-        steps=gen.steps + jnp.sum(jnp.where(ended_roll, sl.length, 0)),
-        finished=gen.finished + _count(job_end),
-    )
-    told = ended_roll & jnp.isfinite(sl.ret)
-    f_mu = jnp.where(jnp.any(ended_mean), jnp.sum(jnp.where(ended_mean, mean_rets, 0.0)), c.f_mu)
-    f_mu = jnp.where(jnp.isfinite(f_mu), f_mu, c.f_mu)
-    c = c.replace(
-        arrivals=c.arrivals + _count(ended_roll),
-        nonfinite_arrivals=c.nonfinite_arrivals + _count(ended_roll & ~told),
-        f_mu=f_mu,
-    )
-    state = _barriers(s, state.replace(gen=gen, counters=c), key)
-    return state, ended_roll, told
-
-
-def _td3_arrivals(s: Setup, state: TrainState, done: jax.Array, key: jax.Array):
-    """TD3: an episode end is an arrival (recorded for metrics); the slot starts a new one."""
-    sl, c = state.slots, state.counters
-    sl = sl.replace(
-        ret=jnp.where(done, sl.ep_ret, sl.ret),
-        length=jnp.where(done, sl.ep_len, sl.length),
-        ep_ret=jnp.where(done, 0.0, sl.ep_ret),
-        ep_len=jnp.where(done, 0, sl.ep_len),
-        env=_reset_envs(s, sl.env, done, key),
-    )
-    c = c.replace(arrivals=c.arrivals + _count(done))
-    return state.replace(slots=sl, counters=c)
-
-
 def tick(s: Setup, state: TrainState, _=None) -> tuple[TrainState, TickMetrics]:
-    """Advance every slot by one tick of modeled time (module docstring, steps 1-4)."""
+    """Advance every slot by one tick of modeled time (module docstring, steps 1-4). The
+    family supplies every algorithm-specific step; the tick itself names no algorithm."""
     s = s.bind(state.hp)
+    fam = s.family
     key, k_train, k_act, k_critic, k_phase, k_tell, k_jobs = jax.random.split(state.key, 7)
     busy = _count(state.slots.phase != WAIT)
     state = state.replace(key=key)
-    if s.cfg.algo != "td3":
-        state = _train_actors(s, state, k_train)
+    state = fam.train_actors(s, state, k_train)
     state, done = _step_envs(s, state, k_act)
     state = _train_critic(s, state, k_critic)
-    if s.cfg.algo == "td3":
-        state = _td3_arrivals(s, state, done, k_phase)
-        arrived, ps, told = done, jnp.zeros(done.shape), jnp.zeros_like(done)
-        arrived_rl = jnp.ones_like(done)  # every TD3 episode is its actor's
-    else:
-        state, job_end, mean_rets = _advance_phases(s, state, done, k_phase)
-        ps = jnp.zeros(done.shape)
-        if s.cfg.is_async:
-            state, ps, told = _tell_async(s, state, job_end, mean_rets)
-            arrived = job_end
-        else:
-            state, arrived, told = _file_sync(s, state, job_end, mean_rets, k_tell)
-        arrived_rl = state.slots.is_rl  # read before the slot draws its next job
-        free = job_end | (state.slots.phase == WAIT)
-        state = _assign_if_free(s, state, free, k_jobs)
+    state, arrived, ps, told, arrived_rl = fam.end_jobs(s, state, done, k_phase, k_tell, k_jobs)
     c = state.counters
     state = state.replace(counters=c.replace(ticks=c.ticks + 1, busy=c.busy + busy))
     sl = state.slots
@@ -1138,24 +933,26 @@ def _make_evaluate(cfg: Config, num_episodes: int):
 FINITE_PARTS = ("ES state", "critic", "actors")
 
 
+def finite(tree) -> jax.Array:
+    """Every float leaf of `tree` is finite (a scalar bool)."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.ones((), bool)
+
+
+def es_finite_parts(s: Setup, state: TrainState) -> jax.Array:
+    """[3] bool: the ES state (and f_mu), the shared critic, the slots' actors are finite."""
+    es = (state.es, state.counters.f_mu)
+    parts = (finite(es), finite(state.learner), finite((state.slots.params, state.slots.x)))
+    return jnp.stack(parts)
+
+
 def _finite_parts(s: Setup, state: TrainState) -> jax.Array:
     """[3] bool: every float in the ES state (and f_mu), the critic, the actors is finite."""
-
-    def finite(tree) -> jax.Array:
-        leaves = [
-            jnp.all(jnp.isfinite(x))
-            for x in jax.tree.leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.floating)
-        ]
-        return jnp.all(jnp.stack(leaves)) if leaves else jnp.ones((), bool)
-
-    if s.strategy is None:  # td3: the learner holds the critic and the actor
-        lrn = state.learner
-        parts = (jnp.ones((), bool), finite(lrn.critic), finite((lrn.actor, lrn.actor_target)))
-    else:
-        es = (state.es, state.counters.f_mu)
-        parts = (finite(es), finite(state.learner), finite((state.slots.params, state.slots.x)))
-    return jnp.stack(parts)
+    return s.family.finite_parts(s, state)
 
 
 def _jit_finite(cfg: Config):
@@ -1177,6 +974,19 @@ def nonfinite_parts(cfg: Config, state: TrainState) -> list[tuple[int, str]]:
 def var_mean(cfg: Config, state: TrainState) -> jax.Array:
     """Mean of the ES variance per seed ([seeds]; zeros for td3, which has no ES)."""
     s = build(cfg)
-    if cfg.algo == "td3":
-        return jnp.zeros(state.counters.ticks.shape)
-    return jax.vmap(lambda st: jnp.mean(s.bind(st.hp).strategy.var(st.es)))(state)
+    return jax.vmap(lambda st: s.bind(st.hp).family.var(s.bind(st.hp), st))(state)
+
+
+def es_mean(s: Setup, state: TrainState) -> jax.Array:
+    return s.strategy.mean(state.es)
+
+
+def es_var(s: Setup, state: TrainState) -> jax.Array:
+    return jnp.mean(s.strategy.var(state.es))
+
+
+# What the family modules (`aes_rl.families`) build on.
+count = _count
+reset_envs = _reset_envs
+train_actors = _train_actors
+assign_if_free = _assign_if_free

@@ -1,0 +1,120 @@
+"""One front-end convention: the CLI, the experiments and the benchmarks spell settings alike."""
+
+import importlib
+
+import pytest
+
+from aes_rl import cli, flags
+from aes_rl.config import MEAN_RULES, VAR_RULES
+from experiments import ablation, paper_comparison, quickstart
+
+BENCHMARKS = (
+    "suite",
+    "td3_throughput",
+    "loop_overhead",
+    "slots_scaling",
+    "sweep_rows",
+    "time_efficiency",
+    "td3_curve",
+    "learning_comparison",
+)
+# Spellings the front ends used before they shared their flags; none may come back.
+OLD = {"--hidden", "--slots", "--seeds", "--mean-rules", "--var-rules", "--budget", "--modes"}
+OLD |= {"--chunk-ticks", "--sweep-budget", "--rows-modes"}
+
+
+def _benchmark(name):
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+TRAIN = flags.flag_names(cli.train)
+FRONT_ENDS = {
+    "aes-rl sweep": cli.sweep,
+    "quickstart": quickstart.Args,
+    "ablation": ablation.Args,
+    "paper_comparison": paper_comparison.Args,
+    **{f"benchmarks.{b}": _benchmark(b).Args for b in BENCHMARKS},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FRONT_ENDS))
+def test_no_front_end_uses_an_old_spelling(name):
+    names = flags.flag_names(FRONT_ENDS[name])
+    assert len(names) > 5  # the help was read
+    assert not names & OLD, f"{name}: {sorted(names & OLD)}"
+
+
+@pytest.mark.parametrize("name", ["aes-rl sweep", "quickstart", "ablation", "paper_comparison"])
+def test_runs_take_every_train_flag(name):
+    names = flags.flag_names(FRONT_ENDS[name])
+    own = {"--algo", "--run-dir", "--env"}  # fixed algorithm, own output, --envs for several
+    missing = TRAIN - own - names
+    assert not missing, f"{name} lacks {sorted(missing)}"
+    assert "--env" in names or "--envs" in names
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_settings_are_spelled_as_train_spells_them(name):
+    names = flags.flag_names(FRONT_ENDS[f"benchmarks.{name}"])
+    for flag in ("--quick", "--cache", "--results", "--no-write", "--note"):
+        assert flag in names
+    shared = names & TRAIN
+    if "--actor-hidden" in shared:
+        assert "--critic-hidden" in shared  # never one width list for both
+    if "--seed" in names and name != "td3_curve":
+        assert "--num-seeds" in names
+    args = _benchmark(name).parse_args(["--quick", "--no-write"])  # quick budgets apply
+    assert args.quick and args.no_write
+
+
+def test_run_flags_become_run_settings():
+    f = flags.RunFlags(steps=700, seed=3, num_seeds=2, no_buffer=True, quiet=True, rows="map")
+    s = f.settings("runs/x", grid=(("rho", (0.2, 0.4)),))
+    got = (s.steps, s.seeds, s.save_buffer, s.progress, s.rows)
+    assert got == (700, (3, 4), False, False, "map")
+    assert s.grid == (("rho", (0.2, 0.4)),)
+    with pytest.raises(flags.UsageError, match="num_seeds"):
+        _ = flags.RunFlags(num_seeds=0).seeds
+
+
+def test_the_ablation_sweeps_every_rule_by_default_and_a_flag_narrows_it():
+    args = flags.parse(ablation.Args, [], "ablation")
+    single, grid = flags.sweep_values(args.overrides)
+    assert dict(grid) == {"mean_rule": MEAN_RULES, "var_rule": VAR_RULES}
+    assert single["actor_hidden"] == (64, 64) and single["critic_hidden"] == (64, 64)
+    args = flags.parse(ablation.Args, ["--var-rule", "fixed", "--rho", "0.2", "0.4"], "ablation")
+    single, grid = flags.sweep_values(args.overrides)
+    assert dict(grid) == {"mean_rule": MEAN_RULES, "rho": (0.2, 0.4)}
+    assert single["var_rule"] == "fixed"
+
+
+def test_experiment_defaults_are_their_own_and_overrides_reach_the_config():
+    args = flags.parse(quickstart.Args, ["--num-slots", "3"], "quickstart")
+    assert args.flags.steps == 30_000
+    chosen = flags.chosen(args.overrides)
+    assert chosen["num_slots"] == 3 and chosen["buffer_size"] == 100_000
+    assert "mean_rule" not in chosen  # the preset decides
+    args = flags.parse(paper_comparison.Args, ["--num-slots", "2", "--envs", "probe"], "cmp")
+    cfgs = paper_comparison.configs(args)
+    assert cfgs["probe", "aes-rl"].num_slots == 2
+    assert cfgs["probe", "cem-rl"].num_slots == 1  # a one-slot algorithm keeps its W
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "message"),
+    [
+        (quickstart, ["--steps", "abc"], "--steps"),
+        (quickstart, ["--num-seeds", "0"], "num_seeds/seed: need num_seeds >= 1"),
+        (quickstart, ["--env", "cartpole"], "cartpole"),
+        (ablation, ["--num-slots", "2", "3"], "num_slots"),
+        (paper_comparison, ["--rho", "7"], "rho: must be in [0, 1], got 7.0"),
+    ],
+)
+def test_experiment_errors_are_one_line_before_any_work(module, argv, message, capsys, tmp_path):
+    out = ["--out-dir" if module is not quickstart else "--run-dir", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exit_:
+        module.main([*argv, *out])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{module.PROG}: error:") and message in err[0]
+    assert not (tmp_path / "o").exists()  # nothing written
