@@ -18,6 +18,10 @@ slot does what the cost model says that time buys:
    critic -> actor training -> evaluation -> tell -> mean evaluation -> ask) end in barriers;
    then every free slot draws its next job in slot order.
 
+What differs between algorithms comes from their family (`Family`, a record of pure functions
+in `aes_rl.families`) and their registry entry (`aes_rl.algorithms`): the tick names no
+algorithm, and the state holds only the running family's parts.
+
 Rates may be fractions: a rate p/q gives floor((t+1) p/q) - floor(t p/q) units at tick t.
 Asynchrony is data: masks, counters and `jnp.where`; `lax.cond` only on scalar predicates.
 The whole `TrainState` carries a leading seed axis so several seeds share one program.
@@ -147,7 +151,7 @@ class Counters:
 
 @struct.dataclass
 class Generation:
-    """The population of a synchronous generation (one dummy row for asynchronous ones)."""
+    """The population of a generation (the generation family's part of the state)."""
 
     xs: jax.Array  # [N, d] f32, members (RL members replaced by their trained actors)
     rets: jax.Array  # [N] f32
@@ -163,10 +167,10 @@ class Generation:
 class TrainState:
     key: jax.Array  # typed PRNG key
     slots: Slots
-    es: Any  # strategy state (None for td3)
-    learner: Any  # td3.CriticState (ES algorithms) or td3.TD3State (td3)
+    es: Any  # the family's strategy state (None for td3)
+    learner: Any  # td3.CriticState (ES families) or td3.TD3State (td3)
     buffer: replay.ReplayBuffer
-    gen: Generation
+    gen: Generation | None  # the generation family's (None for the others)
     counters: Counters
     hp: HParams  # this row's traced hyper-parameters
 
@@ -359,7 +363,6 @@ def init(cfg: Config, key: jax.Array, hp: HParams | None = None) -> TrainState:
     w = cfg.num_slots
     k_actor, k_critic, k_es, k_env, k_jobs, key = jax.random.split(key, 6)
     mu0 = s.actor.init_flat(k_actor)
-    d = mu0.shape[0]
     learner, mu0, critic = s.family.init_learner(s, k_critic, mu0)
     es = s.family.init_es(s, mu0, k_es)
     env = jax.vmap(s.env.reset)(jax.random.split(k_env, w))
@@ -399,12 +402,9 @@ def init(cfg: Config, key: jax.Array, hp: HParams | None = None) -> TrainState:
         nonfinite_arrivals=i32(0),
         nonfinite_transitions=i32(0),
     )
-    n = cfg.pop_size if s.algorithm.family == "generation" else 1  # orbax saves no empty array
-    gen = Generation(
-        jnp.zeros((n, d)), jnp.zeros((n,)), jnp.zeros((n,), bool), *(i32(0) for _ in range(5))
-    )
     buffer = replay.init(cfg.buffer_size, s.env.observation_size, s.env.action_size)
-    state = TrainState(key, slots, es, learner, buffer, gen, counters, hp)
+    # Only the running family's parts: the generation family's `start` adds its generation.
+    state = TrainState(key, slots, es, learner, buffer, None, counters, hp)
     return s.family.start(s, state, k_jobs)
 
 
@@ -773,10 +773,13 @@ def advance_phases(
     phase = jnp.where(train_done & chain, ROLLOUT, phase)
     phase = jnp.where(to_eval, MEAN_EVAL, phase)
     mean = _mean(s, state)
+    target = sl.target
+    if critic_then_train:  # the member's actor training is as long as the last generation
+        target = jnp.where(to_train, jnp.maximum(state.gen.s_prev, 1), sl.target)
     sl = sl.replace(
         phase=phase,
         counter=jnp.where(to_train, 0, sl.counter),
-        target=jnp.where(to_train, jnp.maximum(state.gen.s_prev, 1), sl.target),
+        target=target,
         x=jnp.where(roll_done[:, None] | train_done[:, None], sl.params, sl.x),
         params=jnp.where(to_eval[:, None], mean[None, :], sl.params),
         ret=jnp.where(roll_done, sl.ep_ret, sl.ret),

@@ -110,8 +110,14 @@ def barriers(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     return state
 
 
+def empty_generation(s: Setup, d: int) -> Generation:
+    n, zero = s.cfg.pop_size, jnp.zeros((), jnp.int32)
+    return Generation(jnp.zeros((n, d)), jnp.zeros((n,)), jnp.zeros((n,), bool), *(zero,) * 5)
+
+
 def start(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     """Ask the first generation, pass the empty stages of a warm-up generation, hand out jobs."""
+    state = state.replace(gen=empty_generation(s, state.slots.params.shape[1]))
     state = state.replace(gen=new_generation(s, state, key))
     state = barriers(s, state, key)
     free = jnp.ones(state.slots.phase.shape, bool)
