@@ -39,6 +39,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 import jax
 import tyro
 
+from aes_rl.flags import BackendName, EnvName
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "RESULTS.md"
 RESULTS_HEADER = """# Benchmark results
@@ -108,6 +110,22 @@ class BenchFlags:
     @property
     def net_overrides(self) -> dict:
         return dict(actor_hidden=tuple(self.actor_hidden), critic_hidden=tuple(self.critic_hidden))  # type: ignore[attr-defined]
+
+
+@dataclass
+class LoopFlags(BenchFlags):
+    """What the loop benchmarks measure on: one env and backend, CPU-sized nets."""
+
+    MEASURES_COMPILE: ClassVar[bool] = True
+
+    env: EnvName = "hopper"
+    """Environment."""
+    backend: BackendName = "spring"
+    """Brax physics backend."""
+    actor_hidden: tuple[int, ...] = (64, 64)
+    """Actor hidden widths."""
+    critic_hidden: tuple[int, ...] = (64, 64)
+    """Critic hidden widths."""
 
 
 A = TypeVar("A", bound=BenchFlags)

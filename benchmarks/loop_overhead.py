@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from aes_rl import loop, replay, td3
 from aes_rl.config import preset
-from aes_rl.flags import Algo, BackendName, EnvName
+from aes_rl.flags import Algo
 from benchmarks import common
 
 NAME = "loop_overhead"
@@ -38,21 +37,11 @@ TARGET = 1.25
 
 
 @dataclass
-class Args(common.BenchFlags):
-    MEASURES_COMPILE: ClassVar[bool] = True
-
-    env: EnvName = "hopper"
-    """Environment."""
-    backend: BackendName = "spring"
-    """Brax physics backend."""
+class Args(common.LoopFlags):
     algo: Algo = "aes-rl"
     """Algorithm."""
     num_slots: int = 5
     """W worker slots."""
-    actor_hidden: tuple[int, ...] = (64, 64)
-    """Actor hidden widths."""
-    critic_hidden: tuple[int, ...] = (64, 64)
-    """Critic hidden widths."""
     ticks: int = 1000
     """Ticks per timed chunk (and scan)."""
     repeats: int = 5

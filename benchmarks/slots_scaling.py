@@ -9,32 +9,21 @@ slot's actor steps are computed each tick), and this measures by how much.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from aes_rl import loop
 from aes_rl.config import preset
-from aes_rl.flags import Algo, BackendName, EnvName
+from aes_rl.flags import Algo
 from benchmarks import common
 
 NAME = "slots_scaling"
 
 
 @dataclass
-class Args(common.BenchFlags):
-    MEASURES_COMPILE: ClassVar[bool] = True
-
-    env: EnvName = "hopper"
-    """Environment."""
-    backend: BackendName = "spring"
-    """Brax physics backend."""
+class Args(common.LoopFlags):
     algo: Algo = "aes-rl"
     """Algorithm."""
     num_slots: tuple[int, ...] = (5, 16, 64)
     """W worker slots: each value is measured."""
-    actor_hidden: tuple[int, ...] = (64, 64)
-    """Actor hidden widths."""
-    critic_hidden: tuple[int, ...] = (64, 64)
-    """Critic hidden widths."""
     ticks: int = 500
     """Ticks per timed chunk."""
     repeats: int = 5

@@ -23,30 +23,19 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import jax
 
 from aes_rl import loop, run
 from aes_rl.config import MEAN_RULES, VAR_RULES, preset
-from aes_rl.flags import BackendName, EnvName
 from benchmarks import common
 
 NAME = "sweep_rows"
 
 
 @dataclass
-class Args(common.BenchFlags):
-    MEASURES_COMPILE: ClassVar[bool] = True
-
-    env: EnvName = "hopper"
-    """Environment."""
-    backend: BackendName = "spring"
-    """Brax physics backend."""
-    actor_hidden: tuple[int, ...] = (64, 64)
-    """Actor hidden widths."""
-    critic_hidden: tuple[int, ...] = (64, 64)
-    """Critic hidden widths."""
+class Args(common.LoopFlags):
     num_slots: int = 5
     """W worker slots."""
     num_rows: tuple[int, ...] = (1, 8, 32)

@@ -988,6 +988,25 @@ def es_var(s: Setup, state: TrainState) -> jax.Array:
     return jnp.mean(s.strategy.var(state.es))
 
 
+def es_family(name: str, **own: Callable | bool) -> Family:
+    """The record of a family whose slots run ES members against a shared critic: the slot
+    policies, actor steps, shared-critic learner and updates, the ES mean, variance and
+    finiteness check; `own` supplies the rest (how jobs are drawn and end, the critic's
+    target, ...)."""
+    common = dict(
+        joint_update=False,
+        init_learner=shared_critic_learner,
+        train_actors=_train_actors,
+        act=slot_actions,
+        critic_update=shared_critic_update,
+        after_critic=no_slot_critic,
+        mean=es_mean,
+        finite_parts=es_finite_parts,
+        var=es_var,
+    )
+    return Family(name=name, **dict(common, **own))
+
+
 # What the family modules (`aes_rl.families`) build on.
 count = _count
 reset_envs = _reset_envs

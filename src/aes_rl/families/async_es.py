@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from aes_rl import loop
-from aes_rl.loop import ROLLOUT, TRAIN, Family, Setup, TrainState
+from aes_rl.loop import ROLLOUT, TRAIN, Setup, TrainState
 
 
 def init_es(s: Setup, mu0: jax.Array, key: jax.Array):
@@ -93,21 +93,12 @@ def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
     return state, job_end, ps, told, arrived_rl
 
 
-FAMILY = Family(
-    name="async",
+FAMILY = loop.es_family(
+    "async",
     staggered=True,
-    joint_update=False,
-    init_learner=loop.shared_critic_learner,
     init_es=init_es,
     start=start,
     draw=draw,
-    train_actors=loop.train_actors,
-    act=loop.slot_actions,
     critic_target=critic_target,
-    critic_update=loop.shared_critic_update,
-    after_critic=loop.no_slot_critic,
     end_jobs=end_jobs,
-    mean=loop.es_mean,
-    finite_parts=loop.es_finite_parts,
-    var=loop.es_var,
 )

@@ -23,7 +23,6 @@ from aes_rl.loop import (
     STAGE_MEAN,
     STAGES,
     TRAIN,
-    Family,
     Generation,
     Setup,
     TrainState,
@@ -209,21 +208,13 @@ def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
     return state, arrived, ps, told, arrived_rl
 
 
-FAMILY = Family(
-    name="generation",
+FAMILY = loop.es_family(
+    "generation",
     staggered=False,
-    joint_update=False,
-    init_learner=loop.shared_critic_learner,
     init_es=init_es,
     start=start,
     draw=draw,
-    train_actors=loop.train_actors,
-    act=loop.slot_actions,
     critic_target=critic_target,
-    critic_update=loop.shared_critic_update,
     after_critic=after_critic,
     end_jobs=end_jobs,
-    mean=loop.es_mean,
-    finite_parts=loop.es_finite_parts,
-    var=loop.es_var,
 )
