@@ -15,7 +15,6 @@ from aes_rl.envs import BACKENDS, BRAX_ENVS, ENV_NAMES, PROBE_ENVS
 
 # The built-in algorithms (`aes_rl.algorithms` registers them, and may register more).
 ALGOS = ("aes-rl", "acem-rl", "one-plus-one", "p-cem-rl", "cem-rl", "td3")
-ASYNC_ALGOS = ("aes-rl", "acem-rl", "one-plus-one")
 COST_MODELS = ("paper", "device", "custom")
 MEAN_EVALS = ("sequential", "parallel")
 RATE_FIELDS = ("env_steps_per_tick", "actor_steps_per_tick", "critic_steps_per_tick")
@@ -23,7 +22,6 @@ RATE_FIELDS = ("env_steps_per_tick", "actor_steps_per_tick", "critic_steps_per_t
 # PyTorch on a GPU, with a Ray call to the replay buffer per step, costs about as much as 10
 # MuJoCo env steps of a worker that runs its policy on that GPU; a tick is one gradient step.
 PAPER_RATES = (10.0, 1.0, 1.0)
-SYNC_ALGOS = ("p-cem-rl", "cem-rl")
 MEAN_RULES = ("fixed-linear", "fixed-sigmoid", "baseline-absolute", "baseline-relative")
 VAR_RULES = ("fixed", "adaptive")
 # Paper's mean_update_param P per environment (docs/algorithm.md §3); probes use small P.

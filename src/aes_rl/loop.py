@@ -988,6 +988,15 @@ def es_var(s: Setup, state: TrainState) -> jax.Array:
     return jnp.mean(s.strategy.var(state.es))
 
 
+def next_jobs(s: Setup, state: TrainState, job_end: jax.Array, key: jax.Array):
+    """After a tick's ended jobs are handled: whether each arriving member was an RL member
+    (read before its slot draws again), then every free slot draws its next job.
+    Returns (state, arrived member was RL)."""
+    arrived_rl = state.slots.is_rl
+    free = job_end | (state.slots.phase == WAIT)
+    return _assign_if_free(s, state, free, key), arrived_rl
+
+
 def es_family(name: str, **own: Callable | bool) -> Family:
     """The record of a family whose slots run ES members against a shared critic: the slot
     policies, actor steps, shared-critic learner and updates, the ES mean, variance and
@@ -1011,4 +1020,3 @@ def es_family(name: str, **own: Callable | bool) -> Family:
 count = _count
 reset_envs = _reset_envs
 train_actors = _train_actors
-assign_if_free = _assign_if_free

@@ -87,9 +87,7 @@ def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
         s, state, done, k_phase, chain=True, eval_after_rollout=s.cfg.n_mean_evals > 0
     )
     state, ps, told = tell(s, state, job_end, mean_rets)
-    arrived_rl = state.slots.is_rl  # read before the slot draws its next job
-    free = job_end | (state.slots.phase == loop.WAIT)
-    state = loop.assign_if_free(s, state, free, k_jobs)
+    state, arrived_rl = loop.next_jobs(s, state, job_end, k_jobs)
     return state, job_end, ps, told, arrived_rl
 
 

@@ -202,9 +202,7 @@ def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
     )
     ps = jnp.zeros(done.shape)
     state, arrived, told = file(s, state, job_end, mean_rets, k_tell)
-    arrived_rl = state.slots.is_rl  # read before the slot draws its next job
-    free = job_end | (state.slots.phase == loop.WAIT)
-    state = loop.assign_if_free(s, state, free, k_jobs)
+    state, arrived_rl = loop.next_jobs(s, state, job_end, k_jobs)
     return state, arrived, ps, told, arrived_rl
 
 
