@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aes_rl import run
+from aes_rl import hosts, run
 from aes_rl.config import Config
 from aes_rl.flags import RunFlags
 
@@ -35,7 +35,9 @@ def run_grid(cfg: Config, grid, run_dir: Path, flags: RunFlags) -> list[dict]:
 
 
 def write_report(path: Path, report: list[str]) -> Path:
-    """Write the markdown report and echo it."""
+    """Write the markdown report and echo it (on a multi-process run: process 0 only)."""
+    if not hosts.is_main():
+        return path
     path.write_text("\n".join(report))
     print("\n".join(report))
     return path

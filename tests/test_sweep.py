@@ -1,10 +1,6 @@
 """Sweeps: traced hyper-parameters, many settings as rows of ONE compiled program."""
 
 import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -207,55 +203,4 @@ def test_sweep_command_errors_are_one_line(tmp_path, capsys, argv, needle):
     assert needle in err and len(err.splitlines()) == 1
 
 
-SHARDED = """
-import sys
-import jax
-from helpers import probe_cfg
-from aes_rl import run
-
-if sys.argv[2] == "resume":
-    out = run.resume(sys.argv[1], progress=False)
-else:
-    settings = run.RunSettings(sys.argv[1], steps=500, seeds=(0, 1), grid=(("rho", (0.3, 0.7)),),
-                               progress=False, eval_episodes=2, max_chunks=2)
-    out = run.train(probe_cfg(), settings)
-steps = min(int(x) for x in jax.device_get(out.state.counters.total_steps))
-print("devices", len(jax.local_devices()), len(out.state.counters.ticks.sharding.device_set),
-      "steps", steps)
-"""
-
-
-def _in_fresh_process(run_dir, what: str, devices: int) -> str:
-    """Each part in its own process: forced host devices are fixed at start-up, and in the
-    full parallel suite this test's in-process compiles crashed jaxlib (a segfault while
-    (de)serialising the executable for the persistent cache), which a fresh process avoids."""
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED, str(run_dir), what],
-        env=env,
-        cwd=Path(__file__).parent,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
-
-
-def test_rows_sharded_over_four_devices_equal_one_device_and_restore_onto_one(tmp_path):
-    """4 rows on 4 forced host devices (one row each) against the same run on one device."""
-    assert "devices 4 4" in _in_fresh_process(tmp_path / "four", "train", 4)  # 4 devices used
-    assert "devices 1 1" in _in_fresh_process(tmp_path / "one", "train", 1)
-    four, one = run.read_metrics(tmp_path / "four"), run.read_metrics(tmp_path / "one")
-    assert len(four) == len(one) == 8
-    for a, b in zip(four, one):  # each device maps over its own rows: the same computation
-        assert {k: v for k, v in a.items() if k != "wall_time" and v == v} == {
-            k: v for k, v in b.items() if k != "wall_time" and v == v
-        }
-    # The 4-device checkpoint restores onto a 1-device process and finishes the run.
-    out = _in_fresh_process(tmp_path / "four", "resume", 1)
-    assert "devices 1 1" in out and int(out.split("steps")[1]) >= 500
-    assert [r["chunk"] for r in run.read_metrics(tmp_path / "four")][:8] == [1] * 4 + [2] * 4
+# Rows sharded over several devices (and processes): tests/test_hosts.py.

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from aes_rl import loop, replay
+from aes_rl import hosts, loop, replay
 from aes_rl.config import Config
 from aes_rl.networks import ActorSpec
 
@@ -100,8 +100,8 @@ class Checkpointer:
                 f"checkpoint {chunk}: format version "
                 f"{meta.get('format_version')}, expected {FORMAT_VERSION}"
             )
-        # Restored straight into the template's layout: its row sharding over this process's
-        # devices, whatever the device count of the process that saved it.
+        # Restored straight into the template's layout: its row sharding over this run's
+        # devices (and processes), whatever the devices of the run that saved it.
         abstract = jax.tree.map(
             lambda a, t: jax.ShapeDtypeStruct(
                 a.shape, a.dtype, sharding=getattr(t, "sharding", None)
@@ -158,12 +158,14 @@ class Checkpointer:
         """Move unreadable checkpoints out of the way (kept for inspection, never deleted)."""
         if not chunks:
             return
-        aside = self.directory.parent / "corrupt_checkpoints"
-        aside.mkdir(exist_ok=True)
-        for chunk in chunks:
-            target = aside / f"{chunk}-{int(time.time())}"
-            (self.directory / str(chunk)).rename(target)
-            warnings.warn(f"checkpoint {chunk} moved to {target}", stacklevel=3)
+        if hosts.is_main():  # every process skipped them; one moves them
+            aside = self.directory.parent / "corrupt_checkpoints"
+            aside.mkdir(exist_ok=True)
+            for chunk in chunks:
+                target = aside / f"{chunk}-{int(time.time())}"
+                (self.directory / str(chunk)).rename(target)
+                warnings.warn(f"checkpoint {chunk} moved to {target}", stacklevel=3)
+        hosts.sync("aes_rl.set_aside")
         self.manager.reload()
 
     def close(self) -> None:

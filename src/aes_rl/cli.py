@@ -25,8 +25,10 @@ from aes_rl.config import preset
 from aes_rl.flags import (
     Algo,
     Backend,
+    Coordinator,
     EnvName,
     Overrides,
+    ProcessCount,
     RunFlags,
     SweepOverrides,
     UsageError,
@@ -70,6 +72,7 @@ def _run(algo, env, backend, run_dir, flags: RunFlags, values: dict, grid) -> No
     """What train and sweep share: the config, the settings, the run, the summary."""
     from aes_rl import run
 
+    flags.join_hosts()  # before any JAX computation
     if backend is not None:
         values["backend"] = backend
     cfg = preset(env, algo, **values)
@@ -111,6 +114,10 @@ def sweep(
 
 
 def _summary(out) -> None:
+    from aes_rl import hosts
+
+    if not hosts.is_main():
+        return
     last = {}
     for row in out.rows:
         last[row.get("row", row["seed"])] = row
@@ -119,7 +126,9 @@ def _summary(out) -> None:
         if out.interrupted
         else "finished"
     )
-    print(f"{state}: {out.run_dir}, chunk {out.chunks}")
+    devices = len(out.state.counters.ticks.sharding.device_set)
+    spread = f" ({len(last)} rows over {devices} devices, {hosts.count()} processes)"
+    print(f"{state}: {out.run_dir}, chunk {out.chunks}" + (spread if devices > 1 else ""))
     for _, row in sorted(last.items()):
         swept = "".join(f"{k}={row[k]} " for k in _swept_columns(row))
         print(
@@ -142,18 +151,27 @@ def resume(
     ] = None,
     quiet: bool = False,
     debug_nans: bool = False,
+    coordinator: Coordinator = None,
+    num_processes: ProcessCount = None,
+    process_id: ProcessCount = None,
 ) -> None:
     """Continue a run directory from its latest valid (and finite) checkpoint, with its
-    stored config.
+    stored config (on any number of devices or processes).
 
     Args:
         run_dir: The run directory.
         steps: A new (larger) budget in counted steps per seed.
         quiet: No progress bar.
         debug_nans: Turn on JAX's NaN checks (slow) to find the operation that makes a NaN.
+        coordinator: HOST:PORT of process 0 to split the rows over several processes, or auto.
+        num_processes: Processes of a --coordinator run.
+        process_id: This process's index in [0, num_processes).
     """
     from aes_rl import run
 
+    RunFlags(
+        coordinator=coordinator, num_processes=num_processes, process_id=process_id
+    ).join_hosts()
     run.read_run(run_dir)
     run.enable_compilation_cache()
     _summary(run.resume(run_dir, steps=steps, progress=not quiet, debug_nans=debug_nans))

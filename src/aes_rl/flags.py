@@ -42,6 +42,14 @@ Backend = Annotated[
         help_behavior_hint=f"(default: {preset_default_text('backend')})",
     ),
 ]
+# The multi-process flags (`aes_rl.hosts`): absent on a one-process run.
+Coordinator = Annotated[
+    str | None,
+    tyro.conf.arg(metavar="HOST:PORT|auto", help_behavior_hint="(default: one process)"),
+]
+ProcessCount = Annotated[
+    int | None, tyro.conf.arg(metavar="INT", help_behavior_hint="(with --coordinator)")
+]
 # Config fields a front end sets through its own options, or that have no command-line form.
 OWN = {"algo", "env", "backend", "env_kwargs"}
 HIDDEN = ("actor_hidden", "critic_hidden")
@@ -82,6 +90,23 @@ class RunFlags:
     """Turn on JAX's NaN checks (slow) to find the operation that makes a NaN."""
     rows: RowMode = "auto"
     """map (rows one after another), vmap (side by side; fills a GPU); auto: map on CPU."""
+    coordinator: Coordinator = None
+    """HOST:PORT of process 0 to split the rows over several processes (hosts), or auto (a
+    cluster JAX detects: SLURM, Open MPI, TPU). Every process runs the same command."""
+    num_processes: ProcessCount = None
+    """Processes of a --coordinator run (the rows must be a multiple of it)."""
+    process_id: ProcessCount = None
+    """This process's index in [0, num_processes) (0 writes the run directory's files)."""
+
+    def join_hosts(self) -> None:
+        """Join the multi-process run these flags name (nothing without --coordinator);
+        before any JAX computation."""
+        from aes_rl import hosts
+
+        try:
+            hosts.initialize(self.coordinator, self.num_processes, self.process_id)
+        except hosts.HostsError as err:
+            raise UsageError(str(err)) from None
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -265,6 +290,12 @@ def parse(
         sys.stderr.write(err.getvalue())
         raise
     sys.stderr.write(err.getvalue())
+    run_flags = getattr(out, "flags", None)
+    if isinstance(run_flags, RunFlags):  # a front end of runs joins its processes first
+        try:
+            run_flags.join_hosts()
+        except UsageError as error:
+            fail(prog, str(error))
     return out
 
 

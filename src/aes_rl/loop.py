@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from aes_rl import evaluation, replay, td3
+from aes_rl import evaluation, hosts, replay, td3
 from aes_rl.config import HYPER, MEAN_RULES, VAR_RULES, Config
 from aes_rl.envs import State as EnvState
 from aes_rl.envs import TimeLimit, make_env
@@ -484,28 +484,41 @@ def init_batch(cfg: Config | list[Config], seeds) -> TrainState:
             "init_batch: the rows' configs differ in structure (not only in "
             "traced hyper-parameters); run them as separate programs"
         )
-    keys = jnp.stack([jax.random.key(int(seed)) for seed in seeds])
-    state = _jit_init(cfgs[0])(keys, stack_hparams(cfgs))
+    hparams = stack_hparams(cfgs)
+    sharding = row_sharding(len(seeds))
+    if sharding.mesh.size == 1:
+        keys = jnp.stack([jax.random.key(int(seed)) for seed in seeds])
+        state = _jit_init(cfgs[0])(keys, hparams)
+    else:  # every device initialises its own rows (on several processes: only those)
+        key_data = np.stack([jax.random.key_data(jax.random.key(int(s))) for s in seeds])
+        inputs = hosts.global_rows((key_data, jax.device_get(hparams)), sharding)
+        state = _sharded_init(cfgs[0].structure(), sharding.mesh)(*inputs)
     # Distinct buffers for every leaf (the chunk donates its input; aliases cannot be donated).
-    return shard_rows(jax.tree.map(lambda x: x.copy(), state))
+    return jax.tree.map(lambda x: x.copy(), state)
+
+
+@functools.lru_cache(maxsize=32)
+def _sharded_init(structure: Config, mesh: jax.sharding.Mesh):
+    build(structure)
+    rows = jax.sharding.PartitionSpec("rows")
+
+    def init_rows(key_data, hparams):
+        return jax.vmap(functools.partial(init, structure))(
+            jax.random.wrap_key_data(key_data), hparams
+        )
+
+    return jax.jit(
+        jax.shard_map(init_rows, mesh=mesh, in_specs=rows, out_specs=rows, check_vma=False)
+    )
 
 
 def row_sharding(num_rows: int) -> jax.sharding.NamedSharding:
-    """The row axis split evenly over this host's devices: over all of them when they divide
-    the rows, else over the largest count that does (1: no split)."""
-    devices = jax.local_devices()
-    n = max(k for k in range(1, len(devices) + 1) if num_rows % k == 0)
-    mesh = jax.sharding.Mesh(np.asarray(devices[:n]), ("rows",))
+    """The row axis split evenly over the devices: over all of them when they divide the
+    rows, else over the largest count that does (1: no split). On several processes
+    (`aes_rl.hosts`) every process takes the same number of its own devices."""
+    devices = hosts.process_devices(num_rows)
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("rows",))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("rows"))
-
-
-def shard_rows(state: TrainState) -> TrainState:
-    """Every leaf's leading (row) axis split over the devices (`row_sharding`); rows are
-    independent, so the compiled chunk runs each device's rows where they live. A no-op on
-    one device."""
-    if len(jax.local_devices()) == 1:
-        return state
-    return jax.device_put(state, row_sharding(state.counters.ticks.shape[0]))
 
 
 # ------------------------------------------------------------------ job assignment
@@ -897,6 +910,7 @@ def clear_caches() -> None:
     for cached in (
         _build,
         _jit_init_structure,
+        _sharded_init,
         _make_train_chunk,
         _make_evaluate,
         _jit_finite_structure,
@@ -970,7 +984,7 @@ def _jit_finite_structure(structure: Config):
 
 def nonfinite_parts(cfg: Config, state: TrainState) -> list[tuple[int, str]]:
     """(seed index, part) for every part of a batched state holding a NaN or an inf."""
-    ok = jax.device_get(_jit_finite(cfg)(state))  # [seeds, 3]
+    ok = hosts.fetch(_jit_finite(cfg)(state))  # [seeds, 3]
     return [(i, FINITE_PARTS[j]) for i, j in zip(*(~ok).nonzero())]
 
 

@@ -11,10 +11,9 @@ import math
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from aes_rl import loop, sweep
+from aes_rl import hosts, loop, sweep
 from aes_rl.config import Config
 from aes_rl.rundir import RunError
 from aes_rl.sweep import Row
@@ -64,9 +63,7 @@ def chunk_rows(
     ticks_before: np.ndarray,
 ):
     """Per-row summary rows and per-arrival rows of one chunk (host side)."""
-    c = jax.device_get(state.counters)
-    m = jax.device_get(m)
-    var_mean = np.asarray(loop.var_mean(cfg, state))
+    c, m, var_mean = hosts.fetch((state.counters, m, loop.var_mean(cfg, state)))
     has_f_mu = cfg.algo != "td3" and cfg.n_mean_evals > 0
     rows, arrivals = [], []
     for i, row in enumerate(rows_of_run):

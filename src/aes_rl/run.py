@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aes_rl import checkpoint, loop, sweep
+from aes_rl import checkpoint, hosts, loop, sweep
 from aes_rl.config import Config
 from aes_rl.metrics import (  # noqa: F401 - re-exported
     ARRIVAL_FIELDS,
@@ -93,16 +93,21 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
     """Run (or continue) `cfg` in `settings.run_dir` until the step budget is spent.
 
     Raises NonFiniteError (nothing of the bad chunk saved or logged) if the ES state, the
-    critic or the actors hold a NaN or an inf after a chunk.
+    critic or the actors hold a NaN or an inf after a chunk. On several processes
+    (`aes_rl.hosts`) every process calls this with the same arguments; only the main one
+    writes the run directory's files.
     """
     run_dir = Path(settings.run_dir)
     check_settings(cfg, settings)
+    rows = sweep.expand(cfg, settings.grid, settings.seeds)
+    if hosts.count() > 1:
+        _check_hosts(cfg, len(rows))
     check_writable(run_dir)
     cfg, calibration = resolve_clock(cfg, run_dir)
-    open_run(cfg, settings, run_dir, calibration)
+    open_run(cfg, settings, run_dir, calibration, write=hosts.is_main())
+    hosts.sync("aes_rl.open_run")
     if settings.debug_nans:
         jax.config.update("jax_debug_nans", True)
-    rows = sweep.expand(cfg, settings.grid, settings.seeds)
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", settings.keep, settings.save_buffer)
     state = loop.init_batch([r.cfg for r in rows], [r.seed for r in rows])
     chunk_i, wall = 0, 0.0
@@ -115,60 +120,77 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
                 "empty buffer (the continuation is not the same run)",
                 stacklevel=2,
             )
-        print(
-            f"resumed {run_dir} at chunk {chunk_i} "
-            f"({int(np.min(state.counters.total_steps))} counted steps)",
-            file=sys.stderr,
-        )
-    metrics_log = CsvLog(run_dir / "metrics.csv", metrics_fields(settings.grid), chunk_i)
-    arrivals_log = CsvLog(run_dir / "arrivals.csv", ARRIVAL_FIELDS, chunk_i)
-    tb = tb_writers(run_dir, rows) if settings.tensorboard else None
-    warmup = min(r.cfg.warmup_steps for r in rows)
-    progress = Progress(settings.steps, warmup, settings.progress)
+        done = int(np.min(hosts.fetch(state.counters.total_steps)))  # on every process
+        if hosts.is_main():
+            print(f"resumed {run_dir} at chunk {chunk_i} ({done} counted steps)", file=sys.stderr)
+    out = _Outputs.open(settings, rows, chunk_i)
     try:
-        return _drive(
-            cfg,
-            settings,
-            rows,
-            state,
-            chunk_i,
-            wall,
-            ckpt,
-            metrics_log,
-            arrivals_log,
-            tb,
-            progress,
-        )
+        return _drive(cfg, settings, rows, state, chunk_i, wall, ckpt, out)
     finally:
-        progress.close()
+        out.close()
         ckpt.close()
-        for writer in (tb or {}).values():
+
+
+def _check_hosts(cfg: Config, num_rows: int) -> None:
+    """What a run over several processes cannot do, refused before any work."""
+    if cfg.cost_model == "device":
+        raise RunError(
+            "cost_model: the device clock is calibrated per process, so processes would "
+            "disagree; use cost_model=paper (or calibrate in one process and resume)"
+        )
+    try:
+        hosts.process_devices(num_rows)
+    except hosts.HostsError as err:
+        raise RunError(str(err)) from None
+
+
+@dataclasses.dataclass
+class _Outputs:
+    """Where a chunk's rows go: the CSVs, TensorBoard, the progress line (main process only;
+    the others keep nothing)."""
+
+    metrics: CsvLog | None
+    arrivals: CsvLog | None
+    tb: dict | None
+    progress: Progress
+
+    @classmethod
+    def open(cls, settings: RunSettings, rows: list[Row], chunk_i: int) -> _Outputs:
+        run_dir, main = Path(settings.run_dir), hosts.is_main()
+        warmup = min(r.cfg.warmup_steps for r in rows)
+        return cls(
+            CsvLog(run_dir / "metrics.csv", metrics_fields(settings.grid), chunk_i)
+            if main
+            else None,
+            CsvLog(run_dir / "arrivals.csv", ARRIVAL_FIELDS, chunk_i) if main else None,
+            tb_writers(run_dir, rows) if settings.tensorboard and main else None,
+            Progress(settings.steps, warmup, settings.progress and main),
+        )
+
+    def write(self, new_rows: list[dict], arrivals: list[dict]) -> None:
+        if self.metrics is not None:
+            self.metrics.append(new_rows)
+            self.arrivals.append(arrivals)
+        if self.tb is not None:
+            tb_write(self.tb, new_rows, arrivals)
+
+    def close(self) -> None:
+        self.progress.close()
+        for writer in (self.tb or {}).values():
             writer.close()
 
 
-def _drive(
-    cfg,
-    settings,
-    rows_of_run,
-    state,
-    chunk_i,
-    wall,
-    ckpt,
-    metrics_log,
-    arrivals_log,
-    tb,
-    progress,
-):
+def _drive(cfg, settings, rows_of_run, state, chunk_i, wall, ckpt, out: _Outputs):
     """The chunk loop of `train`: run, check, log, save, until the budget or a stop."""
     run_dir = Path(settings.run_dir)
     train_chunk = loop.make_train_chunk(cfg, len(rows_of_run), rows=settings.rows)
     evaluate = loop.make_evaluate(cfg, settings.eval_episodes)
     rows: list[dict] = []
     done_this_call, interrupted = 0, False
+    counters = hosts.fetch(state.counters)
     with Stop() as stop:
-        while int(np.min(jax.device_get(state.counters.total_steps))) < settings.steps:
-            ticks_before = np.asarray(state.counters.ticks)
-            untold_before = np.asarray(state.counters.nonfinite_arrivals)
+        while int(np.min(counters.total_steps)) < settings.steps:
+            ticks_before, untold_before = counters.ticks, counters.nonfinite_arrivals
             t0 = time.time()
             state, m = train_chunk(state)
             jax.block_until_ready(state)
@@ -180,17 +202,16 @@ def _drive(
             evals = None
             if chunk_i % settings.eval_every == 0:
                 key = jax.random.fold_in(jax.random.key(12345), chunk_i)
-                evals = np.asarray(evaluate(loop.mean_params(cfg, state), key))
+                evals = hosts.fetch(evaluate(loop.mean_params(cfg, state), key))
             new_rows, arrivals = chunk_rows(
                 cfg, state, m, chunk_i, wall, rows_of_run, evals, ticks_before
             )
-            metrics_log.append(new_rows)
-            arrivals_log.append(arrivals)
+            counters = hosts.fetch(state.counters)
+            out.write(new_rows, arrivals)
             rows.extend(new_rows)
-            warn_untold(new_rows, untold_before, rows_of_run)
-            if tb is not None:
-                tb_write(tb, new_rows, arrivals)
-            progress.update(
+            if hosts.is_main():
+                warn_untold(new_rows, untold_before, rows_of_run)
+            out.progress.update(
                 min(r["total_steps"] for r in new_rows),
                 cfg.ticks_per_chunk / max(dt, 1e-9),
                 new_rows[0]["f_mu"],
@@ -198,7 +219,7 @@ def _drive(
             )
             finished = min(r["total_steps"] for r in new_rows) >= settings.steps
             limit = settings.max_chunks is not None and done_this_call >= settings.max_chunks
-            interrupted = stop.requested or limit
+            interrupted = hosts.any_process(stop.requested) or limit
             if chunk_i % settings.save_every == 0 or finished or interrupted:
                 _save(ckpt, cfg, state, chunk_i, wall, rows_of_run, run_dir)
             if interrupted:
@@ -223,7 +244,7 @@ def _stop_if_nonfinite(cfg: Config, state, chunk_i: int, rows: list[Row], ckpt) 
         return
     seed_i, part = bad[0]
     more = f" (and {len(bad) - 1} more part(s) or row(s))" if len(bad) > 1 else ""
-    steps = int(np.asarray(state.counters.total_steps)[seed_i])
+    steps = int(hosts.fetch(state.counters.total_steps)[seed_i])
     saved = ckpt.steps()
     last = f"chunk {saved[-1]}" if saved else "none"
     raise NonFiniteError(
@@ -240,12 +261,13 @@ def _save(ckpt, cfg: Config, state, chunk_i: int, wall: float, rows: list[Row], 
         "config": cfg.to_dict(),
         "seeds": [r.seed for r in rows],
         "rows": [dict(r.setting) for r in rows],
-        "total_steps": [int(x) for x in np.asarray(state.counters.total_steps)],
+        "total_steps": [int(x) for x in hosts.fetch(state.counters.total_steps)],
     }
     ckpt.save(chunk_i, state, meta)
-    means = np.asarray(loop.mean_params(cfg, state))
-    for i, row in enumerate(rows):
-        checkpoint.export_policy(run_dir / row.policy_file, row.cfg, means[i], row.seed)
+    means = hosts.fetch(loop.mean_params(cfg, state))
+    if hosts.is_main():
+        for i, row in enumerate(rows):
+            checkpoint.export_policy(run_dir / row.policy_file, row.cfg, means[i], row.seed)
 
 
 def resume(run_dir: str | Path, steps: int | None = None, **settings_overrides) -> RunResult:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -77,7 +78,7 @@ def check_settings(cfg: Config, settings: RunSettings) -> None:
 def check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
+        probe = run_dir / f".write_test.{os.getpid()}"  # one per process of a multi-process run
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
@@ -136,8 +137,15 @@ def resolve_clock(cfg: Config, run_dir: Path) -> tuple[Config, dict | None]:
     return cfg, costs
 
 
-def open_run(cfg: Config, settings: RunSettings, run_dir: Path, calibration: dict | None):
-    """New run: write config.json. Existing run: refuse structural changes, else continue."""
+def open_run(
+    cfg: Config,
+    settings: RunSettings,
+    run_dir: Path,
+    calibration: dict | None,
+    write: bool = True,
+):
+    """New run: write config.json. Existing run: refuse structural changes, else continue.
+    `write=False` checks only (the other processes of a multi-process run)."""
     record = {
         "format_version": checkpoint.FORMAT_VERSION,
         "config": cfg.to_dict(),
@@ -165,10 +173,11 @@ def open_run(cfg: Config, settings: RunSettings, run_dir: Path, calibration: dic
                 f"config: {run_dir} holds a run with a different structure: " + "; ".join(diff)
             )
         changed = [k for k, v in cfg.to_dict().items() if stored.to_dict()[k] != v]
-        if changed:
+        if changed and write:
             warnings.warn(
                 f"resume: hyper-parameters changed from the stored run: "
                 f"{', '.join(changed)} (the continuation is not the same run)",
                 stacklevel=3,
             )
-    _write_json(run_dir / "config.json", record)
+    if write:
+        _write_json(run_dir / "config.json", record)

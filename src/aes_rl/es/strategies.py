@@ -18,7 +18,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from evosax.algorithms import distribution_based_algorithms
 from flax import struct
 
 from aes_rl.config import EVOSAX_STRATEGIES
@@ -134,6 +133,10 @@ class _EvosaxAdapter:
     """
 
     def __init__(self, name: str, pop_size: int, sigma_init: float, kwargs: dict) -> None:
+        # Imported here: evosax computes arrays at import, which would start JAX's backend
+        # before a multi-process run could join its processes (`aes_rl.hosts`).
+        from evosax.algorithms import distribution_based_algorithms
+
         self.cls = distribution_based_algorithms[name]
         self.pop_size = pop_size
         self.sigma_init = float(sigma_init)

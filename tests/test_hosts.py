@@ -1,0 +1,147 @@
+"""A run over several processes (`aes_rl.hosts`, `jax.distributed`): the same rows, split over
+every process's devices, give the same results as one process; checkpoints move between
+process counts; bad multi-process requests are refused in one line.
+
+The processes run on this machine (CPU collectives over TCP), each with 2 forced host devices.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import probe_flags
+
+from aes_rl import cli, hosts, run
+
+CLI = "from aes_rl.cli import main; main()"
+# 2 settings x 2 seeds = 4 rows: one per device of 2 processes x 2 devices.
+TRAIN = ["train", *probe_flags(), "--eval-episodes", "2"]
+SWEEP = ["sweep", *probe_flags(), "--rho", "0.3", "0.7", "--num-seeds", "2", "--eval-episodes", "2"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(argv: list[str], processes: int, devices: int = 2) -> list[subprocess.CompletedProcess]:
+    """`aes-rl ARGV` as `processes` processes of one run (plain, for 1), each with `devices`
+    forced host devices; waits for all of them."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    if processes == 1:
+        cmds = [argv]
+    else:
+        port = _free_port()
+        cmds = [
+            [
+                *argv,
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                str(processes),
+                "--process-id",
+                str(i),
+            ]
+            for i in range(processes)
+        ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLI, *cmd],
+            env=env,
+            cwd=Path(__file__).parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for cmd in cmds
+    ]
+    done = []
+    for proc, cmd in zip(procs, cmds, strict=True):
+        out, err = proc.communicate(timeout=600)
+        done.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+    return done
+
+
+def _same(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        keep = lambda row: {k: v for k, v in row.items() if k != "wall_time" and v == v}  # noqa: E731
+        assert keep(x) == keep(y)
+
+
+def test_two_processes_equal_one_process_and_checkpoints_cross_process_counts(tmp_path):
+    """4 rows (2 settings x 2 seeds) on 2 processes x 2 devices against 1 process x 1 device;
+    then each run's checkpoint continues on the other layout (the 2-process run on 1 process
+    with 4 devices, the 1-device run on 2 processes), and they still agree row for row."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    first = ["--steps", "300"]
+    results = _launch([*SWEEP, "--run-dir", str(two), *first], processes=2)
+    for res in results:
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert "(4 rows over 4 devices, 2 processes)" in results[0].stdout
+    (res,) = _launch([*SWEEP, "--run-dir", str(one), *first], processes=1, devices=1)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "devices" not in res.stdout.splitlines()[0]  # one device: no split to report
+    # Process 0 wrote the files (4 rows, both seeds of both settings).
+    assert sorted(p.name for p in two.glob("policy_row*.npz")) == [
+        f"policy_row{i}.npz" for i in range(4)
+    ]
+    _same(run.read_metrics(two), run.read_metrics(one))
+    assert {r["rho"] for r in run.read_metrics(two)} == {0.3, 0.7}
+    again = ["--steps", "500", "--quiet"]
+    (res,) = _launch(["resume", str(two), *again], processes=1, devices=4)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "(4 rows over 4 devices, 1 processes)" in res.stdout
+    results = _launch(["resume", str(one), *again], processes=2)
+    for res in results:
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert "(4 rows over 4 devices, 2 processes)" in results[0].stdout
+    assert "finished" not in results[1].stdout  # only process 0 reports
+    rows_two, rows_one = run.read_metrics(two), run.read_metrics(one)
+    assert min(r["total_steps"] for r in rows_two if r["chunk"] == rows_two[-1]["chunk"]) >= 500
+    _same(rows_two, rows_one)
+
+
+def test_rows_that_do_not_split_over_the_processes_are_refused_by_every_process(tmp_path):
+    results = _launch([*TRAIN, "--num-seeds", "3", "--run-dir", str(tmp_path / "r")], processes=2)
+    for res in results:
+        assert res.returncode == 2
+        err = res.stderr.strip().splitlines()[-1]
+        assert "num_seeds: 3 rows" in err and "multiple of 2" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--num-processes", "2"], "coordinator: --num-processes/--process-id need --coordinator"),
+        (["--coordinator", "nohost"], "coordinator: expected HOST:PORT or auto, got 'nohost'"),
+        (["--coordinator", "127.0.0.1:1", "--process-id", "0"], "num_processes: need an int >= 1"),
+        (
+            ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
+            "process_id: need an int in [0, 1]",
+        ),
+    ],
+)
+def test_bad_multi_process_flags_are_one_line(tmp_path, capsys, argv, needle):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*TRAIN, "--run-dir", str(tmp_path / "r"), *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_one_process_splits_rows_over_its_devices_as_before():
+    """On one process `process_devices` is the local rule: the largest divisor of the rows."""
+    import jax
+
+    n = len(jax.devices())
+    for rows in (1, 2, 3, 4, 6, 8):
+        got = hosts.process_devices(rows)
+        assert len(got) == max(k for k in range(1, n + 1) if rows % k == 0)
+        assert all(d.process_index == 0 for d in got)
