@@ -20,7 +20,8 @@ from typing import Literal
 from benchmarks import common
 
 NAME = "suite"
-BENCHMARKS = ("td3_throughput", "loop_overhead", "slots_scaling", "sweep_rows", "time_efficiency",
+BENCHMARKS = ("td3_throughput", "loop_overhead", "slots_scaling", "sweep_rows", "hosts_rows",
+              "time_efficiency",
               "td3_curve", "learning_comparison")
 
 

@@ -145,3 +145,41 @@ def test_one_process_splits_rows_over_its_devices_as_before():
         got = hosts.process_devices(rows)
         assert len(got) == max(k for k in range(1, n + 1) if rows % k == 0)
         assert all(d.process_index == 0 for d in got)
+
+
+BRAX_ENV = """
+import sys
+import jax
+from aes_rl import hosts
+hosts.initialize(sys.argv[1], 2, int(sys.argv[2]))
+from aes_rl.envs import make_env
+env = make_env("hopper", "spring", 10)
+arrays = [x for x in jax.tree.leaves(vars(env.env)) if isinstance(x, jax.Array)]
+foreign = [x.shape for x in arrays if not x.is_fully_addressable]
+restored = jax.devices is not jax.local_devices and len(jax.devices()) == 2
+print("arrays", len(arrays), "foreign", foreign, "restored", restored)
+"""
+
+
+def test_a_brax_env_built_on_any_process_holds_only_its_own_arrays():
+    """MJX places Brax's physics model on `jax.devices()[0]`, process 0's device: on process 1
+    that copy is unreadable and a chunk that embeds it does not compile. `make_env` builds it
+    on the process's own device (and leaves `jax.devices` as it was)."""
+    coordinator = f"127.0.0.1:{_free_port()}"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BRAX_ENV, coordinator, str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        line = next(ln for ln in out.splitlines() if ln.startswith("arrays"))
+        count = int(line.split()[1])
+        assert count > 20 and "foreign [] restored True" in line, line

@@ -93,7 +93,27 @@ def make_env(name: str, backend: str = "spring", episode_length: int = 1000, **k
         )
     from brax import envs as brax_envs  # imported lazily: Brax's import is slow
 
-    return TimeLimit(brax_envs.get_environment(name, backend=backend, **kwargs), episode_length)
+    with _devices_of_this_process():
+        env = brax_envs.get_environment(name, backend=backend, **kwargs)
+    return TimeLimit(env, episode_length)
+
+
+@contextlib.contextmanager
+def _devices_of_this_process():
+    """Brax builds its physics model with MJX's `put_model`, which places it on
+    `jax.devices()[0]`. In a run over several processes (`aes_rl.hosts`) that is process 0's
+    device: the other processes' copies would hold nothing they can read, and their compiled
+    chunks could not embed the model. While an env is built on such a run, `jax.devices()`
+    answers this process's own devices (one process: nothing changes)."""
+    if jax.process_count() == 1:
+        yield
+        return
+    original = jax.devices
+    jax.devices = jax.local_devices
+    try:
+        yield
+    finally:
+        jax.devices = original
 
 
 class ProbeEnv(brax_base.Env):

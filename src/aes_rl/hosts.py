@@ -18,6 +18,7 @@ must be a multiple of P. Nothing here changes a one-process run.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -102,19 +103,28 @@ def global_rows(host: Any, sharding: jax.sharding.Sharding) -> Any:
 def fetch(tree: Any) -> Any:
     """A numpy copy of `tree` on this process, whole: rows held by other processes are
     gathered (every process must call this at the same point)."""
-    leaves = jax.tree.leaves(tree)
-    if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in leaves):
+    leaves, treedef = jax.tree.flatten(tree)
+    spread = [i for i, x in enumerate(leaves) if _is_spread(x)]
+    if not spread:
         return jax.device_get(tree)
-    from jax.experimental import multihost_utils
+    # One program gathers every spread leaf (replicated onto every device), not one each.
+    meshes = {leaves[i].sharding.mesh for i in spread}
+    if len(meshes) != 1:
+        raise ValueError("hosts.fetch: the arrays are split over different meshes")
+    gathered = _replicate(next(iter(meshes)))([leaves[i] for i in spread])
+    for i, x in zip(spread, gathered, strict=True):
+        leaves[i] = x.addressable_data(0)
+    return jax.device_get(jax.tree.unflatten(treedef, leaves))
 
-    return jax.tree.map(
-        lambda x: (
-            np.asarray(multihost_utils.process_allgather(x, tiled=True))
-            if isinstance(x, jax.Array) and not x.is_fully_addressable
-            else np.asarray(x)
-        ),
-        tree,
-    )
+
+def _is_spread(x: Any) -> bool:
+    return isinstance(x, jax.Array) and not x.is_fully_addressable
+
+
+@functools.lru_cache(maxsize=8)
+def _replicate(mesh: jax.sharding.Mesh):
+    everywhere = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(lambda xs: xs, out_shardings=everywhere)
 
 
 def any_process(flag: bool) -> bool:

@@ -18,6 +18,10 @@ A run directory holds:
 The compiled loop never talks to the host; everything here happens between chunks. SIGINT or
 SIGTERM stops after the running chunk and saves; a second signal exits at once (the previous
 checkpoint stays valid: orbax renames a checkpoint into place only when it is complete).
+On a run over several processes (`aes_rl.hosts`) every process runs this driver: the per-row
+counters and metrics are gathered to all of them after each chunk, so they stop, evaluate and
+save at the same chunk; process 0 alone writes the files above (each process writes its own
+rows into the checkpoints).
 The names of the split-out modules stay importable from here (`run.RunSettings`, ...).
 """
 
