@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 
+from aes_rl import hosts
 from benchmarks import common
 
 NAME = "hosts_rows"
@@ -96,16 +96,11 @@ if hosts.is_main():
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def measure(args: Args, processes: int, devices: int) -> dict:
     """One layout: `processes` child processes with `devices` forced host devices each."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = hosts.local_coordinator()
     procs = []
     for pid in range(processes):
         spec = dict(env=args.env, backend=args.backend, num_slots=args.num_slots,

@@ -6,7 +6,6 @@ The processes run on this machine (CPU collectives over TCP), each with 2 forced
 """
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +21,6 @@ TRAIN = ["train", *probe_flags(), "--eval-episodes", "2"]
 SWEEP = ["sweep", *probe_flags(), "--rho", "0.3", "0.7", "--num-seeds", "2", "--eval-episodes", "2"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _launch(argv: list[str], processes: int, devices: int = 2) -> list[subprocess.CompletedProcess]:
     """`aes-rl ARGV` as `processes` processes of one run (plain, for 1), each with `devices`
@@ -35,12 +29,12 @@ def _launch(argv: list[str], processes: int, devices: int = 2) -> list[subproces
     if processes == 1:
         cmds = [argv]
     else:
-        port = _free_port()
+        coordinator = hosts.local_coordinator()
         cmds = [
             [
                 *argv,
                 "--coordinator",
-                f"127.0.0.1:{port}",
+                coordinator,
                 "--num-processes",
                 str(processes),
                 "--process-id",
@@ -165,7 +159,7 @@ def test_a_brax_env_built_on_any_process_holds_only_its_own_arrays():
     """MJX places Brax's physics model on `jax.devices()[0]`, process 0's device: on process 1
     that copy is unreadable and a chunk that embeds it does not compile. `make_env` builds it
     on the process's own device (and leaves `jax.devices` as it was)."""
-    coordinator = f"127.0.0.1:{_free_port()}"
+    coordinator = hosts.local_coordinator()
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     procs = [
         subprocess.Popen(

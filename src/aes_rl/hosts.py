@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
+import socket
 from typing import Any
 
 import jax
@@ -62,6 +63,13 @@ def initialize(
     jax.distributed.initialize(
         coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
     )
+
+
+def local_coordinator() -> str:
+    """A free `127.0.0.1:PORT` for the processes of a run on this machine (tests, benchmarks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def count() -> int:
