@@ -16,7 +16,7 @@ from typing import Annotated
 
 import tyro
 
-from aes_rl import plot, sweep
+from aes_rl import hosts, plot, sweep
 from aes_rl.config import preset
 from aes_rl.flags import Backend, EnvName, RunFlags, fail, overrides_class, parse, sweep_values
 from experiments.common import CPU_NETS, run_grid, table, write_report
@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> Path:
         table(results),
         f"\n![ablation]({args.env}.png)\n",
     ]
-    plot.plot_runs([run_dir], args.out_dir / f"{args.env}.png", title=f"{args.env}: AES-RL rules")
+    if hosts.is_main():  # on a multi-process run, process 0 writes the outputs
+        plot.plot_runs(
+            [run_dir], args.out_dir / f"{args.env}.png", title=f"{args.env}: AES-RL rules"
+        )
     return write_report(args.out_dir / "ablation.md", report)
 
 

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import tyro
 
-from aes_rl import plot
+from aes_rl import hosts, plot
 from aes_rl.config import ALGOS, preset
 from aes_rl.flags import Algo, Backend, EnvName, RunFlags, chosen, fail, overrides_class, parse
 from experiments.common import CPU_NETS, run_grid, table, write_report
@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> Path:
             results.append((algo, run_grid(cfgs[env, algo], (), run_dir, args.flags)))
             dirs.append(run_dir)
         report += [f"## {env}\n", table(results), f"\n![{env}]({env}.png)\n"]
-        plot.plot_runs(dirs, args.out_dir / f"{env}.png", title=f"{env}: return of the mean policy")
+        if hosts.is_main():  # on a multi-process run, process 0 writes the outputs
+            plot.plot_runs(
+                dirs, args.out_dir / f"{env}.png", title=f"{env}: return of the mean policy"
+            )
     return write_report(args.out_dir / "comparison.md", report)
 
 

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import tyro
 
-from aes_rl import plot, run
+from aes_rl import hosts, plot, run
 from aes_rl.config import preset
 from aes_rl.flags import Backend, EnvName, RunFlags, chosen, fail, overrides_class, parse
 from experiments.common import CPU_NETS
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> Path:
         fail(PROG, str(err))
     run.enable_compilation_cache()
     out = run.train(cfg, settings)
+    if not hosts.is_main():  # on a multi-process run, process 0 writes the outputs
+        return args.run_dir
     png = plot.plot_runs(
         [args.run_dir],
         args.run_dir / "curve.png",
