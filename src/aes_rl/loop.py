@@ -486,7 +486,8 @@ def init_batch(cfg: Config | list[Config], seeds) -> TrainState:
         )
     hparams = stack_hparams(cfgs)
     sharding = row_sharding(len(seeds))
-    if sharding.mesh.size == 1:
+    if sharding.mesh.size == 1:  # a plain jit: its single-device outputs are laid out as the
+        # chunk's outputs are, so the chunk compiles once (a 1-device mesh would compile twice)
         keys = jnp.stack([jax.random.key(int(seed)) for seed in seeds])
         state = _jit_init(cfgs[0])(keys, hparams)
     else:  # every device initialises its own rows (on several processes: only those)
