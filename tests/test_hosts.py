@@ -21,7 +21,6 @@ TRAIN = ["train", *probe_flags(), "--eval-episodes", "2"]
 SWEEP = ["sweep", *probe_flags(), "--rho", "0.3", "0.7", "--num-seeds", "2", "--eval-episodes", "2"]
 
 
-
 def _launch(argv: list[str], processes: int, devices: int = 2) -> list[subprocess.CompletedProcess]:
     """`aes-rl ARGV` as `processes` processes of one run (plain, for 1), each with `devices`
     forced host devices; waits for all of them."""
@@ -98,6 +97,36 @@ def test_two_processes_equal_one_process_and_checkpoints_cross_process_counts(tm
     rows_two, rows_one = run.read_metrics(two), run.read_metrics(one)
     assert min(r["total_steps"] for r in rows_two if r["chunk"] == rows_two[-1]["chunk"]) >= 500
     _same(rows_two, rows_one)
+
+
+def _close(a: list[dict], b: list[dict]) -> None:
+    """Same rows, counts equal, measured values to rounding (batched kernels of other sizes
+    may round differently)."""
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        for key, u in x.items():
+            v = y[key]
+            if key == "wall_time" or u != u:  # noqa: PLR0124 (NaN: no value this chunk)
+                continue
+            if isinstance(u, float):
+                assert abs(u - v) <= 1e-3 * (1 + abs(v)), (key, u, v)
+            else:
+                assert u == v, (key, u, v)
+
+
+def test_rows_side_by_side_over_two_devices_equal_one_device(tmp_path):
+    """`--rows vmap` over 2 devices: each device runs its own rows side by side (a shard_map
+    around the vmap, so a row branch's "some row needs it" stays on the device and no
+    collective runs inside the chunk), and the rows agree with one device's."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    out = {}
+    for path, devices in ((two, 2), (one, 1)):
+        argv = [*SWEEP, "--rows", "vmap", "--run-dir", str(path), "--steps", "300"]
+        (res,) = _launch(argv, processes=1, devices=devices)
+        assert res.returncode == 0, res.stderr[-3000:]
+        out[devices] = res.stdout
+    assert "(4 rows over 2 devices, 1 processes)" in out[2]
+    _close(run.read_metrics(two), run.read_metrics(one))
 
 
 def test_rows_that_do_not_split_over_the_processes_are_refused_by_every_process(tmp_path):

@@ -1,8 +1,11 @@
 """Sweeps: traced hyper-parameters, many settings as rows of ONE compiled program."""
 
 import csv
+import dataclasses
+import functools
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -44,9 +47,15 @@ def assert_row_equals_alone(state, metrics, i, alone, alone_metrics, exact: bool
             dict(mean_rule=["fixed-linear", "baseline-relative"], var_rule=["fixed"]),
             "map",
         ),
-        ("aes-rl", dict(mean_rule=["fixed-sigmoid", "baseline-absolute"], rho=[0.3]), "vmap"),
+        (
+            "aes-rl",
+            dict(mean_rule=["fixed-sigmoid", "baseline-absolute"], warmup_steps=[20, 40]),
+            "vmap",
+        ),
         ("p-cem-rl", dict(rl_members=[1, 2], warmup_steps=[100, 200]), "map"),
+        ("p-cem-rl", dict(rl_members=[1, 2], warmup_steps=[100, 200]), "vmap"),
         ("td3", dict(critic_lr=[1e-3, 3e-3], policy_delay=[2, 3]), "map"),
+        ("td3", dict(critic_lr=[1e-3, 3e-3], policy_delay=[2, 3]), "vmap"),
     ],
 )
 def test_rows_of_a_sweep_share_one_compile_and_each_equals_its_separate_run(algo, grid, rows):
@@ -67,11 +76,79 @@ def test_rows_of_a_sweep_share_one_compile_and_each_equals_its_separate_run(algo
         r = expanded[i]
         alone, alone_m = loop.make_train_chunk(r.cfg, 1, 60)(loop.init_batch(r.cfg, [r.seed]))
         assert_row_equals_alone(state, metrics, i, alone, alone_m, exact=rows == "map")
+    if rows == "vmap" and algo != "td3":
+        # The rows' jobs differ, so branches ran for rows that did not need them (td3's rows
+        # differ by construction: policy_delay 2 and 3 take the delayed update apart).
+        jobs = np.concatenate(
+            [
+                np.asarray(metrics.arrived).reshape(n, -1),
+                np.asarray(state.counters.actor_steps)[:, None],
+            ],
+            axis=1,
+        )
+        assert not (jobs == jobs[:1]).all()
     # The settings matter: seed 0 of the first and of the last setting differ.
     a, b = one_row(state, 0), one_row(state, n - 2)
     assert expanded[0].seed == expanded[-2].seed == 0
     leaves = zip(jax.tree.leaves(a.learner), jax.tree.leaves(b.learner))
     assert not all(np.array_equal(x, y) for x, y in leaves)
+
+
+def _two_way_conds(jaxpr) -> int:
+    """`cond`s with two branches anywhere in a jaxpr (a `lax.switch` has more)."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == "cond" and len(eqn.params["branches"]) == 2
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    n += _two_way_conds(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    n += _two_way_conds(sub)
+    return n
+
+
+# One algorithm per family: the tick's branches are the family's and the loop's.
+@pytest.mark.parametrize("algo", ["aes-rl", "p-cem-rl", "td3"])
+def test_rows_side_by_side_keep_every_branch_of_the_tick(algo):
+    """Under `vmap` a cond on a row's predicate becomes a select: every row would pay every
+    branch (job assignment, tell, env resets, barriers) every tick. Side-by-side rows keep each
+    branch a branch, entered for the batch when some row needs it (`loop.row_cond`)."""
+    cfg = probe_cfg(algo, num_slots=1 if algo == "td3" else 4, warmup_steps=20)
+    one_state = loop.init_batch(cfg, [0])
+    state = loop.init_batch(cfg, [0, 1])
+    alone = jax.make_jaxpr(loop.make_train_chunk(cfg, 1, 3))(one_state)
+    rows = jax.make_jaxpr(loop.make_train_chunk(cfg, 2, 3, rows="vmap"))(state)
+    assert _two_way_conds(rows.jaxpr) == _two_way_conds(alone.jaxpr) > 0
+    # What a plain vmap of the tick does instead (the check above can fail):
+    plain = jax.vmap(functools.partial(loop.run_chunk, loop.build(cfg), num_ticks=3))
+    assert _two_way_conds(jax.make_jaxpr(plain)(state).jaxpr) == 0
+
+
+def test_row_cond_enters_its_branch_only_when_some_row_needs_it():
+    s = dataclasses.replace(loop.build(probe_cfg()), row_axis=loop.ROW_AXIS)
+    entered = []
+
+    def double(x):
+        jax.debug.callback(lambda: entered.append(1))
+        return 2.0 * x
+
+    def rows(pred, x):
+        return loop.row_cond(s, pred, double, lambda v: v, x)
+
+    f = jax.jit(jax.vmap(rows, axis_name=loop.ROW_AXIS))
+    x = jnp.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(f(jnp.array([False, False, False]), x), x)
+    jax.effects_barrier()
+    assert not entered  # no row needed it: not run
+    np.testing.assert_array_equal(f(jnp.array([False, True, False]), x), [1.0, 4.0, 3.0])
+    jax.effects_barrier()
+    assert entered  # one row needed it: run for the batch, the others keep their own
+    plain = dataclasses.replace(s, row_axis=None)  # one row: a plain cond
+    assert (
+        float(jax.jit(lambda p, v: loop.row_cond(plain, p, double, lambda u: u, v))(True, 3.0))
+        == 6.0
+    )
 
 
 def test_auto_rows_run_one_after_another_on_a_cpu():

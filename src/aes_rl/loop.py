@@ -242,6 +242,7 @@ class Setup:
     family: Family
     h: HParams | None = None  # set by `bind`
     strategy: Any = None  # the family's strategy (None without an ES); set by `bind`
+    row_axis: str | None = None  # the vmap axis name when rows run side by side (`row_cond`)
 
     def bind(self, h: HParams) -> Setup:
         """This setup for one row: its strategy and numbers built from traced values."""
@@ -318,6 +319,25 @@ def tree_where(mask: jax.Array, new, old):
     return jax.tree.map(sel, new, old)
 
 
+def row_cond(s: Setup, pred: jax.Array, true_fn: Callable, false_fn: Callable, operand):
+    """`lax.cond(pred, true_fn, false_fn, operand)` on this row's predicate, and the same work
+    for every row when rows run side by side (`s.row_axis`, `--rows vmap`).
+
+    Under vmap a per-row predicate turns a cond into a select: every row would compute
+    `true_fn` every tick. Here the branch is entered for the whole batch only in ticks where
+    some row of it needs it (a sum over the row axis, not a per-row branch); inside it each row
+    keeps its own outcome (the inner cond is a per-row select). `false_fn(x)` must leave `x`
+    as it is; a row whose predicate is false then gets exactly what a plain cond gives it."""
+    if s.row_axis is None:
+        return jax.lax.cond(pred, true_fn, false_fn, operand)
+    some_row = jax.lax.psum(pred.astype(jnp.int32), s.row_axis) > 0
+
+    def per_row(x):
+        return jax.lax.cond(pred, true_fn, false_fn, x)
+
+    return jax.lax.cond(some_row, per_row, false_fn, operand)
+
+
 def _tile(tree, w: int):
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (w,) + x.shape), tree)
 
@@ -329,7 +349,7 @@ def _reset_envs(s: Setup, env: EnvState, mask: jax.Array, key: jax.Array) -> Env
         fresh = jax.vmap(s.env.reset)(jax.random.split(key, mask.shape[0]))
         return tree_where(mask, fresh, e)
 
-    return jax.lax.cond(jnp.any(mask), reset, lambda e: e, env)
+    return row_cond(s, jnp.any(mask), reset, lambda e: e, env)
 
 
 def _mean(s: Setup, state: TrainState) -> jax.Array:
@@ -432,7 +452,7 @@ def _reset_side(s: Setup, side: SideEnvs | None, mask: jax.Array, key: jax.Array
             jnp.where(mask[:, None], True, sd.alive),
         )
 
-    return jax.lax.cond(jnp.any(mask), reset, lambda sd: sd, side)
+    return row_cond(s, jnp.any(mask), reset, lambda sd: sd, side)
 
 
 def _step_side(s: Setup, sl: Slots, allowed: jax.Array) -> tuple[Slots, jax.Array]:
@@ -451,7 +471,7 @@ def _step_side(s: Setup, sl: Slots, allowed: jax.Array) -> tuple[Slots, jax.Arra
             sd.alive & ~(live & (nxt.done > 0)),
         )
 
-    side = jax.lax.cond(jnp.any(evaluating), step, lambda sd: sd, side)
+    side = row_cond(s, jnp.any(evaluating), step, lambda sd: sd, side)
     ended = (sl.phase == MEAN_EVAL) & ~jnp.any(side.alive, axis=1)
     return sl.replace(side=side), ended
 
@@ -580,7 +600,7 @@ def _assign_if_free(s: Setup, state: TrainState, free: jax.Array, key: jax.Array
         return st.slots, st.counters, st.gen
 
     parts = (state.slots, state.counters, state.gen)
-    slots, counters, gen = jax.lax.cond(jnp.any(free), assign, lambda p: p, parts)
+    slots, counters, gen = row_cond(s, jnp.any(free), assign, lambda p: p, parts)
     return state.replace(slots=slots, counters=counters, gen=gen)
 
 
@@ -615,7 +635,8 @@ def _train_actors(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
         (params, opt, counter), n = jax.lax.scan(step, args, (keys, jnp.arange(rate.most)))
         return params, opt, counter, jnp.sum(n)
 
-    params, opt, counter, n = jax.lax.cond(
+    params, opt, counter, n = row_cond(
+        s,
         jnp.any(training),
         run,
         lambda a: a + (jnp.zeros((), jnp.int32),),
@@ -710,7 +731,7 @@ def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
             batch = replay.sample(state.buffer, k_batch, cfg.batch_size)
             return s.family.critic_update(s, lrn, batch, policy, k_noise)
 
-        learner = jax.lax.cond(ok, update, lambda lrn: lrn, learner)
+        learner = row_cond(s, ok, update, lambda lrn: lrn, learner)
         return (learner, done + ok), None
 
     keys = jax.random.split(key, rate.most)
@@ -860,8 +881,9 @@ def make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int | None = None, 
     Cached on the structure: configs that differ only in traced hyper-parameters (carried in
     the state) share one program. How the rows of one program run (`rows`):
     - `vmap`: side by side, one batched computation. It fills an accelerator whose single tick
-      is latency-bound, but every scalar `lax.cond` becomes a select, so each row pays for the
-      branches any row takes;
+      is latency-bound; every row does the same work in a tick: a branch of the tick (a job
+      assignment, a tell, an env reset) runs for the batch when some row of it needs it
+      (`row_cond`), each row keeping its own outcome;
     - `map`: one after another inside the program (`lax.map`), so every row keeps its real
       branches and costs what it does on its own; on several devices each device maps over
       its own rows (`shard_map`);
@@ -872,11 +894,14 @@ def make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int | None = None, 
     return _make_train_chunk(cfg.structure(), num_seeds, n, row_mode(rows))
 
 
+ROW_AXIS = "row"  # the vmap axis of rows run side by side (not the device mesh's "rows")
+
+
 @functools.lru_cache(maxsize=32)
 def _make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int, mode: str = "vmap"):
     s = build(cfg)
-    chunk = functools.partial(run_chunk, s, num_ticks=num_ticks)
     if num_seeds == 1:
+        chunk = functools.partial(run_chunk, s, num_ticks=num_ticks)
 
         def one(state):
             out = chunk(jax.tree.map(lambda x: x[0], state))
@@ -884,19 +909,24 @@ def _make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int, mode: str = "
 
         return jax.jit(one, donate_argnums=0)
     if mode == "vmap":
-        return jax.jit(jax.vmap(chunk), donate_argnums=0)
+        # Side by side: the tick's conds are entered when some row of the batch needs them
+        # (`row_cond`, a sum over this axis), never a select that every row pays each tick.
+        s = dataclasses.replace(s, row_axis=ROW_AXIS)
+        rows = jax.vmap(functools.partial(run_chunk, s, num_ticks=num_ticks), axis_name=ROW_AXIS)
+    else:
 
-    def one_by_one(state):
-        return jax.lax.map(chunk, state)
+        def rows(state):
+            return jax.lax.map(functools.partial(run_chunk, s, num_ticks=num_ticks), state)
 
     sharding = row_sharding(num_seeds)
     if sharding.mesh.size == 1:
-        return jax.jit(one_by_one, donate_argnums=0)
+        return jax.jit(rows, donate_argnums=0)
     spec = sharding.spec
-    # Rows are independent: no collective inside, so the per-device map needs no replication
-    # typing (check_vma off; lax.cond's branches would otherwise disagree on it).
+    # Each device runs its own rows (a vmap's row sums stay on the device): no collective
+    # inside, so no replication typing is needed (check_vma off; lax.cond's branches would
+    # otherwise disagree on it).
     per_device = jax.shard_map(
-        one_by_one, mesh=sharding.mesh, in_specs=spec, out_specs=spec, check_vma=False
+        rows, mesh=sharding.mesh, in_specs=spec, out_specs=spec, check_vma=False
     )
     return jax.jit(per_device, donate_argnums=0)
 

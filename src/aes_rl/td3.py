@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -153,8 +155,10 @@ def td3_step(
     actor: ActorSpec,
     critic: CriticSpec,
     policy_delay: int = 2,
+    cond: Callable = jax.lax.cond,
 ) -> tuple[TD3State, dict]:
-    """Standard TD3: critic every step; actor and both targets every `policy_delay` steps."""
+    """Standard TD3: critic every step; actor and both targets every `policy_delay` steps.
+    `cond` decides the delayed step (the loop passes its `row_cond`)."""
     cstate, closs = critic_step(state.critic, batch, state.actor_target, key, hp, actor, critic)
     steps = state.steps + 1
 
@@ -168,9 +172,7 @@ def td3_step(
         return cs, flat, opt, jnp.zeros((), jnp.float32)
 
     do_actor = steps % policy_delay == 0
-    cstate, flat, opt, aloss = jax.lax.cond(
-        do_actor, delayed, skip, (cstate, state.actor, state.actor_opt)
-    )
+    cstate, flat, opt, aloss = cond(do_actor, delayed, skip, (cstate, state.actor, state.actor_opt))
     target = jnp.where(do_actor, polyak(state.actor_target, flat, hp.tau), state.actor_target)
     new = TD3State(flat, target, opt, cstate, steps)
     return new, {"critic_loss": closs, "actor_loss": aloss}

@@ -64,7 +64,8 @@ def tell(s: Setup, state: TrainState, arrived, mean_rets):
     n_arr = loop.count(arrived)
     told = arrived & jnp.isfinite(sl.ret) & jnp.isfinite(mean_rets)
     n_told = loop.count(told)
-    es, ps = jax.lax.cond(
+    es, ps = loop.row_cond(
+        s,
         n_told > 0,
         lambda e: s.strategy.tell_many(e, sl.x, sl.ret, mean_rets, told),
         lambda e: (e, jnp.zeros(arrived.shape)),

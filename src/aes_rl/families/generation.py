@@ -104,7 +104,7 @@ def barriers(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
             return next_stage(s, parts[0], parts[1], counters, k)
 
         # The cond carries only the ES and the generation (never the replay buffer).
-        es, gen = jax.lax.cond(complete, go, lambda p: p, (state.es, gen))
+        es, gen = loop.row_cond(s, complete, go, lambda p: p, (state.es, gen))
         state = state.replace(es=es, gen=gen)
     return state
 

@@ -8,6 +8,8 @@ arrival and the slot starts another. There is no ES: the reported policy is the 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -54,7 +56,10 @@ def critic_target(s: Setup, state: TrainState, n_now):
 def critic_update(s: Setup, learner, batch, policy, key):
     """One joint TD3 update (the policy is the learner's own actor)."""
     del policy
-    return td3_lib.td3_step(learner, batch, key, s.hp, s.actor, s.critic, s.h.policy_delay)[0]
+    cond = functools.partial(loop.row_cond, s)
+    return td3_lib.td3_step(
+        learner, batch, key, s.hp, s.actor, s.critic, s.h.policy_delay, cond=cond
+    )[0]
 
 
 def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
