@@ -900,8 +900,12 @@ ROW_AXIS = "row"  # the vmap axis of rows run side by side (not the device mesh'
 @functools.lru_cache(maxsize=32)
 def _make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int, mode: str = "vmap"):
     s = build(cfg)
+    if num_seeds > 1 and mode == "vmap":
+        # Side by side: the tick's conds are entered when some row of the batch needs them
+        # (`row_cond`, a sum over this axis), never a select that every row pays each tick.
+        s = dataclasses.replace(s, row_axis=ROW_AXIS)
+    chunk = functools.partial(run_chunk, s, num_ticks=num_ticks)
     if num_seeds == 1:
-        chunk = functools.partial(run_chunk, s, num_ticks=num_ticks)
 
         def one(state):
             out = chunk(jax.tree.map(lambda x: x[0], state))
@@ -909,14 +913,11 @@ def _make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int, mode: str = "
 
         return jax.jit(one, donate_argnums=0)
     if mode == "vmap":
-        # Side by side: the tick's conds are entered when some row of the batch needs them
-        # (`row_cond`, a sum over this axis), never a select that every row pays each tick.
-        s = dataclasses.replace(s, row_axis=ROW_AXIS)
-        rows = jax.vmap(functools.partial(run_chunk, s, num_ticks=num_ticks), axis_name=ROW_AXIS)
+        rows = jax.vmap(chunk, axis_name=ROW_AXIS)
     else:
 
         def rows(state):
-            return jax.lax.map(functools.partial(run_chunk, s, num_ticks=num_ticks), state)
+            return jax.lax.map(chunk, state)
 
     sharding = row_sharding(num_seeds)
     if sharding.mesh.size == 1:
