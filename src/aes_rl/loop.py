@@ -23,8 +23,9 @@ in `aes_rl.families`) and their registry entry (`aes_rl.algorithms`): the tick n
 algorithm, and the state holds only the running family's parts.
 
 Rates may be fractions: a rate p/q gives floor((t+1) p/q) - floor(t p/q) units at tick t.
-Asynchrony is data: masks, counters and `jnp.where`; `lax.cond` only on scalar predicates.
-The whole `TrainState` carries a leading seed axis so several seeds share one program.
+Asynchrony is data: masks, counters and `jnp.where`; branches only on scalar predicates,
+through `row_cond`, which keeps them branches when rows run side by side (docs/algorithm.md
+§10). The whole `TrainState` carries a leading row axis so several rows share one program.
 """
 
 from __future__ import annotations
