@@ -16,7 +16,9 @@ from helpers import probe_flags, wait_for
 from aes_rl import cli
 
 # a big buffer makes every save take a while, so a kill can land inside one
-FLAGS = probe_flags(warmup_steps=300, num_slots=3, buffer_size=400_000, steps=12_000)
+# about 70 chunks: room for the ten cuts (1 to 3 chunks each, plus the chunk a SIGINT or
+# SIGTERM finishes) and a final resume that still has chunks to run
+FLAGS = probe_flags(warmup_steps=300, num_slots=3, buffer_size=400_000, steps=4_000)
 CLI = [sys.executable, "-c", "from aes_rl.cli import main; main()"]
 
 
