@@ -19,6 +19,7 @@ Every benchmark module does the same four things, in this order:
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import datetime
 import json
 import os
@@ -81,7 +82,8 @@ class BenchFlags:
     MEASURES_COMPILE: ClassVar[bool] = False
 
     quick: Flag = False
-    """Tiny budgets and one env: a smoke test that takes about a minute."""
+    """Tiny budgets and one env for the settings left at their defaults (those given keep
+    their values): a smoke test that takes about a minute."""
     cache: Literal["shared", "fresh"] | None = None
     """Persistent compilation cache: 'shared' ($AES_RL_JAX_CACHE or ~/.cache/aes_rl/jax) or
     'fresh' (an empty temporary one, so compile times are real compiles). Default: fresh for
@@ -138,6 +140,25 @@ def parse(cls: type[A], argv, module: str, doc: str | None) -> A:
     args = parse_flags(cls, argv, f"python -m {module}", (doc or "").splitlines()[0] or None)
     if not Path(args.results).is_absolute():
         args.results = str(BENCH_DIR.parent / args.results)
+    return args
+
+
+def quick(args: A, **budgets) -> A:
+    """`--quick`: set the tiny `budgets` (by field name) on the flags still at their defaults;
+    a flag given on the command line keeps its value (`--quick --num-rows 1 8` times 1 and 8
+    rows on quick budgets). Without `--quick`, nothing changes."""
+    if args.quick:
+        defaults = {f.name: f for f in dataclasses.fields(args)}
+        for name, value in budgets.items():
+            f = defaults[name]  # a KeyError here is a typo in the benchmark
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:  # a required flag is always given
+                continue
+            if getattr(args, name) == default:
+                setattr(args, name, value)
     return args
 
 

@@ -43,9 +43,8 @@ class Args(common.LoopFlags):
 
 def parse_args(argv=None) -> Args:
     args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
-    if args.quick:
-        args.num_rows, args.ticks, args.repeats, args.settle_ticks = 4, 20, 2, 20
-        args.warmup_steps, args.layouts = 200, ("1x1", "2x1")
+    common.quick(args, num_rows=4, ticks=20, repeats=2, settle_ticks=20, warmup_steps=200,
+                 layouts=("1x1", "2x1"))
     for layout in args.layouts:
         p, _, d = layout.partition("x")
         if not (p.isdigit() and d.isdigit() and int(p) >= 1 and int(d) >= 1):

@@ -79,9 +79,8 @@ class Args(common.BenchFlags):
 
 def parse_args(argv=None) -> Args:
     args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
-    if args.quick:
-        args.steps, args.num_seeds, args.chunks, args.envs = 600, 2, 1, args.envs[:1]
-        args.eval_episodes, args.final_episodes, args.warmup_steps = 2, 2, 500
+    common.quick(args, steps=600, num_seeds=2, chunks=1, envs=args.envs[:1], eval_episodes=2,
+                 final_episodes=2, warmup_steps=500)
     if args.out is None:
         base = Path(tempfile.gettempdir()) if args.quick else common.BENCH_DIR
         args.out = str(base / f"learning_comparison{'_quick' if args.quick else ''}")

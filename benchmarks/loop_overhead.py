@@ -54,8 +54,7 @@ class Args(common.LoopFlags):
 
 def parse_args(argv=None) -> Args:
     args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
-    if args.quick:
-        args.ticks, args.repeats, args.warmup_steps, args.settle_steps = 200, 2, 500, 300
+    common.quick(args, ticks=200, repeats=2, warmup_steps=500, settle_steps=300)
     return args
 
 

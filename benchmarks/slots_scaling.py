@@ -36,9 +36,8 @@ class Args(common.LoopFlags):
 
 def parse_args(argv=None) -> Args:
     args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
-    if args.quick:
-        args.num_slots, args.ticks, args.repeats = (5, 16), 100, 2
-        args.warmup_steps, args.settle_steps = 500, 300
+    common.quick(args, num_slots=(5, 16), ticks=100, repeats=2, warmup_steps=500,
+                 settle_steps=300)
     return args
 
 

@@ -68,10 +68,8 @@ class Args(common.LoopFlags):
 
 def parse_args(argv=None) -> Args:
     args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
-    if args.quick:
-        args.num_rows, args.ticks, args.repeats, args.settle_ticks = (1, 4), 20, 2, 20
-        args.warmup_steps, args.sweep_steps, args.devices = 200, 400, (1, 2)
-        args.device_rows = 4
+    common.quick(args, num_rows=(1, 4), ticks=20, repeats=2, settle_ticks=20, warmup_steps=200,
+                 sweep_steps=400, devices=(1, 2), device_rows=4)
     return args
 
 

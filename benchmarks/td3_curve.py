@@ -50,9 +50,8 @@ class Args(common.BenchFlags):
 
 def parse_args(argv=None) -> Args:
     args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
-    if args.quick:
-        args.steps, args.chunks, args.eval_episodes = 2_000, 2, 2
-        args.warmup_steps, args.actor_hidden, args.critic_hidden = 1_000, (64, 64), (64, 64)
+    common.quick(args, steps=2_000, chunks=2, eval_episodes=2, warmup_steps=1_000,
+                 actor_hidden=(64, 64), critic_hidden=(64, 64))
     if args.out is None:
         base = Path(tempfile.gettempdir()) if args.quick else common.BENCH_DIR
         args.out = str(base / f"td3_{args.env}_curve{'_quick' if args.quick else ''}")

@@ -57,11 +57,9 @@ class Args(common.BenchFlags):
 
 def parse_args(argv=None) -> Args:
     args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
-    if args.quick:
-        args.envs, args.backends = args.envs[:1], args.backends[:1]
-        args.raw_calls, args.scan_steps, args.repeats = 50, 0, 2
-        args.ticks, args.warmup_steps = 200, 200
-        args.actor_hidden, args.critic_hidden = (64, 64), (64, 64)
+    common.quick(args, envs=args.envs[:1], backends=args.backends[:1], raw_calls=50,
+                 scan_steps=0, repeats=2, ticks=200, warmup_steps=200, actor_hidden=(64, 64),
+                 critic_hidden=(64, 64))
     return args
 
 

@@ -90,10 +90,8 @@ class Args(common.BenchFlags):
 
 def parse_args(argv=None) -> Args:
     args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
-    if args.quick:
-        args.envs, args.steps, args.warmup_steps = args.envs[:1], 1_500, 500
-        args.ticks_per_chunk, args.ratios, args.sweep_steps = 50, (0.3, 3), 1_000
-        args.clocks = args.clocks[:1]
+    common.quick(args, envs=args.envs[:1], steps=1_500, warmup_steps=500, ticks_per_chunk=50,
+                 ratios=(0.3, 3), sweep_steps=1_000, clocks=args.clocks[:1])
     return args
 
 

@@ -67,6 +67,18 @@ def test_benchmark_settings_are_spelled_as_train_spells_them(name):
     assert args.quick and args.no_write
 
 
+def test_quick_shrinks_only_the_settings_left_at_their_defaults():
+    mod = _benchmark("sweep_rows")
+    full = mod.parse_args(["--no-write"])
+    quick = mod.parse_args(["--quick", "--no-write"])
+    assert (full.ticks, full.num_rows, full.devices) == (100, (1, 8, 32), (1, 2, 4))
+    assert (quick.ticks, quick.num_rows, quick.devices) == (20, (1, 4), (1, 2))
+    given = mod.parse_args(["--quick", "--no-write", "--num-rows", "1", "8", "--devices"])
+    assert (given.ticks, given.num_rows, given.devices) == (20, (1, 8), ())
+    envs = _benchmark("time_efficiency").parse_args(["--quick", "--no-write"]).envs
+    assert len(envs) == 1  # one env on quick budgets
+
+
 def test_run_flags_become_run_settings():
     f = flags.RunFlags(steps=700, seed=3, num_seeds=2, no_buffer=True, quiet=True, rows="map")
     s = f.settings("runs/x", grid=(("rho", (0.2, 0.4)),))
