@@ -148,15 +148,10 @@ def quick(args: A, **budgets) -> A:
     a flag given on the command line keeps its value (`--quick --num-rows 1 8` times 1 and 8
     rows on quick budgets). Without `--quick`, nothing changes."""
     if args.quick:
-        defaults = {f.name: f for f in dataclasses.fields(args)}
+        fields = {f.name: f for f in dataclasses.fields(args)}
         for name, value in budgets.items():
-            f = defaults[name]  # a KeyError here is a typo in the benchmark
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:  # a required flag is always given
-                continue
+            f = fields[name]  # a KeyError here is a typo in the benchmark
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             if getattr(args, name) == default:
                 setattr(args, name, value)
     return args
