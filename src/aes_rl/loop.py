@@ -327,8 +327,9 @@ def row_cond(s: Setup, pred: jax.Array, true_fn: Callable, false_fn: Callable, o
     Under vmap a per-row predicate turns a cond into a select: every row would compute
     `true_fn` every tick. Here the branch is entered for the whole batch only in ticks where
     some row of it needs it (a sum over the row axis, not a per-row branch); inside it each row
-    keeps its own outcome (the inner cond is a per-row select). `false_fn(x)` must leave `x`
-    as it is; a row whose predicate is false then gets exactly what a plain cond gives it."""
+    keeps its own outcome (the inner cond is a per-row select). Either way each row gets what a
+    plain cond on its own predicate gives it: `false_fn(x)` when no row needs the branch, its
+    own choice of the two when some row does."""
     if s.row_axis is None:
         return jax.lax.cond(pred, true_fn, false_fn, operand)
     some_row = jax.lax.psum(pred.astype(jnp.int32), s.row_axis) > 0
