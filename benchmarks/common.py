@@ -12,7 +12,7 @@ Every benchmark module does the same four things, in this order:
    `compile_jitted` (`jitted.lower(...).compile()`);
 4. `session.finish(title, tables, notes)` prints the tables and replaces its own section of
    `benchmarks/RESULTS.md` (between `<!-- NAME:start -->` and `<!-- NAME:end -->`; `NAME-quick`
-   for `--quick` runs) with the figures, the exact command, the machine, the library versions
+   for `--quick` runs, `NAME-gpu` for runs on a GPU backend) with the figures, the exact command, the machine, the library versions
    and the date.
 """
 
@@ -440,8 +440,11 @@ class Session:
         body = "\n\n".join(parts) + "\n"
         print("\n" + body, flush=True)
         if not self.args.no_write:
-            # Quick runs get their own section, so a smoke test never replaces real figures.
-            key = self.name + ("-quick" if self.args.quick else "")
+            # Quick runs get their own section, so a smoke test never replaces real figures;
+            # so do runs on another backend (a GPU's figures sit beside this CPU's).
+            backend = jax.default_backend()
+            key = (self.name + ("-quick" if self.args.quick else "")
+                   + ("" if backend == "cpu" else f"-{backend}"))
             write_section(key, body, self.args.results)
             print(f"wrote section '{key}' of {self.args.results}", flush=True)
         if self.args.summary_json:

@@ -119,6 +119,8 @@ def row_scaling(args) -> tuple[str, list[dict]]:
             out.append(dict(mode="-" if n == 1 else mode, rows=n, ms=ms, speedup=n * base / ms,
                             per_row=ms / (n * base), compile_s=compile_s,
                             job_end=float(np.mean(np.concatenate(ended)))))
+            common.log(f"  {ms:.3f} ms / tick, throughput {n * base / ms:.2f}x one row, "
+                       f"compile {compile_s:.1f} s")
     cpu = jax.default_backend() == "cpu"
 
     def target(r):  # the CPU's on the tick ratio; a GPU's on the throughput of vmap rows
