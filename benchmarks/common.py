@@ -12,8 +12,8 @@ Every benchmark module does the same four things, in this order:
    `compile_jitted` (`jitted.lower(...).compile()`);
 4. `session.finish(title, tables, notes)` prints the tables and replaces its own section of
    `benchmarks/RESULTS.md` (between `<!-- NAME:start -->` and `<!-- NAME:end -->`; `NAME-quick`
-   for `--quick` runs, `NAME-gpu` for runs on a GPU backend) with the figures, the exact command, the machine, the library versions
-   and the date.
+   for `--quick` runs, `NAME-gpu` for runs on a GPU) with the figures, the exact command, the
+   machine, the library versions and the date.
 """
 
 from __future__ import annotations
@@ -354,7 +354,53 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int 
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ profiles
+
+
+def traced(fn: Callable, arg, trace_dir: Path | str):
+    """Run `fn(arg)` once under `jax.profiler.trace`, writing a Perfetto trace to trace_dir."""
+    with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
+        out = jax.block_until_ready(fn(arg))
+    return out
+
+
+def trace_summary(trace_dir: Path | str, per: int, top: int = 12) -> list[dict]:
+    """Where the time of a traced run went: the `top` events by total duration.
+
+    Reads the newest `perfetto_trace.json.gz` under trace_dir. Events are grouped by the
+    process that recorded them (the host's XLA thunks, a GPU's kernels and copies) and their
+    name; `per` divides counts and durations (say, the ticks of the traced chunk). Events nest
+    (a while loop holds its body's), so totals of different rows overlap.
+    """
+    import gzip
+
+    paths = sorted(Path(trace_dir).glob("**/perfetto_trace.json.gz"), key=os.path.getmtime)
+    if not paths:
+        raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir}")
+    with gzip.open(paths[-1], "rt") as f:
+        data = json.load(f)
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    names = {e["pid"]: e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
+    total: dict[tuple[str, str], list[float]] = {}
+    for e in events:
+        if e.get("ph") != "X" or str(e.get("name", "")).startswith("$"):
+            continue  # "$file:line" events are Python frames of the host, not the program
+        key = (names.get(e.get("pid"), str(e.get("pid"))), e["name"])
+        acc = total.setdefault(key, [0, 0.0])
+        acc[0] += 1
+        acc[1] += float(e.get("dur", 0.0))
+    ranked = sorted(total.items(), key=lambda kv: -kv[1][1])[:top]
+    return [dict(process=k[0], name=k[1], calls=v[0] / per, us=v[1] / per) for k, v in ranked]
+
+
 # ------------------------------------------------------------------ RESULTS.md
+
+
+def section_key(name: str, quick: bool, backend: str) -> str:
+    """The RESULTS.md section a run writes: quick runs get their own, so a smoke test never
+    replaces real figures; so do runs on a backend other than the CPU (a GPU's sit beside)."""
+    return name + ("-quick" if quick else "") + ("" if backend == "cpu" else f"-{backend}")
 
 
 def write_section(name: str, body: str, path: Path | str = RESULTS) -> None:
@@ -440,11 +486,7 @@ class Session:
         body = "\n\n".join(parts) + "\n"
         print("\n" + body, flush=True)
         if not self.args.no_write:
-            # Quick runs get their own section, so a smoke test never replaces real figures;
-            # so do runs on another backend (a GPU's figures sit beside this CPU's).
-            backend = jax.default_backend()
-            key = (self.name + ("-quick" if self.args.quick else "")
-                   + ("" if backend == "cpu" else f"-{backend}"))
+            key = section_key(self.name, self.args.quick, jax.default_backend())
             write_section(key, body, self.args.results)
             print(f"wrote section '{key}' of {self.args.results}", flush=True)
         if self.args.summary_json:

@@ -16,6 +16,10 @@ Three measurements, AES-RL on Brax (spring backend by default):
 3. Rows per second against the device count, on forced host devices (a subprocess per count
    with `--xla_force_host_platform_device_count`): the row axis is sharded over the devices.
    On a 2-core CPU the "devices" share the cores, so this shows that sharding runs, not speed.
+
+`--profile 1 32` also traces one chunk of those row counts with `jax.profiler` and tabulates
+the events that took the most time per tick (on a GPU: its kernels, copies and the host's
+waits), to find where a batch's tick spends its time.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import jax
@@ -64,6 +69,12 @@ class Args(common.LoopFlags):
     """Forced host device counts (none: skip part 3)."""
     device_rows: int = 8
     """Rows of the forced-device measurement."""
+    profile: tuple[int, ...] = ()
+    """Row counts whose timed program runs one more chunk under `jax.profiler` (a Perfetto
+    trace under --profile-dir/<mode>-<rows>), summarised as the events that took the most
+    time per tick (none: no profile)."""
+    profile_dir: str = "profiles"
+    """Where the traces go (relative paths: from the current directory)."""
 
 
 def parse_args(argv=None) -> Args:
@@ -110,17 +121,25 @@ def row_scaling(args) -> tuple[str, list[dict]]:
             compiled, compile_s = common.compile_jitted(chunk, state)
             state = past_warmup(cfg, state, compiled, args.settle_ticks, args.ticks)
             times, ended = [], []
+            steps0 = int(jax.device_get(state.counters.total_steps).sum())
             for _ in range(args.repeats):
                 (state, metrics), dt = common.timed(compiled, state)
                 times.append(dt)
                 ended.append(jax.device_get(metrics.arrived).any(axis=2).any(axis=0))
             ms = 1e3 * common.Stats.of(times).median / args.ticks
+            steps = int(jax.device_get(state.counters.total_steps).sum()) - steps0
             base = base or ms
             out.append(dict(mode="-" if n == 1 else mode, rows=n, ms=ms, speedup=n * base / ms,
                             per_row=ms / (n * base), compile_s=compile_s,
-                            job_end=float(np.mean(np.concatenate(ended)))))
+                            job_end=float(np.mean(np.concatenate(ended))),
+                            steps_per_s=steps / sum(times),
+                            row_tick_steps=steps / (n * args.ticks * args.repeats)))
             common.log(f"  {ms:.3f} ms / tick, throughput {n * base / ms:.2f}x one row, "
                        f"compile {compile_s:.1f} s")
+            if n in args.profile:
+                where = Path(args.profile_dir) / f"{mode}-{n}"
+                state, _ = common.traced(compiled, state, where)
+                out[-1]["profile"] = common.trace_summary(where, per=args.ticks)
     cpu = jax.default_backend() == "cpu"
 
     def target(r):  # the CPU's on the tick ratio; a GPU's on the throughput of vmap rows
@@ -131,9 +150,16 @@ def row_scaling(args) -> tuple[str, list[dict]]:
 
     table = common.md_table(
         ["rows mode", "rows", "ms / tick", "throughput vs 1 row (N t1 / tN)",
-         "tick vs N single ticks", "target", "ticks where some row's job ended", "compile s"],
+         "tick vs N single ticks", "target", "ticks where some row's job ended",
+         "counted steps / s (all rows)", "counted steps / row-tick", "compile s"],
         [[r["mode"], r["rows"], r["ms"], r["speedup"], r["per_row"], target(r), r["job_end"],
-          r["compile_s"]] for r in out])
+          r["steps_per_s"], r["row_tick_steps"], r["compile_s"]] for r in out])
+    for r in (r for r in out if "profile" in r):
+        table += (f"\n\nWhere a tick's time went, {r['mode']} with {r['rows']} row(s) (one "
+                  "traced chunk, slowed by the tracing; events nest, so rows overlap):\n\n")
+        table += common.md_table(["recorded by", "event", "calls / tick", "us / tick"],
+                                 [[p["process"], p["name"][:60], p["calls"], p["us"]]
+                                  for p in r["profile"]])
     return table, out
 
 
@@ -239,7 +265,10 @@ def main(argv=None) -> None:
         f"AES-RL, Brax {args.env} ({args.backend}), nets {args.nets}, W={args.num_slots}, paper "
         f"clock, warm-up {args.warmup_steps} counted steps; row scaling timed over "
         f"{args.repeats} chunks of {args.ticks} ticks (median) after {args.settle_ticks} ticks "
-        "past the warm-up. 'tick vs N single ticks' = t(N) / (N t(1)).",
+        "past the warm-up. 'tick vs N single ticks' = t(N) / (N t(1)). Throughput is per tick, "
+        "the clock's unit of work, the same for every row; counted env steps per tick move "
+        "with the mix of rolling-out and training slots in the timed window (the last two "
+        "columns, over all timed chunks), so a ratio of counted steps is noisier.",
         "On a GPU one tick is latency-bound (the chip idles inside it), so batched (`vmap`) "
         "rows should cost little there; on this CPU every row's work is real work. `vmap` "
         "is the fixed-work tick: each branch of the tick (job assignment, tell, env resets, "
