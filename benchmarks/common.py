@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import datetime
+import gzip
 import json
 import os
 import platform
@@ -372,8 +373,6 @@ def trace_summary(trace_dir: Path | str, per: int, top: int = 12) -> list[dict]:
     name; `per` divides counts and durations (say, the ticks of the traced chunk). Events nest
     (a while loop holds its body's), so totals of different rows overlap.
     """
-    import gzip
-
     paths = sorted(Path(trace_dir).glob("**/perfetto_trace.json.gz"), key=os.path.getmtime)
     if not paths:
         raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir}")
