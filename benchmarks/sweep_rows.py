@@ -6,7 +6,7 @@ Three measurements, AES-RL on Brax (spring backend by default):
    warm-up, and the throughput against one row (N x t(1) / t(N)), with the rows run one after
    another (`map`), side by side with the fixed-work tick (`vmap`: a branch runs for the batch
    in the ticks where some row needs it), and side by side under a plain vmap of the tick
-   (`vmap-select`: every branch a select, the reference); with the fraction of ticks in which
+   (`select`: every branch a select, the reference); with the fraction of ticks in which
    some row's job ended. The CPU target is t(N) <= 1.2 N t(1); on a GPU, 8 rows at least 6x
    and 32 rows at least 20x one row's throughput (`vmap`).
 2. An 8-row sweep (the ablation's 4 mean x 2 variance rules) as ONE program against the same 8
@@ -24,7 +24,6 @@ waits), to find where a batch's tick spends its time.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -51,9 +50,9 @@ class Args(common.LoopFlags):
     """W worker slots."""
     num_rows: tuple[int, ...] = (1, 8, 32)
     """Rows (seeds of one setting) per program: each count is measured."""
-    rows: tuple[Literal["map", "vmap", "vmap-select"], ...] = ("map", "vmap", "vmap-select")
+    rows: tuple[Literal["map", "vmap", "select"], ...] = ("map", "vmap", "select")
     """How the rows run in the program (as `aes-rl train --rows`): each mode is measured.
-    `vmap-select` is the reference the fixed-work tick replaced: a plain vmap of the tick, in
+    `select` is the reference the fixed-work tick replaced: a plain vmap of the tick, in
     which every branch is a per-row select that every row pays every tick."""
     ticks: int = 100
     """Ticks per timed chunk."""
@@ -99,12 +98,6 @@ def past_warmup(cfg, state, compiled, settle_ticks: int, ticks: int):
     return state
 
 
-def plain_vmap_chunk(cfg, ticks: int):
-    """The tick under a plain vmap (no row axis name): each of its conds becomes a select."""
-    chunk = functools.partial(loop.run_chunk, loop.build(cfg.structure()), num_ticks=ticks)
-    return jax.jit(jax.vmap(chunk), donate_argnums=0)
-
-
 def row_scaling(args) -> tuple[str, list[dict]]:
     cfg = make_cfg(args)
     out, base = [], None
@@ -114,10 +107,7 @@ def row_scaling(args) -> tuple[str, list[dict]]:
                 continue  # one row runs on its own in every mode
             common.log(f"row scaling: {n} row(s), {mode}")
             state = loop.init_batch(cfg, tuple(range(n)))
-            if mode == "vmap-select" and n > 1:
-                chunk = plain_vmap_chunk(cfg, args.ticks)
-            else:
-                chunk = loop.make_train_chunk(cfg, n, args.ticks, rows=mode.split("-")[0])
+            chunk = loop.make_train_chunk(cfg, n, args.ticks, rows=mode)
             compiled, compile_s = common.compile_jitted(chunk, state)
             state = past_warmup(cfg, state, compiled, args.settle_ticks, args.ticks)
             times, ended = [], []
@@ -273,7 +263,7 @@ def main(argv=None) -> None:
         "rows should cost little there; on this CPU every row's work is real work. `vmap` "
         "is the fixed-work tick: each branch of the tick (job assignment, tell, env resets, "
         "barriers) runs for the whole batch in the ticks where some row needs it "
-        "(`loop.row_cond`), so a tick costs the same for every row; `vmap-select` is a plain "
+        "(`loop.row_cond`), so a tick costs the same for every row; `select` is a plain "
         "vmap of the tick, where each branch is a select every row pays every tick. 'ticks "
         "where some row's job ended' is how often the job-end branches (tell, assignment) "
         "ran for the batch. `map` runs the rows one after another inside the program, each "

@@ -50,6 +50,7 @@ def call(capsys, *argv):
         (["train", "--keep", "0"], "keep: must be an int in [1, 2^31-1], got 0"),
         (["train", "--mean-eval", "both"], "mean_eval: unknown 'both'; allowed: sequential, para"),
         (["train", "--cost-model", "gpu"], "cost_model: unknown 'gpu'; allowed: paper, device"),
+        (["train", "--rows", "both"], "'--rows'"),
         (["train", "--parallel-critic"], "parallel_critic: only p-cem-rl has a parallel-critic"),
         (
             ["train", "--cost-model", "paper", "--actor-steps-per-tick", "2"],

@@ -2,7 +2,6 @@
 
 import csv
 import dataclasses
-import functools
 
 import jax
 import jax.extend
@@ -22,7 +21,7 @@ def one_row(state, i):
 def assert_row_equals_alone(state, metrics, i, alone, alone_metrics, exact: bool):
     """Row i of a batched run equals the same setting run alone (one row, un-batched):
     bit for bit when rows run one after another (`map`); to rounding side by side (`vmap`,
-    whose batched kernels may round differently)."""
+    `select`: batched kernels may round differently)."""
     row = one_row(state, i)
     if exact:
         assert_trees_equal(row, alone)
@@ -52,6 +51,11 @@ def assert_row_equals_alone(state, metrics, i, alone, alone_metrics, exact: bool
             dict(mean_rule=["fixed-sigmoid", "baseline-absolute"], warmup_steps=[20, 40]),
             "vmap",
         ),
+        (
+            "aes-rl",
+            dict(mean_rule=["fixed-sigmoid", "baseline-absolute"], warmup_steps=[20, 40]),
+            "select",
+        ),
         ("p-cem-rl", dict(rl_members=[1, 2], warmup_steps=[100, 200]), "map"),
         ("p-cem-rl", dict(rl_members=[1, 2], warmup_steps=[100, 200]), "vmap"),
         ("td3", dict(critic_lr=[1e-3, 3e-3], policy_delay=[2, 3]), "map"),
@@ -76,7 +80,7 @@ def test_rows_of_a_sweep_share_one_compile_and_each_equals_its_separate_run(algo
         r = expanded[i]
         alone, alone_m = loop.make_train_chunk(r.cfg, 1, 60)(loop.init_batch(r.cfg, [r.seed]))
         assert_row_equals_alone(state, metrics, i, alone, alone_m, exact=rows == "map")
-    if rows == "vmap" and algo != "td3":
+    if rows != "map" and algo != "td3":
         # The rows' jobs differ, so branches ran for rows that did not need them (td3's rows
         # differ by construction: policy_delay 2 and 3 take the delayed update apart).
         jobs = np.concatenate(
@@ -120,9 +124,9 @@ def test_rows_side_by_side_keep_every_branch_of_the_tick(algo):
     alone = jax.make_jaxpr(loop.make_train_chunk(cfg, 1, 3))(one_state)
     rows = jax.make_jaxpr(loop.make_train_chunk(cfg, 2, 3, rows="vmap"))(state)
     assert _two_way_conds(rows.jaxpr) == _two_way_conds(alone.jaxpr) > 0
-    # What a plain vmap of the tick does instead (the check above can fail):
-    plain = jax.vmap(functools.partial(loop.run_chunk, loop.build(cfg), num_ticks=3))
-    assert _two_way_conds(jax.make_jaxpr(plain)(state).jaxpr) == 0
+    # What a plain vmap of the tick (`select`) does instead (the check above can fail):
+    plain = jax.make_jaxpr(loop.make_train_chunk(cfg, 2, 3, rows="select"))(state)
+    assert _two_way_conds(plain.jaxpr) == 0
 
 
 def test_row_cond_enters_its_branch_only_when_some_row_needs_it():
@@ -153,7 +157,7 @@ def test_row_cond_enters_its_branch_only_when_some_row_needs_it():
 
 def test_auto_rows_run_one_after_another_on_a_cpu():
     assert loop.row_mode("auto") == ("map" if jax.default_backend() == "cpu" else "vmap")
-    with pytest.raises(ValueError, match="rows: unknown 'both'"):
+    with pytest.raises(ValueError, match="rows: unknown 'both'; allowed: auto, map, vmap, select"):
         loop.row_mode("both")
 
 

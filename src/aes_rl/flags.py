@@ -32,7 +32,7 @@ from aes_rl.envs import BACKENDS, ENV_NAMES
 
 Algo = Literal[ALGOS]  # type: ignore[valid-type]
 EnvName = Literal[ENV_NAMES]  # type: ignore[valid-type]
-RowMode = Literal["auto", "map", "vmap"]
+RowMode = Literal["auto", "map", "vmap", "select"]
 BackendName = Literal[BACKENDS]  # type: ignore[valid-type]
 Flag = tyro.conf.FlagCreatePairsOff[bool]  # --quiet, not --quiet/--no-quiet
 Backend = Annotated[
@@ -89,7 +89,8 @@ class RunFlags:
     debug_nans: Flag = False
     """Turn on JAX's NaN checks (slow) to find the operation that makes a NaN."""
     rows: RowMode = "auto"
-    """map (rows one after another), vmap (side by side; fills a GPU); auto: map on CPU."""
+    """map (rows one after another), vmap (side by side; fills a GPU), select (side by side,
+    every branch a select); auto: map on CPU, vmap elsewhere."""
     coordinator: Coordinator = None
     """HOST:PORT of process 0 to split the rows over several processes (hosts), or auto (a
     cluster JAX detects: SLURM, Open MPI, TPU). Every process runs the same command."""

@@ -865,7 +865,7 @@ def run_chunk(s: Setup, state: TrainState, num_ticks: int) -> tuple[TrainState, 
     return jax.lax.scan(functools.partial(tick, s), state, None, length=num_ticks)
 
 
-ROW_MODES = ("auto", "map", "vmap")
+ROW_MODES = ("auto", "map", "vmap", "select")
 
 
 def row_mode(mode: str = "auto") -> str:
@@ -886,6 +886,9 @@ def make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int | None = None, 
       is latency-bound; every row does the same work in a tick: a branch of the tick (a job
       assignment, a tell, an env reset) runs for the batch when some row of it needs it
       (`row_cond`), each row keeping its own outcome;
+    - `select`: side by side under a plain vmap: each branch of the tick becomes a select
+      that every row computes every tick (no conditional to wait on; on one H200 faster than
+      `vmap` at 32 rows, as fast at 8: benchmarks/RESULTS.md, `sweep_rows-gpu`);
     - `map`: one after another inside the program (`lax.map`), so every row keeps its real
       branches and costs what it does on its own; on several devices each device maps over
       its own rows (`shard_map`);
@@ -914,8 +917,8 @@ def _make_train_chunk(cfg: Config, num_seeds: int, num_ticks: int, mode: str = "
             return jax.tree.map(lambda x: x[None], out)
 
         return jax.jit(one, donate_argnums=0)
-    if mode == "vmap":
-        rows = jax.vmap(chunk, axis_name=ROW_AXIS)
+    if mode in ("vmap", "select"):
+        rows = jax.vmap(chunk, axis_name=ROW_AXIS if mode == "vmap" else None)
     else:
 
         def rows(state):

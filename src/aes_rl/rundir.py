@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from aes_rl import checkpoint, sweep
+from aes_rl import checkpoint, loop, sweep
 from aes_rl.config import RATE_FIELDS, STRUCTURAL, Config
 
 
@@ -54,8 +54,8 @@ def check_settings(cfg: Config, settings: RunSettings) -> None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**31 - 1:
             raise RunError(f"{name}: must be an int in [1, 2^31-1], got {value!r}")
-    if settings.rows not in ("auto", "map", "vmap"):
-        raise RunError(f"rows: unknown {settings.rows!r}; allowed: auto, map, vmap")
+    if settings.rows not in loop.ROW_MODES:
+        raise RunError(f"rows: unknown {settings.rows!r}; allowed: {', '.join(loop.ROW_MODES)}")
     for name in ("save_buffer", "progress", "tensorboard", "debug_nans"):
         if not isinstance(getattr(settings, name), bool):
             raise RunError(f"{name}: expected true/false, got {getattr(settings, name)!r}")
