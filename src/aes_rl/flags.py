@@ -29,10 +29,11 @@ import tyro
 
 from aes_rl.config import ALGOS, FIELDS, HYPER, Config, preset_default_text
 from aes_rl.envs import BACKENDS, ENV_NAMES
+from aes_rl.loop import ROW_MODES
 
 Algo = Literal[ALGOS]  # type: ignore[valid-type]
 EnvName = Literal[ENV_NAMES]  # type: ignore[valid-type]
-RowMode = Literal["auto", "map", "vmap", "select"]
+RowMode = Literal[ROW_MODES]  # type: ignore[valid-type]
 BackendName = Literal[BACKENDS]  # type: ignore[valid-type]
 Flag = tyro.conf.FlagCreatePairsOff[bool]  # --quiet, not --quiet/--no-quiet
 Backend = Annotated[
