@@ -206,3 +206,37 @@ def test_every_episode_starts_fresh_and_the_buffer_keeps_true_final_observations
     assert terminal.sum() > 30
     np.testing.assert_array_equal(last_left[terminal], 0.0)  # the true final observation
     assert not np.any(last_left == 1.0)  # never a reset observation as next_obs
+
+
+def _input_shapes(jaxpr):
+    """Shapes of every input of every equation in a jaxpr, nested ones included."""
+    for eqn in jaxpr.eqns:
+        for v in eqn.invars:
+            if hasattr(v, "aval") and hasattr(v.aval, "shape"):
+                yield tuple(v.aval.shape)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    yield from _input_shapes(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    yield from _input_shapes(sub)
+
+
+@pytest.mark.parametrize(
+    "algo, mean_eval", [("aes-rl", "sequential"), ("aes-rl", "parallel"), ("p-cem-rl", "sequential")]
+)
+def test_the_env_steps_read_the_actors_as_layers_made_before_their_loop(algo, mean_eval):
+    """Inside a tick's env-step loop no equation reads the slots' flat actor vectors [W, d]:
+    the layers they act with are made once before it (on a GPU, reading them from the flat
+    vectors copied every slot's weights into another layout at every env step)."""
+    cfg = probe_cfg(algo, num_slots=3, env_steps_per_tick=4, mean_eval=mean_eval)
+    s = loop.build(cfg)
+    state = loop.init(cfg, jax.random.key(0))
+    flat = state.slots.params.shape
+    jaxpr = jax.make_jaxpr(lambda st: loop.tick(s, st))(state).jaxpr
+    loops = [e for e in jaxpr.eqns if e.primitive.name == "scan" and e.params["length"] == 4]
+    assert len(loops) == 1  # the env steps (the actor and critic loops have other lengths)
+    shapes = list(_input_shapes(loops[0].params["jaxpr"].jaxpr))
+    assert shapes and flat not in shapes
+    # the layers are what they read: [W, in, out] kernels
+    assert (3, cfg.actor_hidden[0], cfg.actor_hidden[1]) in shapes

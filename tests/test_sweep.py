@@ -98,17 +98,17 @@ def test_rows_of_a_sweep_share_one_compile_and_each_equals_its_separate_run(algo
     assert not all(np.array_equal(x, y) for x, y in leaves)
 
 
-def _two_way_conds(jaxpr) -> int:
-    """`cond`s with two branches anywhere in a jaxpr (a `lax.switch` has more)."""
+def _conds(jaxpr, branches: int) -> int:
+    """`cond`s with this many branches anywhere in a jaxpr (`lax.cond` has two)."""
     n = 0
     for eqn in jaxpr.eqns:
-        n += eqn.primitive.name == "cond" and len(eqn.params["branches"]) == 2
+        n += eqn.primitive.name == "cond" and len(eqn.params["branches"]) == branches
         for value in eqn.params.values():
             for sub in value if isinstance(value, tuple | list) else (value,):
                 if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                    n += _two_way_conds(sub.jaxpr)
+                    n += _conds(sub.jaxpr, branches)
                 elif isinstance(sub, jax.extend.core.Jaxpr):
-                    n += _two_way_conds(sub)
+                    n += _conds(sub, branches)
     return n
 
 
@@ -117,16 +117,20 @@ def _two_way_conds(jaxpr) -> int:
 def test_rows_side_by_side_keep_every_branch_of_the_tick(algo):
     """Under `vmap` a cond on a row's predicate becomes a select: every row would pay every
     branch (job assignment, tell, env resets, barriers) every tick. Side-by-side rows keep each
-    branch a branch, entered for the batch when some row needs it (`loop.row_cond`)."""
+    branch a branch, entered for the batch when some row needs it (`loop.row_cond`): a cond,
+    or a three-way switch where the branch has its own copy for ticks every row takes it (a
+    branch nested in such a one is then counted twice)."""
     cfg = probe_cfg(algo, num_slots=1 if algo == "td3" else 4, warmup_steps=20)
     one_state = loop.init_batch(cfg, [0])
     state = loop.init_batch(cfg, [0, 1])
     alone = jax.make_jaxpr(loop.make_train_chunk(cfg, 1, 3))(one_state)
     rows = jax.make_jaxpr(loop.make_train_chunk(cfg, 2, 3, rows="vmap"))(state)
-    assert _two_way_conds(rows.jaxpr) == _two_way_conds(alone.jaxpr) > 0
-    # What a plain vmap of the tick (`select`) does instead (the check above can fail):
+    assert _conds(alone.jaxpr, 3) == 0
+    assert _conds(rows.jaxpr, 2) + _conds(rows.jaxpr, 3) >= _conds(alone.jaxpr, 2) > 0
+    assert _conds(rows.jaxpr, 3) > 0  # the critic's steps: every row's branch (all_rows)
+    # What a plain vmap of the tick (`select`) does instead (the checks above can fail):
     plain = jax.make_jaxpr(loop.make_train_chunk(cfg, 2, 3, rows="select"))(state)
-    assert _two_way_conds(plain.jaxpr) == 0
+    assert _conds(plain.jaxpr, 2) == _conds(plain.jaxpr, 3) == 0
 
 
 def test_row_cond_enters_its_branch_only_when_some_row_needs_it():
@@ -148,6 +152,19 @@ def test_row_cond_enters_its_branch_only_when_some_row_needs_it():
     np.testing.assert_array_equal(f(jnp.array([False, True, False]), x), [1.0, 4.0, 3.0])
     jax.effects_barrier()
     assert entered  # one row needed it: run for the batch, the others keep their own
+    # A branch every row takes most ticks (all_rows) has a third way, without the select:
+    def every(pred, x):
+        return loop.row_cond(s, pred, double, lambda v: v, x, all_rows=True)
+
+    g = jax.jit(jax.vmap(every, axis_name=loop.ROW_AXIS))
+    for pred in ([False, False, False], [True, False, True], [True, True, True]):
+        expect = np.where(pred, 2.0 * np.asarray(x), x)
+        np.testing.assert_array_equal(g(jnp.array(pred), x), expect)
+    switch = [e for e in jax.make_jaxpr(jax.vmap(every, axis_name=loop.ROW_AXIS))(
+        jnp.array([True, True, True]), x).eqns if e.primitive.name == "cond"]
+    assert len(switch) == 1 and len(switch[0].params["branches"]) == 3
+    prims = [{e.primitive.name for e in b.jaxpr.eqns} for b in switch[0].params["branches"]]
+    assert "select_n" in prims[1] and "select_n" not in prims[2]  # some rows / all rows
     plain = dataclasses.replace(s, row_axis=None)  # one row: a plain cond
     assert (
         float(jax.jit(lambda p, v: loop.row_cond(plain, p, double, lambda u: u, v))(True, 3.0))

@@ -14,9 +14,11 @@ from aes_rl.networks import ActorSpec
 
 
 def _scan_episode(env: TimeLimit, actor: ActorSpec, flat, key, max_steps: int, keep_states: bool):
+    layers = actor.layers(flat)  # once, not every step (ActorSpec.layers)
+
     def body(carry, _):
         state, ret, length, alive = carry
-        nxt = env.step(state, actor.apply(flat, state.obs))
+        nxt = env.step(state, actor.apply_layers(layers, state.obs))
         carry = (
             nxt,
             ret + alive * nxt.reward,

@@ -198,7 +198,8 @@ class Family(NamedTuple):
     start: Callable  # (s, state, key) -> state with the first jobs handed out
     draw: Callable  # (s, state, free, key) -> (state, (x, phase, rl, valid, member, target))
     train_actors: Callable  # (s, state, key) -> state after this tick's actor steps
-    act: Callable  # (s, state, key, random actions) -> every slot's action
+    acting: Callable  # (s, state) -> the actors as `act` reads them, made once a tick
+    act: Callable  # (s, state, acting, key, random actions) -> every slot's action
     critic_target: Callable  # (s, state, steps this tick) -> (policy, critic steps allowed)
     critic_update: Callable  # (s, learner, batch, policy, key) -> learner
     after_critic: Callable  # (s, slots, critic steps taken) -> slots
@@ -320,24 +321,35 @@ def tree_where(mask: jax.Array, new, old):
     return jax.tree.map(sel, new, old)
 
 
-def row_cond(s: Setup, pred: jax.Array, true_fn: Callable, false_fn: Callable, operand):
+def row_cond(
+    s: Setup, pred: jax.Array, true_fn: Callable, false_fn: Callable, operand, all_rows=False
+):
     """`lax.cond(pred, true_fn, false_fn, operand)` on this row's predicate, and the same work
     for every row when rows run side by side (`s.row_axis`, `--rows vmap`).
 
     Under vmap a per-row predicate turns a cond into a select: every row would compute
     `true_fn` every tick. Here the branch is entered for the whole batch only in ticks where
     some row of it needs it (a sum over the row axis, not a per-row branch); inside it each row
-    keeps its own outcome (the inner cond is a per-row select). Either way each row gets what a
-    plain cond on its own predicate gives it: `false_fn(x)` when no row needs the branch, its
-    own choice of the two when some row does."""
+    keeps its own outcome (the inner cond is a per-row select over the operand). Either way
+    each row gets what a plain cond on its own predicate gives it: `false_fn(x)` when no row
+    needs the branch, its own choice of the two when some row does.
+
+    `all_rows`: the branch is one that in most ticks every row takes (the critic's steps, the
+    actor steps); it gets a third branch for those ticks, `true_fn` without the select, which
+    on a GPU reads and writes the whole operand (at 32 rows of 400-300 nets a select of the
+    slots' actors is about 80 MB). It costs a second copy of `true_fn` in the program, so it is
+    kept to those branches."""
     if s.row_axis is None:
         return jax.lax.cond(pred, true_fn, false_fn, operand)
-    some_row = jax.lax.psum(pred.astype(jnp.int32), s.row_axis) > 0
+    needed = jax.lax.psum(pred.astype(jnp.int32), s.row_axis)
 
     def per_row(x):
         return jax.lax.cond(pred, true_fn, false_fn, x)
 
-    return jax.lax.cond(some_row, per_row, false_fn, operand)
+    if not all_rows:
+        return jax.lax.cond(needed > 0, per_row, false_fn, operand)
+    which = jnp.where(needed == 0, 0, jnp.where(needed == jax.lax.psum(1, s.row_axis), 2, 1))
+    return jax.lax.switch(which, (false_fn, per_row, true_fn), operand)
 
 
 def _tile(tree, w: int):
@@ -457,14 +469,17 @@ def _reset_side(s: Setup, side: SideEnvs | None, mask: jax.Array, key: jax.Array
     return row_cond(s, jnp.any(mask), reset, lambda sd: sd, side)
 
 
-def _step_side(s: Setup, sl: Slots, allowed: jax.Array) -> tuple[Slots, jax.Array]:
-    """One env step of every running side episode of mean-evaluating slots; returns (slots,
-    all of a slot's side episodes have ended)."""
+def _step_side(
+    s: Setup, sl: Slots, allowed: jax.Array, policy
+) -> tuple[Slots, jax.Array]:
+    """One env step of every running side episode of mean-evaluating slots (each slot's actor
+    is `policy`, its layers: `slot_policy`); returns (slots, all of a slot's side episodes have
+    ended)."""
     side = sl.side
     evaluating = (sl.phase == MEAN_EVAL) & allowed
 
     def step(sd):
-        act = jax.vmap(jax.vmap(s.actor.apply, in_axes=(None, 0)))(sl.params, sd.env.obs)
+        act = jax.vmap(jax.vmap(s.actor.apply_layers, in_axes=(None, 0)))(policy, sd.env.obs)
         nxt = jax.vmap(jax.vmap(s.env.step))(sd.env, act)
         live = evaluating[:, None] & sd.alive
         return SideEnvs(
@@ -643,6 +658,7 @@ def _train_actors(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
         run,
         lambda a: a + (jnp.zeros((), jnp.int32),),
         (sl.params, sl.opt, sl.counter),
+        all_rows=True,
     )
     c = state.counters
     return state.replace(
@@ -651,30 +667,37 @@ def _train_actors(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     )
 
 
-def _act(s: Setup, state: TrainState, key: jax.Array) -> jax.Array:
+def _act(s: Setup, state: TrainState, policy, key: jax.Array) -> jax.Array:
     """Actions of every slot (the family's policy); uniform random ones are drawn for the
     warm-up, exploration noise from the second key."""
     w, a_dim, a_max = s.cfg.num_slots, s.actor.act_dim, s.actor.max_action
     k_rand, k_noise = jax.random.split(key)
     rand = jax.random.uniform(k_rand, (w, a_dim), minval=-a_max, maxval=a_max)
-    return s.family.act(s, state, k_noise, rand)
+    return s.family.act(s, state, policy, k_noise, rand)
 
 
-def slot_actions(s: Setup, state: TrainState, key: jax.Array, rand: jax.Array) -> jax.Array:
+def slot_policy(s: Setup, state: TrainState):
+    """Every slot's actor as its layers ([W] leading axis), made once a tick: the env steps
+    only read them (`ActorSpec.layers`)."""
+    return jax.vmap(s.actor.layers)(state.slots.params)
+
+
+def slot_actions(s: Setup, state: TrainState, policy, key: jax.Array, rand: jax.Array):
     """Every slot's own policy; uniform random actions where its rollout is a warm-up one."""
     del key
     sl = state.slots
-    act = jax.vmap(s.actor.apply)(sl.params, sl.env.obs)
+    act = jax.vmap(s.actor.apply_layers)(policy, sl.env.obs)
     return jnp.where(sl.random[:, None], rand, act)
 
 
-def _env_step(s: Setup, state: TrainState, done: jax.Array, key: jax.Array, allowed):
-    """One env step for acting slots whose episode has not ended this tick."""
+def _env_step(s: Setup, state: TrainState, done: jax.Array, key: jax.Array, allowed, policy):
+    """One env step for acting slots whose episode has not ended this tick; `policy` is the
+    family's view of the actors, made before the tick's env steps (they do not change them)."""
     sl, c = state.slots, state.counters
     phase_acting = (sl.phase == ROLLOUT) | ((sl.phase == MEAN_EVAL) & (sl.side is None))
     acting = phase_acting & ~done & allowed
     rolling = acting & (sl.phase == ROLLOUT)
-    action = _act(s, state, key)
+    action = _act(s, state, policy, key)
     nxt = jax.vmap(s.env.step)(sl.env, action)
     trans = replay.Transition(sl.env.obs, action, nxt.reward, nxt.obs, 1.0 - nxt.info["terminated"])
     finite = replay.finite_rows(trans)  # a non-finite transition never reaches the critic
@@ -690,7 +713,7 @@ def _env_step(s: Setup, state: TrainState, done: jax.Array, key: jax.Array, allo
     )
     done = done | (acting & (nxt.done > 0))
     if sl.side is not None:
-        sl, side_ended = _step_side(s, sl, allowed)
+        sl, side_ended = _step_side(s, sl, allowed, policy)
         done = done | side_ended
     return state.replace(slots=sl, buffer=buffer, counters=c), done
 
@@ -701,13 +724,14 @@ def _step_envs(s: Setup, state: TrainState, key: jax.Array):
     rate = s.env_rate
     n_now = rate.at(state.counters.ticks)
     done = jnp.zeros((s.cfg.num_slots,), bool)
+    policy = s.family.acting(s, state)
     if rate.most == 1:
-        return _env_step(s, state, done, key, n_now > 0)
+        return _env_step(s, state, done, key, n_now > 0, policy)
 
     def body(carry, inp):
         k, i = inp
         st, dn = carry
-        return _env_step(s, st, dn, k, i < n_now), None
+        return _env_step(s, st, dn, k, i < n_now, policy), None
 
     keys = jax.random.split(key, rate.most)
     (state, done), _ = jax.lax.scan(body, (state, done), (keys, jnp.arange(rate.most)))
@@ -733,7 +757,7 @@ def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
             batch = replay.sample(state.buffer, k_batch, cfg.batch_size)
             return s.family.critic_update(s, lrn, batch, policy, k_noise)
 
-        learner = row_cond(s, ok, update, lambda lrn: lrn, learner)
+        learner = row_cond(s, ok, update, lambda lrn: lrn, learner, all_rows=True)
         return (learner, done + ok), None
 
     keys = jax.random.split(key, rate.most)
@@ -1057,6 +1081,7 @@ def es_family(name: str, **own: Callable | bool) -> Family:
         joint_update=False,
         init_learner=shared_critic_learner,
         train_actors=_train_actors,
+        acting=slot_policy,
         act=slot_actions,
         critic_update=shared_critic_update,
         after_critic=no_slot_critic,

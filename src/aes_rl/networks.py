@@ -79,8 +79,19 @@ class ActorSpec:
 
     def apply(self, flat: jax.Array, obs: jax.Array) -> jax.Array:
         """Deterministic action of the actor given by the flat vector `flat` [d]."""
-        out = self.module.apply(self.unravel(flat), obs)
-        return self.max_action * jnp.tanh(out)
+        return self.apply_layers(self.layers(flat), obs)
+
+    def layers(self, flat: jax.Array) -> dict:
+        """The actor `flat` [d] as its layers (flax's parameter tree), for a loop that acts
+        many times with one actor: made before the loop, its kernels are arrays of their own,
+        which the compiler can lay out for the loop's products once. Read from the flat vector
+        inside the loop, they are slices of it, and on a GPU every step copied all of them into
+        the layout its products read (docs/algorithm.md §10)."""
+        return self.unravel(flat)
+
+    def apply_layers(self, layers: dict, obs: jax.Array) -> jax.Array:
+        """Deterministic action of the actor given by its `layers` (`layers(flat)`)."""
+        return self.max_action * jnp.tanh(self.module.apply(layers, obs))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,12 +1,11 @@
-"""Pieces shared by the ES modules: parameter checks, the masked arrival scan, CEM statistics.
+"""Pieces shared by the ES modules: parameter checks, the masked arrival loop, CEM statistics.
 
-The masked scan is how every asynchronous strategy receives the arrivals of one tick
+The masked arrival loop is how every asynchronous strategy receives the arrivals of one tick
 (docs/algorithm.md §6); the CEM statistics are CEM-RL's tell (section 5), shared by the
 synchronous CEM and the asynchronous ACEM.
 """
 
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import jax
@@ -58,17 +57,29 @@ def masked_scan(
     """Tell arrivals in row order; a masked-out row leaves the state bit-identical, p = 0.
 
     tell_fn(state, x, ret, mean_ret) -> (state, p). xs [n, d], rets/mean_rets/mask [n].
+
+    The kept rows are moved to the front (in their order) and told by a loop that stops after
+    the last of them, so a tick with one arrival makes one tell, not n masked ones. Rows
+    batched by vmap loop as long as their longest and keep their state once done (a select
+    per step, which is the whole cost of a masked step); each row's tells are the same either
+    way.
     """
-    rows = (xs, rets, mean_rets, jnp.asarray(mask, dtype=bool))
-    return lax.scan(partial(_masked_step, tell_fn), state, rows)
+    mask = jnp.asarray(mask, dtype=bool)
+    n = mask.shape[0]
+    order = jnp.argsort(~mask, stable=True)  # kept rows first, each group in row order
+    count = jnp.sum(mask.astype(jnp.int32))
+    p_shape = jax.eval_shape(tell_fn, state, xs[0], rets[0], mean_rets[0])[1]
 
+    rows = (xs[order], rets[order], mean_rets[order])
 
-def _masked_step(tell_fn: TellFn, state: Any, row: tuple) -> tuple[Any, jax.Array]:
-    x, ret, mean_ret, keep = row
-    new_state, p = tell_fn(state, x, ret, mean_ret)
-    # jnp.where, not a 0-weighted update: the old state is selected bit for bit.
-    state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_state, state)
-    return state, jnp.where(keep, p, jnp.zeros_like(p))
+    def body(carry):
+        i, st, ps = carry
+        st, p = tell_fn(st, *(r[i] for r in rows))
+        return i + 1, st, ps.at[order[i]].set(p)
+
+    init = (jnp.zeros((), jnp.int32), state, jnp.zeros((n,) + p_shape.shape, p_shape.dtype))
+    _, state, ps = lax.while_loop(lambda c: c[0] < count, body, init)
+    return state, ps
 
 
 def cem_weights(n_parents: int) -> jax.Array:

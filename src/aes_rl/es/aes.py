@@ -154,8 +154,9 @@ def tell_many(
     mask: jax.Array,
     params: AESParams,
 ) -> tuple[AESState, jax.Array]:
-    """Tell the rows of xs [n, d] in row order (`lax.scan`); rows with mask False are skipped
-    (state bit-identical, p = 0). rets, mean_rets, mask: [n]. Returns (state, ps [n])."""
+    """Tell the rows of xs [n, d] in row order, one tell per kept row (`masked_scan`); rows
+    with mask False are skipped (state bit-identical, p = 0). rets, mean_rets, mask: [n].
+    Returns (state, ps [n])."""
     return masked_scan(
         lambda s, x, r, m: tell(s, x, r, m, params), state, xs, rets, mean_rets, mask
     )

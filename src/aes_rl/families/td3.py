@@ -39,10 +39,15 @@ def no_draw(s, state, free, key):
     raise NotImplementedError("td3's one slot never draws a job")
 
 
-def act(s: Setup, state: TrainState, key: jax.Array, rand: jax.Array) -> jax.Array:
+def acting(s: Setup, state: TrainState):
+    """The learner's actor as its layers, made once a tick (`ActorSpec.layers`)."""
+    return s.actor.layers(state.learner.actor)
+
+
+def act(s: Setup, state: TrainState, layers, key: jax.Array, rand: jax.Array) -> jax.Array:
     """The actor plus exploration noise; uniform random actions in the warm-up."""
     sl, a_max = state.slots, s.actor.max_action
-    act = jax.vmap(s.actor.apply, in_axes=(None, 0))(state.learner.actor, sl.env.obs)
+    act = jax.vmap(s.actor.apply_layers, in_axes=(None, 0))(layers, sl.env.obs)
     noise = s.h.expl_noise * a_max * jax.random.normal(key, act.shape)
     act = jnp.clip(act + noise, -a_max, a_max)
     warm = state.counters.total_steps < s.h.warmup_steps
@@ -106,6 +111,7 @@ FAMILY = Family(
     start=start,
     draw=no_draw,
     train_actors=lambda s, state, key: state,
+    acting=acting,
     act=act,
     critic_target=critic_target,
     critic_update=critic_update,
