@@ -208,9 +208,7 @@ def test_tell_many_tells_only_the_kept_rows_even_when_rows_are_batched():
     xs = jnp.arange(1.0, 13.0)[:, None]
     rets = jnp.linspace(0.5, 2.0, 12)
     mask = jnp.array([0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0], bool)
-    state, ps = jax.jit(masked_scan, static_argnums=0)(
-        tell_fn, jnp.zeros(1), xs, rets, rets, mask
-    )
+    state, ps = jax.jit(masked_scan, static_argnums=0)(tell_fn, jnp.zeros(1), xs, rets, rets, mask)
     jax.effects_barrier()
     assert len(calls) == 3  # three arrivals: three tells, not twelve
     np.testing.assert_allclose(state, [float(jnp.sum(jnp.where(mask, xs[:, 0] * rets, 0.0)))])

@@ -223,7 +223,8 @@ def _input_shapes(jaxpr):
 
 
 @pytest.mark.parametrize(
-    "algo, mean_eval", [("aes-rl", "sequential"), ("aes-rl", "parallel"), ("p-cem-rl", "sequential")]
+    "algo, mean_eval",
+    [("aes-rl", "sequential"), ("aes-rl", "parallel"), ("p-cem-rl", "sequential")],
 )
 def test_the_env_steps_read_the_actors_as_layers_made_before_their_loop(algo, mean_eval):
     """Inside a tick's env-step loop no equation reads the slots' flat actor vectors [W, d]:

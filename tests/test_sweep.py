@@ -152,6 +152,7 @@ def test_row_cond_enters_its_branch_only_when_some_row_needs_it():
     np.testing.assert_array_equal(f(jnp.array([False, True, False]), x), [1.0, 4.0, 3.0])
     jax.effects_barrier()
     assert entered  # one row needed it: run for the batch, the others keep their own
+
     # A branch every row takes most ticks (all_rows) has a third way, without the select:
     def every(pred, x):
         return loop.row_cond(s, pred, double, lambda v: v, x, all_rows=True)
@@ -160,8 +161,13 @@ def test_row_cond_enters_its_branch_only_when_some_row_needs_it():
     for pred in ([False, False, False], [True, False, True], [True, True, True]):
         expect = np.where(pred, 2.0 * np.asarray(x), x)
         np.testing.assert_array_equal(g(jnp.array(pred), x), expect)
-    switch = [e for e in jax.make_jaxpr(jax.vmap(every, axis_name=loop.ROW_AXIS))(
-        jnp.array([True, True, True]), x).eqns if e.primitive.name == "cond"]
+    switch = [
+        e
+        for e in jax.make_jaxpr(jax.vmap(every, axis_name=loop.ROW_AXIS))(
+            jnp.array([True, True, True]), x
+        ).eqns
+        if e.primitive.name == "cond"
+    ]
     assert len(switch) == 1 and len(switch[0].params["branches"]) == 3
     prims = [{e.primitive.name for e in b.jaxpr.eqns} for b in switch[0].params["branches"]]
     assert "select_n" in prims[1] and "select_n" not in prims[2]  # some rows / all rows

@@ -469,17 +469,15 @@ def _reset_side(s: Setup, side: SideEnvs | None, mask: jax.Array, key: jax.Array
     return row_cond(s, jnp.any(mask), reset, lambda sd: sd, side)
 
 
-def _step_side(
-    s: Setup, sl: Slots, allowed: jax.Array, policy
-) -> tuple[Slots, jax.Array]:
-    """One env step of every running side episode of mean-evaluating slots (each slot's actor
-    is `policy`, its layers: `slot_policy`); returns (slots, all of a slot's side episodes have
-    ended)."""
+def _step_side(s: Setup, sl: Slots, allowed: jax.Array, layers) -> tuple[Slots, jax.Array]:
+    """One env step of every running side episode of mean-evaluating slots (each slot acts
+    with its actor's `layers`, `slot_layers`); returns (slots, all of a slot's side episodes
+    have ended)."""
     side = sl.side
     evaluating = (sl.phase == MEAN_EVAL) & allowed
 
     def step(sd):
-        act = jax.vmap(jax.vmap(s.actor.apply_layers, in_axes=(None, 0)))(policy, sd.env.obs)
+        act = jax.vmap(jax.vmap(s.actor.apply_layers, in_axes=(None, 0)))(layers, sd.env.obs)
         nxt = jax.vmap(jax.vmap(s.env.step))(sd.env, act)
         live = evaluating[:, None] & sd.alive
         return SideEnvs(
@@ -667,37 +665,38 @@ def _train_actors(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     )
 
 
-def _act(s: Setup, state: TrainState, policy, key: jax.Array) -> jax.Array:
+def _act(s: Setup, state: TrainState, view, key: jax.Array) -> jax.Array:
     """Actions of every slot (the family's policy); uniform random ones are drawn for the
     warm-up, exploration noise from the second key."""
     w, a_dim, a_max = s.cfg.num_slots, s.actor.act_dim, s.actor.max_action
     k_rand, k_noise = jax.random.split(key)
     rand = jax.random.uniform(k_rand, (w, a_dim), minval=-a_max, maxval=a_max)
-    return s.family.act(s, state, policy, k_noise, rand)
+    return s.family.act(s, state, view, k_noise, rand)
 
 
-def slot_policy(s: Setup, state: TrainState):
+def slot_layers(s: Setup, state: TrainState):
     """Every slot's actor as its layers ([W] leading axis), made once a tick: the env steps
     only read them (`ActorSpec.layers`)."""
     return jax.vmap(s.actor.layers)(state.slots.params)
 
 
-def slot_actions(s: Setup, state: TrainState, policy, key: jax.Array, rand: jax.Array):
+def slot_actions(s: Setup, state: TrainState, layers, key: jax.Array, rand: jax.Array):
     """Every slot's own policy; uniform random actions where its rollout is a warm-up one."""
     del key
     sl = state.slots
-    act = jax.vmap(s.actor.apply_layers)(policy, sl.env.obs)
+    act = jax.vmap(s.actor.apply_layers)(layers, sl.env.obs)
     return jnp.where(sl.random[:, None], rand, act)
 
 
-def _env_step(s: Setup, state: TrainState, done: jax.Array, key: jax.Array, allowed, policy):
-    """One env step for acting slots whose episode has not ended this tick; `policy` is the
-    family's view of the actors, made before the tick's env steps (they do not change them)."""
+def _env_step(s: Setup, state: TrainState, done: jax.Array, key: jax.Array, allowed, view):
+    """One env step for acting slots whose episode has not ended this tick; `view` is the
+    family's view of the actors (`Family.acting`), made before the tick's env steps (they do
+    not change the actors)."""
     sl, c = state.slots, state.counters
     phase_acting = (sl.phase == ROLLOUT) | ((sl.phase == MEAN_EVAL) & (sl.side is None))
     acting = phase_acting & ~done & allowed
     rolling = acting & (sl.phase == ROLLOUT)
-    action = _act(s, state, policy, key)
+    action = _act(s, state, view, key)
     nxt = jax.vmap(s.env.step)(sl.env, action)
     trans = replay.Transition(sl.env.obs, action, nxt.reward, nxt.obs, 1.0 - nxt.info["terminated"])
     finite = replay.finite_rows(trans)  # a non-finite transition never reaches the critic
@@ -713,7 +712,7 @@ def _env_step(s: Setup, state: TrainState, done: jax.Array, key: jax.Array, allo
     )
     done = done | (acting & (nxt.done > 0))
     if sl.side is not None:
-        sl, side_ended = _step_side(s, sl, allowed, policy)
+        sl, side_ended = _step_side(s, sl, allowed, view)
         done = done | side_ended
     return state.replace(slots=sl, buffer=buffer, counters=c), done
 
@@ -724,14 +723,14 @@ def _step_envs(s: Setup, state: TrainState, key: jax.Array):
     rate = s.env_rate
     n_now = rate.at(state.counters.ticks)
     done = jnp.zeros((s.cfg.num_slots,), bool)
-    policy = s.family.acting(s, state)
+    view = s.family.acting(s, state)
     if rate.most == 1:
-        return _env_step(s, state, done, key, n_now > 0, policy)
+        return _env_step(s, state, done, key, n_now > 0, view)
 
     def body(carry, inp):
         k, i = inp
         st, dn = carry
-        return _env_step(s, st, dn, k, i < n_now, policy), None
+        return _env_step(s, st, dn, k, i < n_now, view), None
 
     keys = jax.random.split(key, rate.most)
     (state, done), _ = jax.lax.scan(body, (state, done), (keys, jnp.arange(rate.most)))
@@ -1081,7 +1080,7 @@ def es_family(name: str, **own: Callable | bool) -> Family:
         joint_update=False,
         init_learner=shared_critic_learner,
         train_actors=_train_actors,
-        acting=slot_policy,
+        acting=slot_layers,
         act=slot_actions,
         critic_update=shared_critic_update,
         after_critic=no_slot_critic,
