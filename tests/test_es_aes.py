@@ -197,7 +197,7 @@ def test_tell_many_tells_only_the_kept_rows_even_when_rows_are_batched():
     """The arrivals of a tick are told by a loop over the kept rows only (one tell per
     arrival, not one masked tell per slot); rows batched by vmap loop as long as their
     longest and each gets its own tells."""
-    from aes_rl.es._common import masked_scan
+    from aes_rl.es._common import tell_in_order
 
     calls = []
 
@@ -208,7 +208,9 @@ def test_tell_many_tells_only_the_kept_rows_even_when_rows_are_batched():
     xs = jnp.arange(1.0, 13.0)[:, None]
     rets = jnp.linspace(0.5, 2.0, 12)
     mask = jnp.array([0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0], bool)
-    state, ps = jax.jit(masked_scan, static_argnums=0)(tell_fn, jnp.zeros(1), xs, rets, rets, mask)
+    state, ps = jax.jit(tell_in_order, static_argnums=0)(
+        tell_fn, jnp.zeros(1), xs, rets, rets, mask
+    )
     jax.effects_barrier()
     assert len(calls) == 3  # three arrivals: three tells, not twelve
     np.testing.assert_allclose(state, [float(jnp.sum(jnp.where(mask, xs[:, 0] * rets, 0.0)))])
@@ -216,7 +218,7 @@ def test_tell_many_tells_only_the_kept_rows_even_when_rows_are_batched():
 
     calls.clear()
     masks = jnp.stack([mask, jnp.zeros(12, bool).at[7].set(True)])  # 3 and 1 arrivals
-    batched = jax.vmap(lambda m: masked_scan(tell_fn, jnp.zeros(1), xs, rets, rets, m))
+    batched = jax.vmap(lambda m: tell_in_order(tell_fn, jnp.zeros(1), xs, rets, rets, m))
     states, ps = jax.jit(batched)(masks)
     jax.effects_barrier()
     assert len(calls) == 3  # as long as the longest row

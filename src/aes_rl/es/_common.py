@@ -46,7 +46,7 @@ def check_int(field: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{field} must be an int >= {minimum}, got {value!r}")
 
 
-def masked_scan(
+def tell_in_order(
     tell_fn: TellFn,
     state: Any,
     xs: jax.Array,

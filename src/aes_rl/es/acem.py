@@ -27,7 +27,7 @@ from aes_rl.es._common import (
     check_int,
     check_number,
     gaussian_sample,
-    masked_scan,
+    tell_in_order,
 )
 
 
@@ -126,6 +126,6 @@ def tell_many(
     params: ACEMParams,
 ) -> tuple[ACEMState, jax.Array]:
     """Masked row-order tell of xs [n, d] (same contract as `aes.tell_many`)."""
-    return masked_scan(
+    return tell_in_order(
         lambda s, x, r, m: tell(s, x, r, m, params), state, xs, rets, mean_rets, mask
     )

@@ -24,7 +24,7 @@ from aes_rl.es._common import (
     check_choice,
     check_number,
     gaussian_sample,
-    masked_scan,
+    tell_in_order,
 )
 
 MEAN_RULES = ("fixed-linear", "fixed-sigmoid", "baseline-absolute", "baseline-relative")
@@ -154,9 +154,9 @@ def tell_many(
     mask: jax.Array,
     params: AESParams,
 ) -> tuple[AESState, jax.Array]:
-    """Tell the rows of xs [n, d] in row order, one tell per kept row (`masked_scan`); rows
+    """Tell the rows of xs [n, d] in row order, one tell per kept row (`tell_in_order`); rows
     with mask False are skipped (state bit-identical, p = 0). rets, mean_rets, mask: [n].
     Returns (state, ps [n])."""
-    return masked_scan(
+    return tell_in_order(
         lambda s, x, r, m: tell(s, x, r, m, params), state, xs, rets, mean_rets, mask
     )
