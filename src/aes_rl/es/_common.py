@@ -70,12 +70,11 @@ def tell_in_order(
     count = jnp.sum(mask.astype(jnp.int32))
     p_shape = jax.eval_shape(tell_fn, state, xs[0], rets[0], mean_rets[0])[1]
 
-    rows = (xs[order], rets[order], mean_rets[order])
-
     def body(carry):
         i, st, ps = carry
-        st, p = tell_fn(st, *(r[i] for r in rows))
-        return i + 1, st, ps.at[order[i]].set(p)
+        j = order[i]
+        st, p = tell_fn(st, xs[j], rets[j], mean_rets[j])
+        return i + 1, st, ps.at[j].set(p)
 
     init = (jnp.zeros((), jnp.int32), state, jnp.zeros((n,) + p_shape.shape, p_shape.dtype))
     _, state, ps = lax.while_loop(lambda c: c[0] < count, body, init)
