@@ -171,11 +171,89 @@ def test_row_cond_enters_its_branch_only_when_some_row_needs_it():
     assert len(switch) == 1 and len(switch[0].params["branches"]) == 3
     prims = [{e.primitive.name for e in b.jaxpr.eqns} for b in switch[0].params["branches"]]
     assert "select_n" in prims[1] and "select_n" not in prims[2]  # some rows / all rows
+
+    # A masked branch (it masks its own writes per slot) runs for the batch without a select:
+    def masked(pred, x):
+        return loop.row_cond(
+            s, pred, lambda v: jnp.where(pred, 2.0 * v, v), lambda v: v, x, masked=True
+        )
+
+    h = jax.vmap(masked, axis_name=loop.ROW_AXIS)
+    for pred in ([False, False, False], [True, False, True]):
+        expect = np.where(pred, 2.0 * np.asarray(x), x)
+        np.testing.assert_array_equal(jax.jit(h)(jnp.array(pred), x), expect)
+    (cond,) = [
+        e
+        for e in jax.make_jaxpr(h)(jnp.array([True, False, True]), x).eqns
+        if e.primitive.name == "cond"
+    ]
+    prims = [{e.primitive.name for e in b.jaxpr.eqns} for b in cond.params["branches"]]
+    assert len(prims) == 2 and "cond" not in prims[1]  # no per-row cond (a select) inside
     plain = dataclasses.replace(s, row_axis=None)  # one row: a plain cond
     assert (
         float(jax.jit(lambda p, v: loop.row_cond(plain, p, double, lambda u: u, v))(True, 3.0))
         == 6.0
     )
+
+
+def _bits_equal(a, b) -> jax.Array:
+    """Whether two pytrees hold the same bits (NaNs and signed zeros included)."""
+
+    def leaf(x, y):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            kind = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[x.dtype.itemsize]
+            x, y = jax.lax.bitcast_convert_type(x, kind), jax.lax.bitcast_convert_type(y, kind)
+        return jnp.array_equal(x, y)
+
+    return jnp.all(jnp.stack([leaf(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]))
+
+
+# The masked branches of the tick (`row_cond(..., masked=True)`): the tells, job assignment,
+# env and side-episode resets, side-episode steps, actor steps and the member/mean copies of
+# advance_phases. Both families that use them, sequential and parallel mean evaluations.
+@pytest.mark.parametrize(
+    "algo,kw",
+    [
+        ("aes-rl", {}),
+        ("aes-rl", dict(mean_eval="parallel")),
+        ("p-cem-rl", dict(pop_size=4, rl_members=2)),
+    ],
+)
+def test_every_masked_branch_leaves_a_row_untouched_where_its_predicate_is_false(
+    monkeypatch, algo, kw
+):
+    """Side by side, a masked branch runs for every row without the per-row select, so a row
+    that did not need it keeps what the branch computed for it. That is right only if the
+    branch changes nothing (bit for bit) where the row's predicate is False; here every masked
+    branch of real ticks is run both ways on its operand whenever its predicate is False."""
+    seen = []
+    real = loop.row_cond
+
+    def checked(s, pred, true_fn, false_fn, operand, all_rows=False, masked=False):
+        if masked:
+            same = _bits_equal(true_fn(operand), false_fn(operand))
+            jax.debug.callback(lambda p, ok: seen.append((bool(p), bool(ok))), pred, same)
+        return real(s, pred, true_fn, false_fn, operand, all_rows=all_rows, masked=masked)
+
+    s = loop.build(probe_cfg())
+    bad = checked(s, jnp.array(False), lambda v: v + 1.0, lambda v: v, jnp.ones(3), masked=True)
+    jax.effects_barrier()
+    assert seen == [(False, False)] and float(bad[0]) == 1.0  # the check can fail
+    seen.clear()
+    monkeypatch.setattr(loop, "row_cond", checked)
+    loop.clear_caches()  # nothing compiled with the real row_cond is reused
+    try:
+        cfg = probe_cfg(algo, num_slots=4, warmup_steps=20, **kw)
+        jax.block_until_ready(loop.make_train_chunk(cfg, 1, 80)(loop.init_batch(cfg, [0])))
+        jax.effects_barrier()
+    finally:
+        monkeypatch.undo()
+        loop.clear_caches()
+    skipped = [ok for pred, ok in seen if not pred]
+    assert len(skipped) > 50 and any(pred for pred, _ in seen)
+    assert all(skipped)
 
 
 def test_auto_rows_run_one_after_another_on_a_cpu():

@@ -322,7 +322,13 @@ def tree_where(mask: jax.Array, new, old):
 
 
 def row_cond(
-    s: Setup, pred: jax.Array, true_fn: Callable, false_fn: Callable, operand, all_rows=False
+    s: Setup,
+    pred: jax.Array,
+    true_fn: Callable,
+    false_fn: Callable,
+    operand,
+    all_rows=False,
+    masked=False,
 ):
     """`lax.cond(pred, true_fn, false_fn, operand)` on this row's predicate, and the same work
     for every row when rows run side by side (`s.row_axis`, `--rows vmap`).
@@ -334,14 +340,20 @@ def row_cond(
     each row gets what a plain cond on its own predicate gives it: `false_fn(x)` when no row
     needs the branch, its own choice of the two when some row does.
 
-    `all_rows`: the branch is one that in most ticks every row takes (the critic's steps, the
-    actor steps); it gets a third branch for those ticks, `true_fn` without the select, which
-    on a GPU reads and writes the whole operand (at 32 rows of 400-300 nets a select of the
-    slots' actors is about 80 MB). It costs a second copy of `true_fn` in the program, so it is
-    kept to those branches."""
+    `masked`: `true_fn` already leaves a row bit-identical where `pred` is False (it writes
+    only what its own per-slot masks select, and those are all False then), so the batch runs
+    it without the per-row select, which on a GPU reads and writes the whole operand (at 32
+    rows of 400-300 nets the slots' actors alone are 80 MB). The caller owes that contract;
+    `tests/test_sweep.py` checks it for every masked branch of the tick.
+
+    `all_rows`: the branch is one that in most ticks every row takes (the critic's steps); it
+    gets a third branch for those ticks, `true_fn` without the select. It costs a second copy
+    of `true_fn` in the program, so it is kept to branches that cannot be masked."""
     if s.row_axis is None:
         return jax.lax.cond(pred, true_fn, false_fn, operand)
     needed = jax.lax.psum(pred.astype(jnp.int32), s.row_axis)
+    if masked:
+        return jax.lax.cond(needed > 0, true_fn, false_fn, operand)
 
     def per_row(x):
         return jax.lax.cond(pred, true_fn, false_fn, x)
@@ -363,7 +375,7 @@ def _reset_envs(s: Setup, env: EnvState, mask: jax.Array, key: jax.Array) -> Env
         fresh = jax.vmap(s.env.reset)(jax.random.split(key, mask.shape[0]))
         return tree_where(mask, fresh, e)
 
-    return row_cond(s, jnp.any(mask), reset, lambda e: e, env)
+    return row_cond(s, jnp.any(mask), reset, lambda e: e, env, masked=True)
 
 
 def _mean(s: Setup, state: TrainState) -> jax.Array:
@@ -466,7 +478,7 @@ def _reset_side(s: Setup, side: SideEnvs | None, mask: jax.Array, key: jax.Array
             jnp.where(mask[:, None], True, sd.alive),
         )
 
-    return row_cond(s, jnp.any(mask), reset, lambda sd: sd, side)
+    return row_cond(s, jnp.any(mask), reset, lambda sd: sd, side, masked=True)
 
 
 def _step_side(s: Setup, sl: Slots, allowed: jax.Array, layers) -> tuple[Slots, jax.Array]:
@@ -486,7 +498,7 @@ def _step_side(s: Setup, sl: Slots, allowed: jax.Array, layers) -> tuple[Slots, 
             sd.alive & ~(live & (nxt.done > 0)),
         )
 
-    side = row_cond(s, jnp.any(evaluating), step, lambda sd: sd, side)
+    side = row_cond(s, jnp.any(evaluating), step, lambda sd: sd, side, masked=True)
     ended = (sl.phase == MEAN_EVAL) & ~jnp.any(side.alive, axis=1)
     return sl.replace(side=side), ended
 
@@ -615,7 +627,7 @@ def _assign_if_free(s: Setup, state: TrainState, free: jax.Array, key: jax.Array
         return st.slots, st.counters, st.gen
 
     parts = (state.slots, state.counters, state.gen)
-    slots, counters, gen = row_cond(s, jnp.any(free), assign, lambda p: p, parts)
+    slots, counters, gen = row_cond(s, jnp.any(free), assign, lambda p: p, parts, masked=True)
     return state.replace(slots=slots, counters=counters, gen=gen)
 
 
@@ -656,7 +668,7 @@ def _train_actors(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
         run,
         lambda a: a + (jnp.zeros((), jnp.int32),),
         (sl.params, sl.opt, sl.counter),
-        all_rows=True,
+        masked=True,  # a slot that is not training keeps its actor, Adam and counter
     )
     c = state.counters
     return state.replace(
@@ -832,7 +844,16 @@ def advance_phases(
     phase = jnp.where(to_train, TRAIN, sl.phase)
     phase = jnp.where(train_done & chain, ROLLOUT, phase)
     phase = jnp.where(to_eval, MEAN_EVAL, phase)
-    mean = _mean(s, state)
+    kept = roll_done | train_done  # the member as it ends its rollout or its training
+
+    def write(xp):  # [W, d] copies only in ticks where some slot needs one (masked per slot)
+        x, params = xp
+        x = jnp.where(kept[:, None], params, x)
+        return x, jnp.where(to_eval[:, None], _mean(s, state)[None, :], params)
+
+    x, params = row_cond(
+        s, jnp.any(kept | to_eval), write, lambda xp: xp, (sl.x, sl.params), masked=True
+    )
     target = sl.target
     if critic_then_train:  # the member's actor training is as long as the last generation
         target = jnp.where(to_train, jnp.maximum(state.gen.s_prev, 1), sl.target)
@@ -840,8 +861,8 @@ def advance_phases(
         phase=phase,
         counter=jnp.where(to_train, 0, sl.counter),
         target=target,
-        x=jnp.where(roll_done[:, None] | train_done[:, None], sl.params, sl.x),
-        params=jnp.where(to_eval[:, None], mean[None, :], sl.params),
+        x=x,
+        params=params,
         ret=jnp.where(roll_done, sl.ep_ret, sl.ret),
         length=jnp.where(roll_done, sl.ep_len, sl.length),
         eval_sum=jnp.where(to_eval, 0.0, eval_sum),

@@ -70,6 +70,7 @@ def tell(s: Setup, state: TrainState, arrived, mean_rets):
         lambda e: s.strategy.tell_many(e, sl.x, sl.ret, mean_rets, told),
         lambda e: (e, jnp.zeros(arrived.shape)),
         state.es,
+        masked=True,  # no told slot: no tell, p = 0 (`tell_in_order`)
     )
     last = jnp.max(jnp.where(told, jnp.arange(arrived.shape[0]), -1))
     f_mu = jnp.where(n_told > 0, mean_rets[jnp.maximum(last, 0)], c.f_mu)
