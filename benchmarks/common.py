@@ -25,6 +25,7 @@ import gzip
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -391,6 +392,163 @@ def trace_summary(trace_dir: Path | str, per: int, top: int = 12) -> list[dict]:
         acc[1] += float(e.get("dur", 0.0))
     ranked = sorted(total.items(), key=lambda kv: -kv[1][1])[:top]
     return [dict(process=k[0], name=k[1], calls=v[0] / per, us=v[1] / per) for k, v in ranked]
+
+
+def hlo_sources(hlo_text: str) -> dict[str, list[tuple[str, str, int]]]:
+    """Each instruction of an optimized HLO module (`compiled.as_text()`) with the Python
+    call stack that made it: name -> [(file name, function, line), innermost first].
+
+    The module's text carries the tables `FileNames`, `FunctionNames`, `FileLocations` and
+    `StackFrames`; an instruction's `stack_frame_id` names its innermost frame, and a frame's
+    `parent_frame_id` is its caller's id plus one (0: none; checked by the tests on a real
+    compile). Instructions without a frame are left out."""
+    files: dict[int, str] = {}
+    funcs: dict[int, str] = {}
+    locs: dict[int, tuple[int, int, int]] = {}
+    frames: dict[int, tuple[int, int]] = {}
+    table = None
+    out: dict[str, list[tuple[str, str, int]]] = {}
+    for line in hlo_text.splitlines():
+        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+            table = line
+            continue
+        if table and not line.strip():
+            table = None
+            continue
+        if table in ("FileNames", "FunctionNames"):
+            i, name = line.split(" ", 1)
+            (files if table == "FileNames" else funcs)[int(i)] = name.strip('"')
+        elif table == "FileLocations":
+            m = re.match(r"(\d+) \{file_name_id=(\d+) function_name_id=(\d+) line=(\d+)", line)
+            if m:
+                locs[int(m[1])] = (int(m[2]), int(m[3]), int(m[4]))
+        elif table == "StackFrames":
+            m = re.match(r"(\d+) \{file_location_id=(\d+) parent_frame_id=(\d+)", line)
+            if m:
+                frames[int(m[1])] = (int(m[2]), int(m[3]))
+        else:
+            m = re.match(r"\s+(?:ROOT )?%([\w.\-]+) = .*stack_frame_id=(\d+)", line)
+            if not m:
+                continue
+            chain, fid, seen = [], int(m[2]), set()
+            while fid in frames and fid not in seen:
+                seen.add(fid)
+                loc, parent = frames[fid]
+                f, fn, ln = locs[loc]
+                chain.append((os.path.basename(files[f]), funcs[fn], ln))
+                fid = parent - 1
+            out[m[1]] = chain
+    return out
+
+
+# The parts of a tick (`aes_rl.loop.tick`): the function the tick calls for each part, and
+# within the env steps, what an instruction's stack passes through.
+TICK_PARTS = (
+    ("actor steps", ("_train_actors", "train_actors")),
+    ("critic steps", ("_train_critic",)),
+    ("job ends (tells, assignment, resets)", ("end_jobs",)),
+    ("env steps", ("_step_envs",)),
+)
+ENV_PARTS = (
+    ("env steps: the simulator", ("TimeLimit.step",)),
+    ("env steps: the actors' actions", ("slot_actions", "_act", "slot_layers")),
+)
+# Where a branch's call site is lost from the stack (a plain vmap re-traces a cond's branches
+# into selects), the functions that only that part of the tick calls.
+INNER_PARTS = (
+    ("actor steps", ("actor_step", "actor_loss")),
+    ("critic steps", ("critic_step", "critic_update", "soft_update_critic")),
+    ("job ends (tells, assignment, resets)",
+     ("advance_phases", "next_jobs", "assign_jobs", "_reset_envs", "_reset_side", "tell")),
+)
+REST = "the rest (no part of the tick on its stack: the loop, a plain vmap's selects)"
+
+
+def _named(fn: str, marks: tuple[str, ...]) -> bool:
+    """Whether the function `fn` (a qualified name) is one of `marks` or nested in one: a mark
+    names a function, or a method with its class."""
+    return any(m in fn if "." in m else m in fn.split(".") for m in marks)
+
+
+def tick_part(chain: list[tuple[str, str, int]]) -> str:
+    """Which part of the tick an instruction with this call stack (innermost first) belongs
+    to. The stack is read from the outside in: an instruction of a function that JAX traced
+    once and reused carries that first trace's frames innermost, then the frames of the call
+    site, so only the outer ones say where it ran."""
+    for _, fn, _ in reversed(chain):
+        for part, marks in TICK_PARTS:
+            if not _named(fn, marks):
+                continue
+            if part != "env steps":
+                return part
+            for sub, inner in ENV_PARTS:
+                if any(_named(f, inner) for _, f, _ in chain):
+                    return sub
+            return "env steps: the rest (replay writes, bookkeeping)"
+    for _, fn, _ in reversed(chain):
+        for part, marks in INNER_PARTS:
+            if _named(fn, marks):
+                return part
+    return REST
+
+
+CONTROL_FLOW = ("while", "conditional", "call", "command_buffer")  # events that hold others
+
+
+def kernel_parts(trace_dir: Path | str, hlo_text: str, per: int) -> list[dict]:
+    """Where a traced chunk's device time went, by part of the tick (`TICK_PARTS`).
+
+    Every device event (a GPU kernel or copy) is matched to the HLO instruction it runs (a
+    kernel is named after its fusion, `loop_add_fusion_27` for `%loop_add_fusion.27`) and
+    takes the part of that instruction's call stack. An event with no instruction of its own
+    (a copy, a library GEMM) takes the part that holds most of the matched time of its command
+    buffer (the `hlo_op` it was launched by); what is left is 'unattributed'. On a CPU, whose
+    trace has no device, the host's events of the program's instructions (loops and other
+    events that hold others left out) are split the same way. Rows: part, events and µs per
+    `per` (say, per tick), share of the time of the events counted."""
+    paths = sorted(Path(trace_dir).glob("**/perfetto_trace.json.gz"), key=os.path.getmtime)
+    if not paths:
+        raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir}")
+    with gzip.open(paths[-1], "rt") as f:
+        data = json.load(f)
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    names = {
+        e["pid"]: e["args"]["name"]
+        for e in events
+        if e.get("ph") == "M" and e.get("name") == "process_name"
+    }
+    sources = hlo_sources(hlo_text)
+    device = [e for e in events if e.get("ph") == "X" and "/device:" in names.get(e.get("pid"), "")]
+    if not device:  # a CPU: the host runs each instruction as its own event
+        device = [
+            e
+            for e in events
+            if e.get("ph") == "X"
+            and e.get("name") in sources
+            and not str(e["name"]).startswith(CONTROL_FLOW)
+        ]
+    found, by_buffer = [], {}
+    for e in device:
+        name, dur = str(e.get("name", "")), float(e.get("dur", 0.0))
+        inst = re.sub(r"_(\d+)$", r".\1", name)
+        inst = inst if inst in sources else name if name in sources else None
+        part = tick_part(sources[inst]) if inst else None
+        buffer = (e.get("args") or {}).get("hlo_op", "")
+        if part:
+            by_buffer.setdefault(buffer, {}).setdefault(part, 0.0)
+            by_buffer[buffer][part] += dur
+        found.append((part, buffer, dur))
+    total: dict[str, list[float]] = {}
+    for part, buffer, dur in found:
+        if part is None:
+            held = by_buffer.get(buffer)
+            part = max(held, key=held.get) if held else "unattributed"
+        acc = total.setdefault(part, [0, 0.0])
+        acc[0] += 1
+        acc[1] += dur
+    busy = sum(v[1] for v in total.values()) or 1.0
+    ranked = sorted(total.items(), key=lambda kv: -kv[1][1])
+    return [dict(part=k, events=v[0] / per, us=v[1] / per, share=v[1] / busy) for k, v in ranked]
 
 
 # ------------------------------------------------------------------ RESULTS.md

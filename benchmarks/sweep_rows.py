@@ -19,7 +19,10 @@ Three measurements, AES-RL on Brax (spring backend by default):
 
 `--profile 1 32` also traces one chunk of those row counts with `jax.profiler` and tabulates
 the events that took the most time per tick (on a GPU: its kernels, copies and the host's
-waits), to find where a batch's tick spends its time.
+waits), to find where a batch's tick spends its time. It also splits that time into the parts
+of the tick (actor steps, critic steps, job ends, the simulator, the actors' actions, the rest
+of the env steps) by the call stack each kernel's (on a CPU: each instruction's) HLO
+instruction carries in the compiled program.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ def row_scaling(args) -> tuple[str, list[dict]]:
                 where = Path(args.profile_dir) / f"{mode}-{n}"
                 state, _ = common.traced(compiled, state, where)
                 out[-1]["profile"] = common.trace_summary(where, per=args.ticks)
+                out[-1]["parts"] = common.kernel_parts(where, compiled.as_text(), args.ticks)
     cpu = jax.default_backend() == "cpu"
 
     def target(r):  # the CPU's on the tick ratio; a GPU's on the throughput of vmap rows
@@ -150,6 +154,15 @@ def row_scaling(args) -> tuple[str, list[dict]]:
         table += common.md_table(["recorded by", "event", "calls / tick", "us / tick"],
                                  [[p["process"], p["name"][:60], p["calls"], p["us"]]
                                   for p in r["profile"]])
+        if r["parts"]:  # the kernels (a CPU: instructions), by the part of the tick
+            table += (f"\n\nTime by part of the tick, {r['mode']} with {r['rows']} row(s) "
+                      "(a GPU's kernels, a CPU's instructions, matched to the program's "
+                      "instructions and their call stacks; on a GPU a copy or library GEMM "
+                      "takes its command buffer's part):\n\n")
+            table += common.md_table(
+                ["part of the tick", "kernels / tick", "us / tick", "share"],
+                [[p["part"], p["events"], p["us"], f"{100 * p['share']:.0f}%"]
+                 for p in r["parts"]])
     return table, out
 
 
@@ -243,6 +256,8 @@ def devices_table(args) -> tuple[str, list[dict]]:
 def main(argv=None) -> None:
     args = parse_args(argv)
     session = common.Session.start(NAME, args)
+    if args.profile:  # whole call stacks in the programs' metadata, so kernels find their part
+        jax.config.update("jax_traceback_in_locations_limit", 64)
     scaling, _ = row_scaling(args)
     tables = ["Row scaling (seeds of one setting):\n\n" + scaling]
     if args.sweep_steps:

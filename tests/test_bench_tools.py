@@ -1,7 +1,11 @@
 """The benchmarks' shared tools: profile summaries and where a run's figures are written."""
 
+import gzip
+import json
+
 import jax
 import jax.numpy as jnp
+import pytest
 
 from benchmarks import common
 
@@ -30,6 +34,123 @@ def test_trace_summary_counts_each_steps_work(tmp_path):
     loops = [r for r in rows if r["name"].startswith("while")]
     assert loops and loops[0]["calls"] == 1 / STEPS
     assert not any(r["name"].startswith("$") for r in rows)  # no Python frames
+
+
+def _train_critic(c):  # named as the tick's parts are: `common.TICK_PARTS`
+    return c @ c.T
+
+
+def _step_envs(c):
+    return jnp.sin(c) * 3.0 + 1.0
+
+
+def _two_parts(x):
+    def body(c, _):
+        return jnp.tanh(_step_envs(_train_critic(c))), None
+
+    return jax.lax.scan(body, x, None, length=STEPS)[0]
+
+
+def test_kernel_parts_split_a_traced_program_by_the_call_stacks_of_its_instructions(tmp_path):
+    x = jnp.full((64, 64), 0.01)
+    compiled = jax.jit(_two_parts).lower(x).compile()
+    sources = common.hlo_sources(compiled.as_text())
+    # The product's call stack, innermost first: _train_critic, then the scan's body, then
+    # the traced function (the frames' parent links are read right).
+    (dot,) = [c for name, c in sources.items() if name.startswith("dot")]
+    fns = [fn for _, fn, _ in dot]
+    assert fns[0] == "_train_critic" and fns.index("_two_parts.<locals>.body") == 1
+    assert "_two_parts" in fns[2:] and dot[0][0] == "test_bench_tools.py"
+    compiled(x).block_until_ready()
+    common.traced(compiled, x, tmp_path)
+    parts = {p["part"]: p for p in common.kernel_parts(tmp_path, compiled.as_text(), STEPS)}
+    assert parts["critic steps"]["events"] == 1.0  # one product per step of the scan
+    assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
+    assert set(parts) <= {
+        "critic steps",
+        "env steps: the rest (replay writes, bookkeeping)",
+        common.REST,
+    }
+
+
+def test_a_tick_part_is_read_from_the_outside_of_the_call_stack():
+    def stack(*fns):
+        return [("loop.py", fn, i) for i, fn in enumerate(fns)]
+
+    # a function first traced inside the actor steps and reused at a job end
+    reused = stack("draw", "_train_actors.<locals>.run", "end_jobs", "tick")
+    assert common.tick_part(reused) == "job ends (tells, assignment, resets)"
+    env = stack("Hopper.step", "TimeLimit.step", "_env_step", "_step_envs", "tick")
+    assert common.tick_part(env) == "env steps: the simulator"
+    acting = stack("apply_layers", "slot_actions", "_step_envs.<locals>.body", "tick")
+    assert common.tick_part(acting) == "env steps: the actors' actions"
+    rest = stack("add", "_step_envs", "tick")
+    assert common.tick_part(rest) == "env steps: the rest (replay writes, bookkeeping)"
+    # a branch whose call site a plain vmap dropped: known by what only its part calls
+    lost = stack("ProbeEnv.reset", "_reset_envs.<locals>.reset", "run_chunk")
+    assert common.tick_part(lost) == "job ends (tells, assignment, resets)"
+    assert common.tick_part(stack("tick", "run_chunk")) == common.REST
+    assert common.tick_part(stack("my_train_actors_helper", "tick")) == common.REST
+
+
+def test_kernel_parts_give_a_copy_its_command_buffers_part(tmp_path):
+    """A GPU trace by hand: kernels named after their fusions (`_N` for `.N`), a copy and a
+    library GEMM with no instruction of their own, each inside a command buffer."""
+    hlo = "\n".join(
+        [
+            "HloModule jit_run_chunk",
+            "",
+            "FileNames",
+            '1 "loop.py"',
+            "",
+            "FunctionNames",
+            '1 "tick"',
+            '2 "_train_critic"',
+            '3 "_step_envs"',
+            "",
+            "FileLocations",
+            "1 {file_name_id=1 function_name_id=1 line=10 end_line=10 column=1 end_column=2}",
+            "2 {file_name_id=1 function_name_id=2 line=20 end_line=20 column=1 end_column=2}",
+            "3 {file_name_id=1 function_name_id=3 line=30 end_line=30 column=1 end_column=2}",
+            "",
+            "StackFrames",
+            "1 {file_location_id=1 parent_frame_id=0}",
+            "2 {file_location_id=2 parent_frame_id=2}",
+            "3 {file_location_id=3 parent_frame_id=2}",
+            "",
+            "ENTRY %main (p: f32[4]) -> f32[4] {",
+            '  %loop_add_fusion.2 = f32[4] fusion(%p), metadata={op_name="a" stack_frame_id=2}',
+            '  %loop_sine_fusion = f32[4] fusion(%p), metadata={op_name="b" stack_frame_id=3}',
+            "}",
+        ]
+    )
+    assert common.hlo_sources(hlo)["loop_add_fusion.2"] == [
+        ("loop.py", "_train_critic", 20),
+        ("loop.py", "tick", 10),
+    ]
+
+    def kernel(name, dur, buffer):
+        return dict(ph="X", pid=2, tid=1, name=name, ts=0, dur=dur, args=dict(hlo_op=buffer))
+
+    events = [
+        dict(ph="M", pid=2, name="process_name", args=dict(name="/device:GPU:0")),
+        dict(ph="M", pid=1, name="process_name", args=dict(name="/host:CPU")),
+        dict(ph="X", pid=1, tid=1, name="loop_add_fusion.2", ts=0, dur=1000),  # host: ignored
+        kernel("loop_add_fusion_2", 30.0, "command_buffer_1"),
+        kernel("memcpy32_post", 10.0, "command_buffer_1"),  # critic's buffer
+        kernel("loop_sine_fusion", 40.0, "command_buffer_2"),
+        kernel("gemm_kernel", 20.0, "command_buffer_3"),  # no matched kernel in its buffer
+    ]
+    where = tmp_path / "plugins" / "profile" / "run"
+    where.mkdir(parents=True)
+    with gzip.open(where / "perfetto_trace.json.gz", "wt") as f:
+        json.dump(dict(traceEvents=events), f)
+    parts = common.kernel_parts(tmp_path, hlo, per=2)
+    assert [(p["part"], p["events"], p["us"], p["share"]) for p in parts] == [
+        ("critic steps", 1.0, 20.0, 0.4),  # ties keep the order first seen
+        ("env steps: the rest (replay writes, bookkeeping)", 0.5, 20.0, 0.4),
+        ("unattributed", 0.5, 10.0, 0.2),
+    ]
 
 
 def test_runs_on_another_backend_or_quick_write_their_own_section(tmp_path):
