@@ -243,14 +243,12 @@ def test_every_masked_branch_leaves_a_row_untouched_where_its_predicate_is_false
     assert seen == [(False, False)] and float(bad[0]) == 1.0  # the check can fail
     seen.clear()
     monkeypatch.setattr(loop, "row_cond", checked)
-    loop.clear_caches()  # nothing compiled with the real row_cond is reused
-    try:
-        cfg = probe_cfg(algo, num_slots=4, warmup_steps=20, **kw)
-        jax.block_until_ready(loop.make_train_chunk(cfg, 1, 80)(loop.init_batch(cfg, [0])))
-        jax.effects_barrier()
-    finally:
-        monkeypatch.undo()
-        loop.clear_caches()
+    # A buffer size no other test uses: the programs are traced here, with the checked
+    # row_cond, and no other test's cached programs are dropped or reused.
+    cfg = probe_cfg(algo, num_slots=4, warmup_steps=20, buffer_size=3_999, **kw)
+    jax.block_until_ready(loop.make_train_chunk(cfg, 1, 80)(loop.init_batch(cfg, [0])))
+    jax.effects_barrier()
+    monkeypatch.undo()
     skipped = [ok for pred, ok in seen if not pred]
     assert len(skipped) > 50 and any(pred for pred, _ in seen)
     assert all(skipped)
