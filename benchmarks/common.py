@@ -366,14 +366,9 @@ def traced(fn: Callable, arg, trace_dir: Path | str):
     return out
 
 
-def trace_summary(trace_dir: Path | str, per: int, top: int = 12) -> list[dict]:
-    """Where the time of a traced run went: the `top` events by total duration.
-
-    Reads the newest `perfetto_trace.json.gz` under trace_dir. Events are grouped by the
-    process that recorded them (the host's XLA thunks, a GPU's kernels and copies) and their
-    name; `per` divides counts and durations (say, the ticks of the traced chunk). Events nest
-    (a while loop holds its body's), so totals of different rows overlap.
-    """
+def _trace_events(trace_dir: Path | str) -> tuple[list[dict], dict]:
+    """The events of the newest `perfetto_trace.json.gz` under trace_dir, and the names of the
+    processes that recorded them (pid -> name)."""
     paths = sorted(Path(trace_dir).glob("**/perfetto_trace.json.gz"), key=os.path.getmtime)
     if not paths:
         raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir}")
@@ -382,6 +377,18 @@ def trace_summary(trace_dir: Path | str, per: int, top: int = 12) -> list[dict]:
     events = data["traceEvents"] if isinstance(data, dict) else data
     names = {e["pid"]: e["args"]["name"] for e in events
              if e.get("ph") == "M" and e.get("name") == "process_name"}
+    return events, names
+
+
+def trace_summary(trace_dir: Path | str, per: int, top: int = 12) -> list[dict]:
+    """Where the time of a traced run went: the `top` events by total duration.
+
+    Reads the newest `perfetto_trace.json.gz` under trace_dir. Events are grouped by the
+    process that recorded them (the host's XLA thunks, a GPU's kernels and copies) and their
+    name; `per` divides counts and durations (say, the ticks of the traced chunk). Events nest
+    (a while loop holds its body's), so totals of different rows overlap.
+    """
+    events, names = _trace_events(trace_dir)
     total: dict[tuple[str, str], list[float]] = {}
     for e in events:
         if e.get("ph") != "X" or str(e.get("name", "")).startswith("$"):
@@ -506,17 +513,7 @@ def kernel_parts(trace_dir: Path | str, hlo_text: str, per: int) -> list[dict]:
     trace has no device, the host's events of the program's instructions (loops and other
     events that hold others left out) are split the same way. Rows: part, events and µs per
     `per` (say, per tick), share of the time of the events counted."""
-    paths = sorted(Path(trace_dir).glob("**/perfetto_trace.json.gz"), key=os.path.getmtime)
-    if not paths:
-        raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir}")
-    with gzip.open(paths[-1], "rt") as f:
-        data = json.load(f)
-    events = data["traceEvents"] if isinstance(data, dict) else data
-    names = {
-        e["pid"]: e["args"]["name"]
-        for e in events
-        if e.get("ph") == "M" and e.get("name") == "process_name"
-    }
+    events, names = _trace_events(trace_dir)
     sources = hlo_sources(hlo_text)
     device = [e for e in events if e.get("ph") == "X" and "/device:" in names.get(e.get("pid"), "")]
     if not device:  # a CPU: the host runs each instruction as its own event
