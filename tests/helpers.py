@@ -3,6 +3,7 @@
 import time
 
 import jax
+import jax.extend
 import numpy as np
 
 from aes_rl.config import preset
@@ -69,3 +70,13 @@ def wait_for(pred, proc, timeout=120.0, poll=0.001) -> bool:
             return True
         time.sleep(poll)
     return False
+
+
+def sub_jaxprs(eqn):
+    """The jaxprs nested in an equation (a loop's body, a cond's branches), unwrapped."""
+    for value in eqn.params.values():
+        for sub in value if isinstance(value, tuple | list) else (value,):
+            if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                yield sub.jaxpr
+            elif isinstance(sub, jax.extend.core.Jaxpr):
+                yield sub

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from helpers import assert_trees_equal, probe_cfg
+from helpers import assert_trees_equal, probe_cfg, sub_jaxprs
 
 from aes_rl import loop
 from aes_rl.es import aes
@@ -214,12 +214,8 @@ def _input_shapes(jaxpr):
         for v in eqn.invars:
             if hasattr(v, "aval") and hasattr(v.aval, "shape"):
                 yield tuple(v.aval.shape)
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, tuple | list) else (value,):
-                if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                    yield from _input_shapes(sub.jaxpr)
-                elif isinstance(sub, jax.extend.core.Jaxpr):
-                    yield from _input_shapes(sub)
+        for sub in sub_jaxprs(eqn):
+            yield from _input_shapes(sub)
 
 
 @pytest.mark.parametrize(

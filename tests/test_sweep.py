@@ -4,11 +4,10 @@ import csv
 import dataclasses
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_equal, probe_cfg, probe_flags
+from helpers import assert_trees_equal, probe_cfg, probe_flags, sub_jaxprs
 
 from aes_rl import cli, loop, run, sweep
 from aes_rl.config import HYPER, STRUCTURAL
@@ -103,12 +102,7 @@ def _conds(jaxpr, branches: int) -> int:
     n = 0
     for eqn in jaxpr.eqns:
         n += eqn.primitive.name == "cond" and len(eqn.params["branches"]) == branches
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, tuple | list) else (value,):
-                if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                    n += _conds(sub.jaxpr, branches)
-                elif isinstance(sub, jax.extend.core.Jaxpr):
-                    n += _conds(sub, branches)
+        n += sum(_conds(sub, branches) for sub in sub_jaxprs(eqn))
     return n
 
 
