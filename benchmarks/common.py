@@ -130,6 +130,10 @@ class LoopFlags(BenchFlags):
     """Actor hidden widths."""
     critic_hidden: tuple[int, ...] = (64, 64)
     """Critic hidden widths."""
+    matmul_precision: Literal["default", "float32", "tensorfloat32", "bfloat16"] = "default"
+    """How float32 matrix products are computed (`jax_default_matmul_precision`): 'default'
+    is JAX's choice (TF32 tensor cores on recent NVIDIA GPUs; a CPU computes float32 whatever
+    is set). The section's Software line records it."""
 
 
 A = TypeVar("A", bound=BenchFlags)
@@ -140,6 +144,10 @@ def parse(cls: type[A], argv, module: str, doc: str | None) -> A:
     from aes_rl.flags import parse as parse_flags
 
     args = parse_flags(cls, argv, f"python -m {module}", (doc or "").splitlines()[0] or None)
+    precision = getattr(args, "matmul_precision", "default")
+    if precision != "default":
+        os.environ["JAX_DEFAULT_MATMUL_PRECISION"] = precision  # for the benchmark's subprocesses
+        jax.config.update("jax_default_matmul_precision", precision)
     if not Path(args.results).is_absolute():
         args.results = str(BENCH_DIR.parent / args.results)
     return args
@@ -279,7 +287,19 @@ def machine() -> dict:
         "brax": _version("brax"),
         "jax_backend": jax.default_backend(),
         "devices": ", ".join(str(d) for d in jax.devices()),
+        "matmul_precision": jax.config.jax_default_matmul_precision or "JAX's default",
+        "xla_flags": xla_flags(),
     }
+
+
+def xla_flags() -> str:
+    """`$XLA_FLAGS` as the section records it: a flag's value that is a path outside the
+    checkout (`--xla_dump_to=/tmp/x`) is written `<path>`."""
+    out = []
+    for flag in os.environ.get("XLA_FLAGS", "").split():
+        name, eq, value = _relative(flag).partition("=")
+        out.append(f"{name}=<path>" if eq and value.startswith(("/", "~")) else name + eq + value)
+    return " ".join(out)
 
 
 def peak_rss_mib() -> float:
@@ -551,10 +571,21 @@ def kernel_parts(trace_dir: Path | str, hlo_text: str, per: int) -> list[dict]:
 # ------------------------------------------------------------------ RESULTS.md
 
 
-def section_key(name: str, quick: bool, backend: str) -> str:
+def section_key(name: str, quick: bool, backend: str, variant: Sequence[str] = ()) -> str:
     """The RESULTS.md section a run writes: quick runs get their own, so a smoke test never
-    replaces real figures; so do runs on a backend other than the CPU (a GPU's sit beside)."""
-    return name + ("-quick" if quick else "") + ("" if backend == "cpu" else f"-{backend}")
+    replaces real figures; so do runs on a backend other than the CPU (a GPU's sit beside),
+    and runs of a `variant` (another physics backend, another matmul precision)."""
+    return (name + ("-quick" if quick else "") + "".join(f"-{v}" for v in variant)
+            + ("" if backend == "cpu" else f"-{backend}"))
+
+
+def variant(args: BenchFlags) -> tuple[str, ...]:
+    """What sets a run's figures apart from the defaults' so that it keeps its own section:
+    a physics backend other than spring, a matmul precision other than JAX's default."""
+    physics = getattr(args, "backend", "spring")
+    precision = getattr(args, "matmul_precision", "default")
+    return (() if physics == "spring" else (physics,)) + (
+        () if precision == "default" else (precision,))
 
 
 def write_section(name: str, body: str, path: Path | str = RESULTS) -> None:
@@ -613,7 +644,9 @@ class Session:
             f"- Machine: {m['platform']}; CPU {m['cpu']}; {m['cores']} cores "
             f"({m['usable_cores']} usable); {m['memory_gib']} GiB memory",
             f"- Software: Python {m['python']}, jax {m['jax']} (jaxlib {m['jaxlib']}), "
-            f"brax {m['brax']}; JAX backend `{m['jax_backend']}` ({m['devices']})",
+            f"brax {m['brax']}; JAX backend `{m['jax_backend']}` ({m['devices']}); float32 "
+            f"matmul precision: {m['matmul_precision']}"
+            + (f"; `XLA_FLAGS={m['xla_flags']}`" if m["xla_flags"] else ""),
             f"- Load average (1 min) at start / end: {self.load_start[0]:.2f} / {load_end[0]:.2f}",
             f"- Compilation: {self._compile_line()}",
             f"- Peak resident memory of the benchmark process: {peak_rss_mib():,.0f} MiB",
@@ -640,7 +673,8 @@ class Session:
         body = "\n\n".join(parts) + "\n"
         print("\n" + body, flush=True)
         if not self.args.no_write:
-            key = section_key(self.name, self.args.quick, jax.default_backend())
+            key = section_key(self.name, self.args.quick, jax.default_backend(),
+                              variant(self.args))
             write_section(key, body, self.args.results)
             print(f"wrote section '{key}' of {self.args.results}", flush=True)
         if self.args.summary_json:

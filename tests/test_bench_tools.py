@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -163,3 +164,48 @@ def test_runs_on_another_backend_or_quick_write_their_own_section(tmp_path):
     for quick, backend in ((False, "cpu"), (True, "cpu"), (False, "gpu"), (True, "gpu")):
         assert text.count(f"figures {quick} {backend}") == 1  # none replaced another
     assert "<!-- sweep_rows-gpu:start -->" in text and "<!-- sweep_rows-quick-gpu:start -->" in text
+
+
+def test_a_run_on_another_simulator_or_precision_keeps_its_own_section(monkeypatch):
+    from benchmarks import sweep_rows
+
+    monkeypatch.delenv("JAX_DEFAULT_MATMUL_PRECISION", raising=False)  # parse sets it; undone
+
+    def key(*argv):
+        args = sweep_rows.parse_args([*argv, "--no-write"])
+        return common.section_key("sweep_rows", args.quick, "gpu", common.variant(args))
+
+    before = jax.config.jax_default_matmul_precision
+    try:
+        assert key() == "sweep_rows-gpu"
+        assert key("--backend", "mjx") == "sweep_rows-mjx-gpu"
+        assert key("--quick", "--backend", "mjx", "--matmul-precision", "bfloat16") == (
+            "sweep_rows-quick-mjx-bfloat16-gpu")
+    finally:
+        jax.config.update("jax_default_matmul_precision", before)
+
+
+def test_a_benchmark_records_the_matmul_precision_and_xla_flags_it_ran_with(monkeypatch, capsys):
+    from benchmarks import sweep_rows
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/dump --xla_gpu_graph_min_graph_size=1")
+    monkeypatch.delenv("JAX_DEFAULT_MATMUL_PRECISION", raising=False)  # parse sets it; undone
+    before = jax.config.jax_default_matmul_precision
+    assert common.machine()["matmul_precision"] == "JAX's default"
+    try:
+        args = sweep_rows.parse_args(["--matmul-precision", "bfloat16", "--no-write"])
+        assert args.matmul_precision == "bfloat16"
+        m = common.machine()
+        assert m["matmul_precision"] == "bfloat16"
+        assert jax.config.jax_default_matmul_precision == "bfloat16"
+        assert os.environ["JAX_DEFAULT_MATMUL_PRECISION"] == "bfloat16"  # subprocesses too
+        # a path outside the checkout is not written into the results
+        assert m["xla_flags"] == "--xla_dump_to=<path> --xla_gpu_graph_min_graph_size=1"
+    finally:
+        jax.config.update("jax_default_matmul_precision", before)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        sweep_rows.parse_args(["--matmul-precision", "fp8"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "matmul-precision" in err and "bfloat16" in err  # the field and its allowed values
