@@ -22,7 +22,7 @@ def probe_cfg(algo="aes-rl", env="probe", **overrides):
         n_mean_evals=2,
     )
     # The clock the loop tests were written for: a tick is one env step, 10 actor steps, 2
-    # critic steps (test_cost_model covers the other clocks).
+    # critic steps (test_schedule covers the other clocks).
     base.update(env_steps_per_tick=1, actor_steps_per_tick=10, critic_steps_per_tick=2)
     if algo == "td3":
         base.update(actor_lr=1e-3, critic_lr=1e-3)

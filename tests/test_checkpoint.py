@@ -70,8 +70,9 @@ def test_no_valid_checkpoint_is_a_clear_error(tmp_path):
     run.train(cfg, settings(tmp_path, max_chunks=1))
     shutil.rmtree(tmp_path / "checkpoints" / "1" / "state")
     with pytest.raises(checkpoint.CheckpointError, match="none of the checkpoints"):
-        with pytest.warns(UserWarning):
+        with pytest.warns(UserWarning, match="checkpoint 1 is corrupt or incomplete"):
             run.resume(tmp_path)
+    assert (tmp_path / "checkpoints" / "1").exists()  # nothing set aside when none restored
 
 
 def test_structural_config_change_is_refused_naming_the_fields(tmp_path):

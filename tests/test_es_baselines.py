@@ -216,36 +216,41 @@ def test_acem_invalid_params_raise():
 # ----------------------------------------------------------------------------- (1+1)-ES
 
 
-def test_one_plus_one_window_truly_slides():
-    # 5 successes then 10 failures (f_mu = 0, f = +1 / -1), v0 = 1, factor 0.99:
-    #   tells 1-5:  rate 1                                  -> grow (5 times)
-    #   tells 6-10: rate 5/6, 5/7, 5/8, 5/9, 5/10 > 0.2       -> grow (5 times)
-    #   tell 11: window = tells 2-11 -> 4/10; tell 12: 3/10  -> grow (2 times)
-    #   tell 13: 2/10 (not > 0.2), tell 14: 1/10, tell 15: 0 -> shrink (3 times)
-    #   v = 0.99^-12 * 0.99^3 = 0.99^-9; a window frozen after 10 entries would keep 5/10.
+def test_one_plus_one_window_waits_until_full_then_truly_slides():
+    # 5 successes then 10 failures (f_mu = 0, f = +1 / -1), v0 = 1, factor 0.99, W = 10:
+    #   tells 1-10: the window fills; v stays 1 (the authors' rule waits for W outcomes)
+    #   tell 11: the 10 before it (1-10) hold 5/10 > 0.2 -> grow
+    #   tell 12: outcomes 2-11 -> 4/10 -> grow; tell 13: 3-12 -> 3/10 -> grow
+    #   tell 14: 4-13 -> 2/10 (not > 0.2) -> shrink; tell 15: 5-14 -> 1/10 -> shrink
+    #   v = 0.99^-3 * 0.99^2 = 0.99^-1. The authors' window, frozen at tells 1-10 (5/10),
+    #   would grow 5 times (0.99^-5); a rule that started at the first tell, 9 more times.
     params = OnePlusOneParams()
     state = one_plus_one.init(jnp.zeros(2), params, var_init=1.0)
     xs = jnp.arange(30, dtype=jnp.float32).reshape(15, 2)
     rets = jnp.array([1.0] * 5 + [-1.0] * 10)
-    state, ps = one_plus_one.tell_many(state, xs, rets, jnp.zeros(15), jnp.ones(15, bool), params)
+    ones = jnp.ones(15, bool)
+    first, _ = one_plus_one.tell_many(state, xs, rets, jnp.zeros(15), ones.at[10:].set(False), params)
+    np.testing.assert_array_equal(first.var, [1.0, 1.0])
+    state, ps = one_plus_one.tell_many(state, xs, rets, jnp.zeros(15), ones, params)
     np.testing.assert_array_equal(ps, [1.0] * 5 + [0.0] * 10)
     np.testing.assert_array_equal(state.mean, xs[4])  # the last success
     assert not bool(state.window.any())
     assert float(one_plus_one.success_rate(state)) == 0.0
-    np.testing.assert_allclose(state.var, [0.99**-9] * 2, rtol=1e-5)
+    np.testing.assert_allclose(state.var, [0.99**-1] * 2, rtol=1e-5)
 
 
 def test_one_plus_one_tie_is_failure_and_floor_holds():
     params = OnePlusOneParams(factor=0.5, var_min=1e-3)
     state = one_plus_one.init(jnp.zeros(2), params, var_init=1.0)
     n = 20
-    # f = f_mu is not a success: the mean stays, v halves every tell down to the floor 1e-3
+    # f = f_mu is not a success: the mean stays; from tell 11 on v halves every tell, down to
+    # the floor 1e-3 (0.5^10 < 1e-3)
     state, ps = one_plus_one.tell_many(
         state, jnp.ones((n, 2)), jnp.zeros(n), jnp.zeros(n), jnp.ones(n, bool), params
     )
     np.testing.assert_array_equal(ps, jnp.zeros(n))
     np.testing.assert_array_equal(state.mean, [0.0, 0.0])
-    np.testing.assert_allclose(state.var, [1e-3, 1e-3], rtol=1e-6)  # 0.5^20 < 1e-3
+    np.testing.assert_allclose(state.var, [1e-3, 1e-3], rtol=1e-6)
 
 
 def test_one_plus_one_tell_many_equals_successive_tells_and_masked_is_identity():

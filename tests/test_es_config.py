@@ -30,9 +30,10 @@ def test_acem_fields_reach_the_ring_strategy_and_shape_its_state():
 
 
 def test_one_plus_one_fields_set_its_success_rule():
-    """By hand, v0 = 1e-3, window 2, threshold 0.4, factor 0.5: a success (rate 1/1) grows v
-    to 2e-3; a failure (window [S, F], rate 1/2 > 0.4) grows it to 4e-3; another (window
-    [F, F], rate 0) shrinks it to 2e-3."""
+    """By hand, v0 = 1e-3, window 2, threshold 0.4, factor 0.5, outcomes S, F, F, F: the first
+    two fill the window (v stays 1e-3); the third sees [S, F], rate 1/2 > 0.4, and grows v to
+    2e-3; the fourth sees [F, F], rate 0, and shrinks it to 1e-3. With the default window of
+    10, v would not move in 4 tells."""
     cfg = preset(
         "probe", "one-plus-one", success_window=2, success_threshold=0.4, success_factor=0.5
     )
@@ -41,9 +42,9 @@ def test_one_plus_one_fields_set_its_success_rule():
     assert st.window.shape == (2,)
     x = jnp.ones((1, 3))
     st, _ = s.strategy.tell_many(st, x, jnp.array([5.0]), jnp.array([1.0]), jnp.array([True]))
-    np.testing.assert_allclose(st.var, 2e-3, rtol=1e-6)
+    np.testing.assert_allclose(st.var, 1e-3, rtol=1e-6)
     np.testing.assert_allclose(st.mean, 1.0)
-    for expected in (4e-3, 2e-3):
+    for expected in (1e-3, 2e-3, 1e-3):
         st, _ = s.strategy.tell_many(st, x, jnp.array([0.0]), jnp.array([1.0]), jnp.array([True]))
         np.testing.assert_allclose(st.var, expected, rtol=1e-6)
 

@@ -82,19 +82,22 @@ def test_evosax_adapter_matches_native_evosax_and_negates():
     strat = S.evosax_strategy("SNES", 8, sigma_init=0.5)
     key = jax.random.key(2)
     state = strat.init(key, jnp.zeros(D))
-    algo = strat.init.__self__.algorithm(D)
-    native = algo.init(key, jnp.zeros(D), state.es_params)
+    # the reference is evosax's own object and parameters, built here, not the adapter's
+    from evosax.algorithms import SNES
+
+    algo = SNES(population_size=8, solution=jnp.zeros(D))
+    params = algo.default_params.replace(std_init=0.5)
+    native = algo.init(key, jnp.zeros(D), params)
+    assert strat.pop_size == 8
     np.testing.assert_allclose(state.es_state.std, 0.5)
     np.testing.assert_allclose(strat.var(state), 0.25 * np.ones(D))
     for g in range(3):
         k = jax.random.fold_in(key, g)
         xs = strat.ask(k, state)
-        native_xs, native = algo.ask(k, native, state.es_params)
+        native_xs, native = algo.ask(k, native, params)
         np.testing.assert_array_equal(xs, native_xs)
         state = strat.tell(state, xs, _sphere(xs))
-        native, _ = algo.tell(
-            jax.random.key(0), native_xs, -_sphere(native_xs), native, state.es_params
-        )
+        native, _ = algo.tell(jax.random.key(0), native_xs, -_sphere(native_xs), native, params)
     _leaves_equal(state.es_state, native, rtol=1e-6, atol=1e-7)
 
 

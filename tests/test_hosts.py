@@ -154,15 +154,22 @@ def test_bad_multi_process_flags_are_one_line(tmp_path, capsys, argv, needle):
     assert not (tmp_path / "r").exists()
 
 
-def test_one_process_splits_rows_over_its_devices_as_before():
-    """On one process `process_devices` is the local rule: the largest divisor of the rows."""
-    import jax
+ONE_PROCESS = """
+from aes_rl import hosts
+print([(len(got), {d.process_index for d in got})
+       for got in map(hosts.process_devices, (1, 2, 3, 4, 6, 8))])
+"""
 
-    n = len(jax.devices())
-    for rows in (1, 2, 3, 4, 6, 8):
-        got = hosts.process_devices(rows)
-        assert len(got) == max(k for k in range(1, n + 1) if rows % k == 0)
-        assert all(d.process_index == 0 for d in got)
+
+def test_one_process_splits_rows_over_its_devices_as_before():
+    """On one process with 4 devices `process_devices` is the local rule: the largest count of
+    devices that divides the rows (by hand: 1, 2, 3, 4, 6, 8 rows -> 1, 2, 3, 4, 3, 4)."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = subprocess.run(
+        [sys.executable, "-c", ONE_PROCESS], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == str([(k, {0}) for k in (1, 2, 3, 4, 3, 4)])
 
 
 BRAX_ENV = """

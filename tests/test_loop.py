@@ -208,6 +208,32 @@ def test_every_episode_starts_fresh_and_the_buffer_keeps_true_final_observations
     assert not np.any(last_left == 1.0)  # never a reset observation as next_obs
 
 
+def test_the_loop_stores_a_time_limit_truncation_as_not_done_and_a_termination_as_done():
+    """The loop, not the test, turns an episode's end into `not_done`: countdown episodes of
+    3 to 9 steps under a time limit of 6 end both ways; one that terminates leaves 0 as the
+    last observation entry, one cut by the limit a positive fraction."""
+
+    def stored(lengths, ticks=150):
+        cfg = countdown_cfg(
+            "acem-rl",
+            env_kwargs=(("max_length", lengths[1]), ("min_length", lengths[0])),
+            episode_length=6,
+            n_mean_evals=0,
+            num_slots=2,
+        )
+        state, m = run(cfg, ticks)
+        buf = jax.tree.map(lambda x: x[0], state.buffer)
+        n = int(buf.size)
+        return np.asarray(buf.data.not_done[:n]), np.asarray(buf.data.next_obs[:n, -1]), m
+
+    not_done, left, m = stored((9, 9))  # every episode cut by the time limit
+    assert int(np.asarray(m.arrived).sum()) >= 40
+    np.testing.assert_array_equal(not_done, 1.0)
+    not_done, left, _ = stored((3, 9))
+    np.testing.assert_array_equal(not_done, (left != 0).astype(np.float32))
+    assert (not_done == 0).sum() > 10  # terminations happened
+
+
 def _input_shapes(jaxpr):
     """Shapes of every input of every equation in a jaxpr, nested ones included."""
     for eqn in jaxpr.eqns:

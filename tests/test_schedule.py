@@ -256,6 +256,19 @@ def test_paper_clock_is_the_default_and_rates_select_custom():
         preset("hopper", "aes-rl", cost_model="paper", actor_steps_per_tick=0.5)
 
 
+@pytest.mark.parametrize(
+    "env_s, critic_s, expected",
+    [
+        (1e-4, 5e-4, (10.0, 1.0, 2.0)),  # a tick is one actor step (1 ms): 10 env, 2 critic
+        (3e-4, 7e-4, (3.33, 1.0, 1.43)),  # 3.333.. and 1.428..: three significant digits
+        (1e-9, 10.0, (1e3, 1.0, 1e-3)),  # 1e6 and 1e-4 clipped to the bounds
+    ],
+)
+def test_the_device_clock_counts_each_unit_in_actor_steps(env_s, critic_s, expected):
+    costs = {"env_step_s": env_s, "actor_step_s": 1e-3, "critic_step_s": critic_s}
+    assert clock.rates(costs) == expected
+
+
 def test_a_calibrated_clock_is_stored_and_survives_resume(tmp_path, monkeypatch):
     cfg = probe_cfg(cost_model="device")
     out = run.train(cfg, run.RunSettings(str(tmp_path), steps=900, progress=False, max_chunks=2))

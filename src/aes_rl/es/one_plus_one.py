@@ -3,14 +3,12 @@
 Per arrival (x, f) with current mean return f_mu:
 
     success = f > f_mu;  mu <- x if success
-    window  <- the last W = 10 outcomes (a TRUE sliding window; the authors' deque stops
-               being updated once full, a bug we do not copy)
-    rate    = successes in the window / number of outcomes in it (min(count, W))
-    v <- v / factor if rate > 0.2 else v * factor   (factor 0.99);   v <- max(v, v_min)
-
-Choice: the rule is applied from the FIRST arrival on, with the rate over the outcomes seen
-so far (the current one included), rather than waiting for W outcomes as the authors' code
-does.
+    once W = 10 outcomes are recorded (the authors' `OnePlusOnePoluation.tell`):
+        rate = successes among the last W outcomes before this one
+        v <- v / factor if rate > 0.2 else v * factor   (factor 0.99);   v <- max(v, v_min)
+    then this outcome joins the window, which SLIDES: it holds the last W outcomes. The
+    authors' deque stops taking outcomes once full, so their rate stays that of the first W
+    arrivals for the rest of the run; we do not copy that (docs/algorithm.md §9).
 """
 
 import chex
@@ -90,15 +88,16 @@ def tell(
     chex.assert_shape(x, state.mean.shape)
     success = jnp.asarray(ret, jnp.float32) > jnp.asarray(mean_ret, jnp.float32)
     mean = jnp.where(success, jnp.asarray(x, jnp.float32), state.mean)
-    slot = state.count % params.window_size
-    state = state.replace(
-        mean=mean, window=state.window.at[slot].set(success), count=state.count + 1
-    )
+    w = params.window_size
     factor = jnp.asarray(params.factor, jnp.float32)
-    grow = success_rate(state) > params.success_threshold
+    grow = jnp.sum(state.window) / w > params.success_threshold  # the W outcomes before this
     var = jnp.where(grow, state.var / factor, state.var * factor)
     var = jnp.maximum(var, jnp.asarray(params.var_min, jnp.float32))
-    return state.replace(var=var), success.astype(jnp.float32)
+    var = jnp.where(state.count >= w, var, state.var)  # v waits for a full window
+    slot = state.count % w
+    return state.replace(
+        mean=mean, var=var, window=state.window.at[slot].set(success), count=state.count + 1
+    ), success.astype(jnp.float32)
 
 
 def tell_many(
