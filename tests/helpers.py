@@ -24,6 +24,9 @@ def probe_cfg(algo="aes-rl", env="probe", **overrides):
     # The clock the loop tests were written for: a tick is one env step, 10 actor steps, 2
     # critic steps (test_schedule covers the other clocks).
     base.update(env_steps_per_tick=1, actor_steps_per_tick=10, critic_steps_per_tick=2)
+    # A critic worker whose jobs are one step: a fresh mean and critic every step (the
+    # authors' 1000-step jobs are longer than these runs; test_schedule covers jobs).
+    base.update(critic_job_steps=1)
     if algo == "td3":
         base.update(actor_lr=1e-3, critic_lr=1e-3)
     base.update(overrides)

@@ -172,6 +172,67 @@ def test_an_rl_job_trains_against_the_critic_as_it_was_when_the_job_started():
     assert seen > 50  # ... while the live critic went on training
 
 
+def _same(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_the_critic_worker_trains_in_jobs_against_the_mean_at_each_jobs_start():
+    """The authors' critic worker (docs/algorithm.md §2), jobs of J = 5 steps at 4 critic steps
+    a tick: a job starts only while the critic is behind the counted steps, then runs to its
+    end even past them; its target policy is the ES mean when it started; new RL jobs copy the
+    critic the last finished job published. By hand, a tick that starts with L steps left in
+    the job and takes n steps ends with L - n left if L >= n, else J - (n - L) (the job ended
+    after L steps and one new job took the rest)."""
+    j = 5
+    cfg = probe_cfg(num_slots=3, warmup_steps=100, actor_steps_per_tick=1,
+                    critic_steps_per_tick=4, critic_job_steps=j, rl_history=2)
+    state = loop.init_batch(cfg, [0])
+    step = loop.make_train_chunk(cfg, 1, 1)
+    starts = ends = ahead = copies = stale = 0
+    for _ in range(300):
+        job0, c0 = first(state.critic_job), first(state.counters)
+        mean0, phase0 = first(state.es).mean, first(state.slots.phase)
+        state, _ = step(state)
+        job1, c1 = first(state.critic_job), first(state.counters)
+        live, sl = first(state.learner.params), first(state.slots.replace(env=None, opt=None))
+        n, left = int(c1.critic_steps - c0.critic_steps), int(job0.left)
+        assert int(job1.left) == (left - n if left >= n else j - (n - left))
+        started = left < n  # a new job took (some of) this tick's steps
+        if started:  # ... only while the critic was behind the counted steps, at its start
+            assert int(c0.critic_steps) + left < int(c1.total_steps)
+            np.testing.assert_array_equal(job1.policy, mean0)
+            starts += 1
+        else:
+            np.testing.assert_array_equal(job1.policy, job0.policy)
+        ended = 0 < left <= n
+        ends += ended
+        assert _same(job1.published, job0.published) != ended
+        if ended and left == n:  # the job ended with the tick's last step
+            assert _same(job1.published, live)
+        ahead = max(ahead, int(c1.critic_steps - c1.total_steps))
+        for w in np.flatnonzero((phase0 != TRAIN) & (sl.phase == TRAIN)):
+            assert _same(jax.tree.map(lambda x, w=w: x[w], sl.critic), job1.published)
+            copies += 1
+            stale += not _same(job1.published, live)  # the live critic had moved on
+    assert starts > 20 and ends > 20 and copies > 5 and stale > 0
+    assert 0 < ahead <= j - 1  # a job runs to its end past the data, never a whole job
+
+
+def test_critic_jobs_of_one_step_are_a_fresh_mean_and_critic_every_step():
+    """J = 1: every step is its own job, so the worker never runs ahead of the counted steps
+    and a new RL job copies the live critic."""
+    cfg = probe_cfg(num_slots=3, warmup_steps=100, actor_steps_per_tick=1,
+                    critic_steps_per_tick=4, critic_job_steps=1)
+    state = loop.init_batch(cfg, [0])
+    step = loop.make_train_chunk(cfg, 1, 1)
+    for _ in range(200):
+        state, _ = step(state)
+        c = first(state.counters)
+        assert int(c.critic_steps) <= int(c.total_steps)
+        assert _same(first(state.critic_job.published), first(state.learner.params))
+    assert int(c.critic_steps) > 100
+
+
 def test_training_uses_the_snapshot_not_the_live_critic():
     cfg = probe_cfg(num_slots=2, warmup_steps=60, actor_steps_per_tick=1)
     state = loop.init_batch(cfg, [0])

@@ -26,8 +26,8 @@ from aes_rl.config import Config
 from aes_rl.networks import ActorSpec
 
 # 2: counters of non-finite arrivals and transitions; 3: traced hyper-parameters in the state;
-# 4: the baselines' own ES parameters among them
-FORMAT_VERSION = 4
+# 4: the baselines' own ES parameters among them; 5: the critic worker's job (`loop.CriticJob`)
+FORMAT_VERSION = 5
 POLICY_FORMAT = "aes_rl.policy/1"
 
 # orbax logs every save at INFO/WARNING level; the driver prints its own one-line summaries.

@@ -84,6 +84,7 @@ HYPER = (
     "damp_tau",
     "success_threshold",
     "success_factor",
+    "critic_job_steps",
 )
 
 
@@ -111,6 +112,7 @@ class Config:
     n_mean_evals: int = 5  # mean-evaluation episodes per individual (async) / generation (sync)
     mean_eval: str = "sequential"  # sequential (one after another, the authors') | parallel
     parallel_critic: bool = False  # p-cem-rl: a critic worker against the mean, no serial phase
+    critic_job_steps: int = 1000  # a critic worker's job: steps against one snapshot of the mean
     rl_history: int = 10  # B_a = sum of the last <= rl_history episode lengths
     rho: float = 0.5  # target RL share
     pop_control_k: float = 50.0
@@ -309,6 +311,14 @@ FIELDS: dict[str, Field] = {
     "parallel_critic": Field(
         "p-cem-rl only: a critic worker trains continuously against the ES mean (no cap), "
         "instead of the serial critic phase before each generation's actor training."
+    ),
+    "critic_job_steps": Field(
+        "Critic steps per job of a critic worker (aes-rl, acem-rl, one-plus-one; p-cem-rl with "
+        "parallel_critic): each job trains against the ES mean as it was when the job started, "
+        "and new RL jobs copy the critic as the last job ended (the authors' 1000; 1: a fresh "
+        "mean and critic every step).",
+        1,
+        INT_MAX,
     ),
     "rl_history": Field("B_a = sum of the last rl_history individual episode lengths.", 1, INT_MAX),
     "rho": Field("Target RL share of the population control P_rl = 0.5 - k (r - rho).", 0, 1),

@@ -9,8 +9,9 @@ slot does what the cost model says that time buys:
    in all) against the critic snapshot taken when their training started;
 2. rolling-out and mean-evaluating slots take `env_steps_per_tick` env steps (per-slot
    policies, vmapped); rollout transitions enter the replay buffer and are counted;
-3. the critic takes `critic_steps_per_tick` steps: as a separate worker against the ES mean
-   (asynchronous algorithms, never ahead of counted steps; p-cem-rl's parallel critic, no cap),
+3. the critic takes `critic_steps_per_tick` steps: as a separate worker, in jobs against the
+   ES mean at each job's start (`CriticJob`; asynchronous algorithms: a job starts only while
+   the critic is behind the counted steps; p-cem-rl's parallel critic: no cap),
    or in the slot that holds the serial critic job, against that job's member (p-cem-rl,
    cem-rl); td3 takes one joint update per env step;
 4. slots whose job ended are handled: asynchronous algorithms tell arrivals to the ES in slot
@@ -83,11 +84,12 @@ class HParams:
     damp_tau: jax.Array
     success_threshold: jax.Array
     success_factor: jax.Array
+    critic_job_steps: jax.Array  # i32
 
     @classmethod
     def of(cls, cfg: Config) -> HParams:
         """The traced values of a full config (structure-only configs have none)."""
-        ints = {"warmup_steps", "rl_members", "policy_delay"}
+        ints = {"warmup_steps", "rl_members", "policy_delay", "critic_job_steps"}
         vals = {}
         for name in HYPER:
             v = getattr(cfg, name)
@@ -165,6 +167,18 @@ class Generation:
 
 
 @struct.dataclass
+class CriticJob:
+    """The job of a critic worker (`Family.critic_worker`; docs/algorithm.md §2). As in the
+    authors' code, the worker trains in jobs of `critic_job_steps` steps: a job starts when
+    none runs and the family allows it, trains against the ES mean as it was at the job's
+    start, and when it ends its critic becomes the one new RL jobs copy."""
+
+    policy: jax.Array  # [d] f32, this job's target policy: the ES mean at the job's start
+    left: jax.Array  # [] i32, critic steps left in this job (0: none running)
+    published: Any  # twin-critic params as the last job ended: what a new RL job copies
+
+
+@struct.dataclass
 class TrainState:
     key: jax.Array  # typed PRNG key
     slots: Slots
@@ -174,6 +188,7 @@ class TrainState:
     gen: Generation | None  # the generation family's (None for the others)
     counters: Counters
     hp: HParams  # this row's traced hyper-parameters
+    critic_job: CriticJob | None = None  # the critic worker's job (None: no critic worker)
 
 
 class TickMetrics(NamedTuple):
@@ -201,6 +216,8 @@ class Family(NamedTuple):
     acting: Callable  # (s, state) -> the actors as `act` reads them, made once a tick
     act: Callable  # (s, state, acting, key, random actions) -> every slot's action
     critic_target: Callable  # (s, state, steps this tick) -> (policy, critic steps allowed)
+    #   (with a critic worker: steps a new job may start in; the job then runs to its end)
+    critic_worker: Callable  # (s) -> True: the critic is a worker that trains in jobs
     critic_update: Callable  # (s, learner, batch, policy, key) -> learner
     after_critic: Callable  # (s, slots, critic steps taken) -> slots
     end_jobs: Callable  # (s, state, done, k_phase, k_tell, k_jobs)
@@ -450,7 +467,10 @@ def init(cfg: Config, key: jax.Array, hp: HParams | None = None) -> TrainState:
     )
     buffer = replay.init(cfg.buffer_size, s.env.observation_size, s.env.action_size)
     # Only the running family's parts: the generation family's `start` adds its generation.
-    state = TrainState(key, slots, es, learner, buffer, None, counters, hp)
+    job = None
+    if s.family.critic_worker(s):
+        job = CriticJob(jnp.zeros_like(mu0), jnp.zeros((), jnp.int32), learner.params)
+    state = TrainState(key, slots, es, learner, buffer, None, counters, hp, job)
     return s.family.start(s, state, k_jobs)
 
 
@@ -607,9 +627,12 @@ def assign_jobs(
 
 def _start_training(s: Setup, state: TrainState, sl: Slots, starting: jax.Array) -> Slots:
     """Slots entering TRAIN: a fresh Adam and a snapshot of the shared critic (the authors copy
-    the critic into the worker when the job starts; later critic updates do not reach it)."""
+    the critic into the worker when the job starts; later critic updates do not reach it). With
+    a critic worker the shared critic is the one its last finished job published."""
     fresh_opt = jax.vmap(td3.actor_opt_init)(sl.params)
-    snapshot = _tile(state.learner.params, sl.phase.shape[0])
+    job = state.critic_job  # a critic worker hands over its critic only when a job ends
+    shared = state.learner.params if job is None else job.published
+    snapshot = _tile(shared, sl.phase.shape[0])
     return sl.replace(
         opt=tree_where(starting, fresh_opt, sl.opt),
         critic=tree_where(starting, snapshot, sl.critic),
@@ -751,38 +774,61 @@ def _step_envs(s: Setup, state: TrainState, key: jax.Array):
 
 def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     """This tick's critic steps, up to what the family allows (`critic_target`): td3's joint
-    update; the critic worker against the ES mean; or the serial critic job of a slot, against
-    that job's member (counted in the slot, `after_critic`)."""
+    update; a critic worker's job against the ES mean (`CriticJob`); or the serial critic job
+    of a slot, against that job's member (counted in the slot, `after_critic`)."""
     cfg, c = s.cfg, state.counters
     rate = s.critic_rate
     n_now = rate.at(c.ticks)
     policy, left = s.family.critic_target(s, state, n_now)
 
     def step(carry, inp):
-        learner, done = carry
+        learner, job, done = carry
         k, i = inp
-        ok = (i < n_now) & (done < left) & (state.buffer.size > 0)
+        now = i < n_now
+        if job is None:
+            ok = now & (done < left) & (state.buffer.size > 0)
+            target = policy
+        else:  # a job starts when none runs and the family allows a step now; it runs to its end
+            start = now & (job.left == 0) & (done < left)
+            job = job.replace(
+                policy=jnp.where(start, policy, job.policy),
+                left=jnp.where(start, s.h.critic_job_steps, job.left),
+            )
+            ok = now & (job.left > 0) & (state.buffer.size > 0)
+            target = job.policy
 
         def update(lrn):
             k_batch, k_noise = jax.random.split(k)
             batch = replay.sample(state.buffer, k_batch, cfg.batch_size)
-            return s.family.critic_update(s, lrn, batch, policy, k_noise)
+            return s.family.critic_update(s, lrn, batch, target, k_noise)
 
         learner = row_cond(s, ok, update, lambda lrn: lrn, learner, all_rows=True)
-        return (learner, done + ok), None
+        if job is not None:  # a job that ended hands its critic over
+            left_after = job.left - ok
+            published = row_cond(
+                s, ok & (left_after == 0), lambda p: p[0], lambda p: p[1],
+                (learner.params, job.published),
+            )
+            job = job.replace(left=left_after, published=published)
+        return (learner, job, done + ok), None
 
     keys = jax.random.split(key, rate.most)
-    init = (state.learner, jnp.zeros((), jnp.int32))
-    (learner, n), _ = jax.lax.scan(step, init, (keys, jnp.arange(rate.most)))
+    init = (state.learner, state.critic_job, jnp.zeros((), jnp.int32))
+    (learner, job, n), _ = jax.lax.scan(step, init, (keys, jnp.arange(rate.most)))
     sl = s.family.after_critic(s, state.slots, n)
     return state.replace(
-        learner=learner, slots=sl, counters=c.replace(critic_steps=c.critic_steps + n)
+        learner=learner,
+        critic_job=job,
+        slots=sl,
+        counters=c.replace(critic_steps=c.critic_steps + n),
     )
 
 
 def worker_critic_target(s: Setup, state: TrainState, n_now: jax.Array, capped: bool):
     """A critic worker against the reported policy (the ES mean): this tick's steps once past
-    the warm-up, and with `capped` never ahead of the counted env steps."""
+    the warm-up, and with `capped` none while the critic's steps are not behind the counted
+    env steps. With jobs (`CriticJob`) this decides only when a job may start; the job then
+    takes its `critic_job_steps` (the authors' worker may so run up to a job ahead)."""
     c = state.counters
     past_warmup = (c.total_steps >= s.h.warmup_steps) & (state.buffer.size > 0)
     left = jnp.where(past_warmup, n_now, 0)
@@ -1044,7 +1090,8 @@ def finite(tree) -> jax.Array:
 def es_finite_parts(s: Setup, state: TrainState) -> jax.Array:
     """[3] bool: the ES state (and f_mu), the shared critic, the slots' actors are finite."""
     es = (state.es, state.counters.f_mu)
-    parts = (finite(es), finite(state.learner), finite((state.slots.params, state.slots.x)))
+    critic = (state.learner, state.critic_job)
+    parts = (finite(es), finite(critic), finite((state.slots.params, state.slots.x)))
     return jnp.stack(parts)
 
 
@@ -1104,6 +1151,7 @@ def es_family(name: str, **own: Callable | bool) -> Family:
         acting=slot_layers,
         act=slot_actions,
         critic_update=shared_critic_update,
+        critic_worker=lambda s: True,
         after_critic=no_slot_critic,
         mean=es_mean,
         finite_parts=es_finite_parts,

@@ -3,8 +3,9 @@
 Every free slot samples a member from the current distribution; after the warm-up it is an RL
 member (actor training, then its rollout) or an ES member (its rollout) by population control.
 When a rollout ends the slot evaluates the mean (`n_mean_evals` episodes) and then its arrival
-(x, f, f_mu) is told to the ES at once, in slot order. The critic is a separate worker against
-the ES mean, never ahead of the counted steps.
+(x, f, f_mu) is told to the ES at once, in slot order. The critic is a separate worker that
+trains in jobs against the ES mean (`loop.CriticJob`), starting one only while it is behind
+the counted steps.
 """
 
 from __future__ import annotations

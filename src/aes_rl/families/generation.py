@@ -213,6 +213,7 @@ FAMILY = loop.es_family(
     start=start,
     draw=draw,
     critic_target=critic_target,
+    critic_worker=lambda s: not s.serial_critic,  # p-cem-rl's parallel critic
     after_critic=after_critic,
     end_jobs=end_jobs,
 )

@@ -115,6 +115,7 @@ FAMILY = Family(
     act=act,
     critic_target=critic_target,
     critic_update=critic_update,
+    critic_worker=lambda s: False,  # one joint update per env step, no jobs
     after_critic=loop.no_slot_critic,
     end_jobs=end_jobs,
     mean=mean,
