@@ -180,7 +180,8 @@ def test_a_run_on_another_simulator_or_precision_keeps_its_own_section(monkeypat
         assert key() == "sweep_rows-gpu"
         assert key("--backend", "mjx") == "sweep_rows-mjx-gpu"
         assert key("--quick", "--backend", "mjx", "--matmul-precision", "bfloat16") == (
-            "sweep_rows-quick-mjx-bfloat16-gpu")
+            "sweep_rows-quick-mjx-bfloat16-gpu"
+        )
     finally:
         jax.config.update("jax_default_matmul_precision", before)
 

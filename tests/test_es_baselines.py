@@ -229,7 +229,9 @@ def test_one_plus_one_window_waits_until_full_then_truly_slides():
     xs = jnp.arange(30, dtype=jnp.float32).reshape(15, 2)
     rets = jnp.array([1.0] * 5 + [-1.0] * 10)
     ones = jnp.ones(15, bool)
-    first, _ = one_plus_one.tell_many(state, xs, rets, jnp.zeros(15), ones.at[10:].set(False), params)
+    first, _ = one_plus_one.tell_many(
+        state, xs, rets, jnp.zeros(15), ones.at[10:].set(False), params
+    )
     np.testing.assert_array_equal(first.var, [1.0, 1.0])
     state, ps = one_plus_one.tell_many(state, xs, rets, jnp.zeros(15), ones, params)
     np.testing.assert_array_equal(ps, [1.0] * 5 + [0.0] * 10)

@@ -73,7 +73,10 @@ def test_quick_shrinks_only_the_settings_left_at_their_defaults():
     quick = mod.parse_args(["--quick", "--no-write"])
     default = mod.Args(results=full.results, no_write=True)
     assert (full.ticks, full.num_rows, full.devices) == (
-        default.ticks, default.num_rows, default.devices)
+        default.ticks,
+        default.num_rows,
+        default.devices,
+    )
     assert quick.ticks < full.ticks and max(quick.num_rows) < max(full.num_rows)
     assert len(quick.devices) < len(full.devices)
     given = mod.parse_args(["--quick", "--no-write", "--num-rows", "1", "8", "--devices"])

@@ -184,8 +184,14 @@ def test_the_critic_worker_trains_in_jobs_against_the_mean_at_each_jobs_start():
     the job and takes n steps ends with L - n left if L >= n, else J - (n - L) (the job ended
     after L steps and one new job took the rest)."""
     j = 5
-    cfg = probe_cfg(num_slots=3, warmup_steps=100, actor_steps_per_tick=1,
-                    critic_steps_per_tick=4, critic_job_steps=j, rl_history=2)
+    cfg = probe_cfg(
+        num_slots=3,
+        warmup_steps=100,
+        actor_steps_per_tick=1,
+        critic_steps_per_tick=4,
+        critic_job_steps=j,
+        rl_history=2,
+    )
     state = loop.init_batch(cfg, [0])
     step = loop.make_train_chunk(cfg, 1, 1)
     starts = ends = ahead = copies = stale = 0
@@ -221,8 +227,13 @@ def test_the_critic_worker_trains_in_jobs_against_the_mean_at_each_jobs_start():
 def test_critic_jobs_of_one_step_are_a_fresh_mean_and_critic_every_step():
     """J = 1: every step is its own job, so the worker never runs ahead of the counted steps
     and a new RL job copies the live critic."""
-    cfg = probe_cfg(num_slots=3, warmup_steps=100, actor_steps_per_tick=1,
-                    critic_steps_per_tick=4, critic_job_steps=1)
+    cfg = probe_cfg(
+        num_slots=3,
+        warmup_steps=100,
+        actor_steps_per_tick=1,
+        critic_steps_per_tick=4,
+        critic_job_steps=1,
+    )
     state = loop.init_batch(cfg, [0])
     step = loop.make_train_chunk(cfg, 1, 1)
     for _ in range(200):

@@ -806,7 +806,10 @@ def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
         if job is not None:  # a job that ended hands its critic over
             left_after = job.left - ok
             published = row_cond(
-                s, ok & (left_after == 0), lambda p: p[0], lambda p: p[1],
+                s,
+                ok & (left_after == 0),
+                lambda p: p[0],
+                lambda p: p[1],
                 (learner.params, job.published),
             )
             job = job.replace(left=left_after, published=published)
