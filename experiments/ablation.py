@@ -19,7 +19,14 @@ import tyro
 from aes_rl import hosts, plot, sweep
 from aes_rl.config import preset
 from aes_rl.flags import Backend, EnvName, RunFlags, fail, overrides_class, parse, sweep_values
-from experiments.common import CPU_NETS, run_grid, table, write_report
+from experiments.common import (
+    CPU_NETS,
+    check_before_runs,
+    guarded,
+    run_grid,
+    table,
+    write_report,
+)
 
 PROG = "python -m experiments.ablation"
 AblationOverrides = overrides_class(
@@ -56,11 +63,11 @@ def main(argv: list[str] | None = None) -> Path:
         cfg = preset(args.env, "aes-rl", **values)
         sweep.check_grid(cfg, grid)
         seeds = args.flags.seeds
+        run_dir = args.out_dir / f"{args.env}-sweep"
+        check_before_runs([(cfg, args.flags.settings(run_dir, grid))], args.out_dir)
     except ValueError as err:
         fail(PROG, str(err))
-    run_dir = args.out_dir / f"{args.env}-sweep"
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    rows = run_grid(cfg, grid, run_dir, args.flags)
+    rows = guarded(PROG, run_grid, cfg, grid, run_dir, args.flags)
     settings = sweep.settings_of(grid)
     results = [
         (_label(cfg, setting), [r for r in rows if all(r[k] == v for k, v in setting)])

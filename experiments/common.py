@@ -7,17 +7,38 @@ overrides, spelled the same way) plus its own, and reports argument errors as on
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from aes_rl import hosts, run
 from aes_rl.config import Config
-from aes_rl.flags import RunFlags
+from aes_rl.flags import RunFlags, fail
 
 # CPU-sized networks; a GPU user passes --actor-hidden 400 300 --critic-hidden 400 300.
 SMALL_NETS = (64, 64)
 CPU_NETS = dict(actor_hidden=SMALL_NETS, critic_hidden=SMALL_NETS)
+
+
+def check_before_runs(runs: list[tuple[Config, run.RunSettings]], out_dir: Path) -> None:
+    """Every run's settings, and that the output directory can be written, before any work
+    (one-line `ValueError`s naming the field)."""
+    for cfg, settings in runs:
+        run.check_settings(cfg, settings)
+        run.check_run_dir(Path(settings.run_dir))
+    run.check_writable(out_dir, "out_dir")
+
+
+def guarded(prog: str, fn: Callable, *args):
+    """`fn(*args)`; a refused run (a run directory that is not this run's, a budget, a
+    checkpoint that cannot be restored) ends the experiment with one line, exit status 2."""
+    from aes_rl.checkpoint import CheckpointError
+
+    try:
+        return fn(*args)
+    except (run.RunError, CheckpointError) as err:
+        fail(prog, str(err).splitlines()[0])
 
 
 def run_grid(cfg: Config, grid, run_dir: Path, flags: RunFlags) -> list[dict]:

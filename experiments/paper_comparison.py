@@ -21,7 +21,14 @@ import tyro
 from aes_rl import hosts, plot
 from aes_rl.config import ALGOS, preset
 from aes_rl.flags import Algo, Backend, EnvName, RunFlags, chosen, fail, overrides_class, parse
-from experiments.common import CPU_NETS, run_grid, table, write_report
+from experiments.common import (
+    CPU_NETS,
+    check_before_runs,
+    guarded,
+    run_grid,
+    table,
+    write_report,
+)
 
 PROG = "python -m experiments.paper_comparison"
 ONE_SLOT = ("cem-rl", "td3")  # their presets' W = 1 is what they are
@@ -59,8 +66,18 @@ def configs(args: Args) -> dict:
 def main(argv: list[str] | None = None) -> Path:
     args = parse(Args, argv, PROG, __doc__.splitlines()[0])
     try:
+        for name in ("envs", "algos"):
+            if not getattr(args, name):
+                raise ValueError(f"{name}: give at least one")
         cfgs = configs(args)
         seeds = args.flags.seeds
+        check_before_runs(
+            [
+                (cfg, args.flags.settings(args.out_dir / f"{env}-{algo}"))
+                for (env, algo), cfg in cfgs.items()
+            ],
+            args.out_dir,
+        )
     except ValueError as err:
         fail(PROG, str(err))
     nets = next(iter(cfgs.values()))
@@ -69,12 +86,13 @@ def main(argv: list[str] | None = None) -> Path:
         f"actor {nets.actor_hidden}, critic {nets.critic_hidden} (td3's preset nets unless "
         "overridden), backend per env as configured\n"
     ]
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     for env in args.envs:
         results, dirs = [], []
         for algo in args.algos:
             run_dir = args.out_dir / f"{env}-{algo}"
-            results.append((algo, run_grid(cfgs[env, algo], (), run_dir, args.flags)))
+            results.append(
+                (algo, guarded(PROG, run_grid, cfgs[env, algo], (), run_dir, args.flags))
+            )
             dirs.append(run_dir)
         report += [f"## {env}\n", table(results), f"\n![{env}]({env}.png)\n"]
         if hosts.is_main():  # on a multi-process run, process 0 writes the outputs

@@ -20,7 +20,7 @@ import tyro
 from aes_rl import hosts, plot, run
 from aes_rl.config import preset
 from aes_rl.flags import Backend, EnvName, RunFlags, chosen, fail, overrides_class, parse
-from experiments.common import CPU_NETS
+from experiments.common import CPU_NETS, guarded
 
 PROG = "python -m experiments.quickstart"
 QuickOverrides = overrides_class(
@@ -50,10 +50,11 @@ def main(argv: list[str] | None = None) -> Path:
         cfg = preset(args.env, "aes-rl", **values)
         settings = args.flags.settings(args.run_dir)
         run.check_settings(cfg, settings)
+        run.check_run_dir(args.run_dir)
     except ValueError as err:
         fail(PROG, str(err))
     run.enable_compilation_cache()
-    out = run.train(cfg, settings)
+    out = guarded(PROG, run.train, cfg, settings)
     if not hosts.is_main():  # on a multi-process run, process 0 writes the outputs
         return args.run_dir
     png = plot.plot_runs(

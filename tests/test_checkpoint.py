@@ -159,3 +159,78 @@ def test_sigint_saves_and_exits_then_resume_is_exact(tmp_path):
     assert checkpoint.Checkpointer(path / "checkpoints").steps()[-1] == stopped_at
     rest = run.resume(path)
     assert_trees_equal(rest.state, whole.state)
+
+
+# ------------------------------------------------------------------ a run directory is never lost
+
+
+def _files(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_continuation_leaves_the_stored_run_as_it_was(tmp_path):
+    run.train(probe_cfg(), settings(tmp_path, max_chunks=1))
+    shutil.rmtree(tmp_path / "checkpoints" / "1" / "state")
+    before = _files(tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="none of the checkpoints"):
+        with pytest.warns(UserWarning, match="checkpoint 1 is corrupt"):
+            run.train(probe_cfg(rho=0.2), settings(tmp_path, steps=2000))
+    assert _files(tmp_path) == before  # config.json still says rho 0.5 and 900 steps
+
+
+def test_a_directory_that_holds_no_run_is_never_written_over(tmp_path):
+    (tmp_path / "metrics.csv").write_text("precious\n")
+    with pytest.raises(run.RunError, match="run_dir: .* is not empty and holds no run"):
+        run.train(probe_cfg(), settings(tmp_path))
+    assert _files(tmp_path) == {Path("metrics.csv"): b"precious\n"}
+
+
+def test_a_run_of_another_format_is_refused_before_any_work(tmp_path, monkeypatch):
+    import json
+
+    from aes_rl import clock
+
+    run.train(probe_cfg(), settings(tmp_path, max_chunks=1))
+    record = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(record, format_version=4)))
+    before = _files(tmp_path)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("calibrated a clock before refusing the run")
+
+    monkeypatch.setattr(clock, "calibrate", no_work)
+    with pytest.raises(run.RunError, match="written in format 4 by another aes_rl version"):
+        run.train(probe_cfg(cost_model="device"), settings(tmp_path))
+    assert _files(tmp_path) == before
+
+
+def test_changed_hyper_parameters_are_kept_in_the_records_history(tmp_path):
+    import json
+
+    run.train(probe_cfg(), settings(tmp_path, max_chunks=1))
+    with pytest.warns(UserWarning, match="changed from the stored run after chunk 1: rho"):
+        run.train(probe_cfg(rho=0.2), settings(tmp_path, max_chunks=1))
+    run.train(probe_cfg(rho=0.2), settings(tmp_path, max_chunks=1))  # no change: no entry
+    record = json.loads((tmp_path / "config.json").read_text())
+    assert record["history"] == [{"changed": {"rho": [0.5, 0.2]}, "from_chunk": 1}]
+    assert record["config"]["rho"] == 0.2
+
+
+def test_a_budget_below_the_steps_taken_and_the_stored_one_is_refused(tmp_path):
+    run.train(probe_cfg(), settings(tmp_path, max_chunks=2))
+    before = _files(tmp_path)
+    with pytest.raises(run.RunError, match="steps: the budget 300 is below the stored 900"):
+        run.resume(tmp_path, steps=300)
+    assert _files(tmp_path) == before
+    finished = run.resume(tmp_path)  # a finished run that overshot its budget re-runs as is
+    again = run.resume(tmp_path, steps=900)
+    assert again.chunks == finished.chunks
+
+
+def test_a_run_whose_checkpoints_are_gone_is_not_restarted_over_its_log(tmp_path):
+    run.train(probe_cfg(), settings(tmp_path, max_chunks=1))
+    shutil.rmtree(tmp_path / "checkpoints")
+    before = _files(tmp_path)
+    with pytest.raises(run.RunError, match="has logged chunks .* but no checkpoint"):
+        run.resume(tmp_path)
+    assert _files(tmp_path) == before

@@ -59,6 +59,13 @@ def call(capsys, *argv):
         (["train", "--env-steps-per-tick", "0"], "env_steps_per_tick: must be in [0.001, 1000]"),
         (["resume", "NOWHERE"], "holds no run (no config.json)"),
         (["eval", "NOWHERE"], "neither a policy file nor a run directory"),
+        (["eval", "NOWHERE", "--seed", "-1"], "seed: must be >= 0, got -1"),
+        (["train", "--critic-job-steps", "0"], "critic_job_steps: must be in [1, 2^31-1], got 0"),
+        (["sweep", "--env", "probe", "--rho"], "rho: give at least one value"),
+        (["sweep", "--mean-rule", "all", "bogus"], "mean_rule: 'all' stands alone"),
+        (["plot"], "run_dirs: give at least one run directory"),
+        (["plot", "NOWHERE", "--out", "/proc/none/x.png"], "out: no directory /proc/none"),
+        (["render", "NOWHERE", "--out", "/proc/none/x.html"], "out: no directory /proc/none"),
     ],
 )
 def test_argument_errors_are_one_line_exit_2_and_write_nothing(
@@ -89,6 +96,24 @@ def test_unwritable_run_directory_is_refused(capsys, tmp_path):
     )
     assert code == 2 and err.startswith("aes-rl: error: run_dir: cannot write to")
     assert blocker.read_text() == "x"
+
+
+def test_a_run_that_cannot_be_restored_says_so_in_a_few_lines_and_keeps_its_record(
+    capsys, tmp_path
+):
+    import shutil
+
+    run_dir = tmp_path / "r"
+    code, _, _ = call(capsys, "train", *PROBE, "--steps", "300", "--run-dir", str(run_dir))
+    assert code == 0
+    for state in (run_dir / "checkpoints").glob("*/state"):
+        shutil.rmtree(state)
+    record = (run_dir / "config.json").read_text()
+    code, _, err = call(capsys, "resume", str(run_dir), "--steps", "600")
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[-1].startswith("aes-rl: error: resume: none of the checkpoints")
+    assert all(line.startswith("aes-rl: warning: checkpoint ") for line in lines[:-1]), lines
+    assert (run_dir / "config.json").read_text() == record  # the budget is still 300
 
 
 def test_help_documents_every_option(capsys):
@@ -201,6 +226,44 @@ def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     assert (run_dir / "policy_seed0.npz").exists()
     out = capsys.readouterr().out
     assert "mean-policy return" in out
+
+
+@pytest.mark.parametrize(
+    "module,argv,needle",
+    [
+        ("quickstart", ["--run-dir", "BLOCKED/run"], "run_dir: cannot write to"),
+        ("ablation", ["--out-dir", "BLOCKED/out"], "out_dir: cannot write to"),
+        ("ablation", ["--steps", "100"], "steps: budget 100 is smaller than the warm-up"),
+        ("paper_comparison", ["--algos"], "algos: give at least one"),
+        ("paper_comparison", ["--envs", "probe", "--steps", "100"], "steps: budget 100"),
+    ],
+)
+def test_experiment_errors_are_one_line_before_any_work(
+    tmp_path, capsys, monkeypatch, module, argv, needle
+):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "BLOCKED").write_text("x")
+    mod = importlib.import_module(f"experiments.{module}")
+    with pytest.raises(SystemExit) as exit_:
+        mod.main([a.replace("BLOCKED", str(tmp_path / "BLOCKED")) for a in argv])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["BLOCKED"]  # no runs/ directory
+
+
+def test_an_experiment_refuses_a_directory_that_holds_no_run(tmp_path, capsys):
+    from experiments import quickstart
+
+    (tmp_path / "qs").mkdir()
+    (tmp_path / "qs" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_:
+        quickstart.main(["--env", "probe", "--steps", "700", "--run-dir", str(tmp_path / "qs")])
+    assert exit_.value.code == 2
+    assert "is not empty and holds no run" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "qs").iterdir()] == ["notes.txt"]
 
 
 def test_paper_comparison_and_ablation_write_tables(tmp_path, capsys):

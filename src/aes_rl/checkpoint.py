@@ -133,9 +133,11 @@ class Checkpointer:
             except CheckpointError:
                 raise
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped
+                reason = (str(err).splitlines() or [""])[0]
+                reason = reason.split(" See full TensorStore details")[0][:200]
                 warnings.warn(
                     f"checkpoint {chunk} is corrupt or incomplete ({type(err).__name__}: "
-                    f"{str(err).splitlines()[0][:200]}); falling back to an older one",
+                    f"{reason}); falling back to an older one",
                     stacklevel=2,
                 )
                 bad.append(chunk)

@@ -13,6 +13,7 @@ import io
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -189,6 +190,21 @@ def _policy_files(target: Path) -> list[Path]:
     return files
 
 
+def _check_out(path: Path, field: str) -> None:
+    """An output file can be written (checked before any work)."""
+    parent = path.parent
+    if path.is_dir():
+        raise UsageError(f"{field}: {path} is a directory; give a file name")
+    if not parent.is_dir():
+        raise UsageError(f"{field}: no directory {parent} to write {path.name} in")
+    probe = parent / f".aes_rl_write_test.{os.getpid()}"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"{field}: cannot write to {parent} ({err.strerror or err})") from None
+
+
 def _policy_env(meta: dict):
     from aes_rl.envs import make_env
 
@@ -227,6 +243,8 @@ def eval(  # the command's name shadows the builtin on purpose
 
     if episodes < 1:
         raise UsageError(f"episodes: must be >= 1, got {episodes}")
+    if seed < 0:
+        raise UsageError(f"seed: must be >= 0, got {seed}")
     files = _policy_files(target)
     run.enable_compilation_cache()
     for path in files:
@@ -265,6 +283,11 @@ def render(
     from aes_rl import render as render_lib
     from aes_rl.envs import PROBE_ENVS
 
+    if seed < 0:
+        raise UsageError(f"seed: must be >= 0, got {seed}")
+    _check_out(out, "out")
+    if gif is not None:
+        _check_out(gif, "gif")
     files = _policy_files(target)
     if policy_seed is not None:
         files = [f for f in files if f.name == f"policy_seed{policy_seed}.npz"]
@@ -305,6 +328,9 @@ def plot(
     from aes_rl import plot as plot_lib
     from aes_rl import run
 
+    if not run_dirs:
+        raise UsageError("run_dirs: give at least one run directory")
+    _check_out(out, "out")
     for d in run_dirs:
         run.read_run(d)
     print(f"wrote {plot_lib.plot_runs(run_dirs, out, metric, x)}")
@@ -344,6 +370,12 @@ def _deferred(fn):
     return wrapper
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the CLI prints it: one line, no source line."""
+    text = " ".join(str(message).split())
+    return f"aes-rl: warning: {text}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse (errors: one line, exit 2), then run the command."""
     argv = sys.argv[1:] if argv is None else argv
@@ -363,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     from aes_rl.checkpoint import CheckpointError
     from aes_rl.run import EXIT_NONFINITE, NonFiniteError
 
+    shown = warnings.formatwarning
+    warnings.formatwarning = _warning_line
     try:
         thunk()
     except NonFiniteError as error:
@@ -372,3 +406,5 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("AES_RL_DEBUG"):
             raise
         _fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    finally:
+        warnings.formatwarning = shown

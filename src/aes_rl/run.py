@@ -55,12 +55,14 @@ from aes_rl.progress import Progress, Stop  # noqa: F401 - re-exported
 from aes_rl.rundir import (  # noqa: F401 - re-exported
     RunError,
     RunSettings,
+    check_run_dir,
     check_settings,
     check_writable,
     open_run,
     read_run,
     resolve_clock,
     structure_diff,
+    write_record,
 )
 from aes_rl.sweep import Row
 from aes_rl.tensorboard import write as tb_write
@@ -106,33 +108,60 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
     rows = sweep.expand(cfg, settings.grid, settings.seeds)
     if hosts.count() > 1:
         _check_hosts(cfg, len(rows))
+    check_run_dir(run_dir)
+    stored_steps = read_run(run_dir)[1].steps if (run_dir / "config.json").exists() else None
     check_writable(run_dir)
     cfg, calibration = resolve_clock(cfg, run_dir)
-    open_run(cfg, settings, run_dir, calibration, write=hosts.is_main())
+    record = open_run(cfg, settings, run_dir, calibration)
     hosts.sync("aes_rl.open_run")
     if settings.debug_nans:
         jax.config.update("jax_debug_nans", True)
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", settings.keep, settings.save_buffer)
-    state = loop.init_batch([r.cfg for r in rows], [r.seed for r in rows])
-    chunk_i, wall = 0, 0.0
-    if ckpt.steps():
-        chunk_i, state, meta = ckpt.restore_latest(state, reject=_nonfinite_reason(cfg))
-        wall = float(meta.get("wall_time", 0.0))
-        if not meta.get("has_buffer"):
-            warnings.warn(
-                "resume: the replay buffer was not checkpointed; continuing with an "
-                "empty buffer (the continuation is not the same run)",
-                stacklevel=2,
-            )
-        done = int(np.min(hosts.fetch(state.counters.total_steps)))  # on every process
+    try:  # nothing of the stored run is rewritten until its state is restored
+        chunk_i, state, wall = _restore(cfg, settings, rows, run_dir, stored_steps, ckpt)
         if hosts.is_main():
-            print(f"resumed {run_dir} at chunk {chunk_i} ({done} counted steps)", file=sys.stderr)
-    out = _Outputs.open(settings, rows, chunk_i)
+            write_record(run_dir, record, chunk_i)
+        out = _Outputs.open(settings, rows, chunk_i)
+    except BaseException:
+        ckpt.close()
+        raise
     try:
         return _drive(cfg, settings, rows, state, chunk_i, wall, ckpt, out)
     finally:
         out.close()
         ckpt.close()
+
+
+def _restore(cfg, settings, rows, run_dir: Path, stored_steps: int | None, ckpt):
+    """The rows' state: fresh, or restored from the latest valid checkpoint of a stored run
+    (`stored_steps`: its budget; None: a new run). Returns (chunk, state, wall-clock seconds
+    so far)."""
+    state = loop.init_batch([r.cfg for r in rows], [r.seed for r in rows])
+    if not ckpt.steps():
+        logged = run_dir / "metrics.csv"
+        has_rows = logged.exists() and len(logged.read_text().splitlines()) > 1
+        if stored_steps is not None and has_rows:
+            raise RunError(
+                f"resume: {run_dir} has logged chunks (metrics.csv) but no checkpoint to "
+                "continue from; start a new run directory"
+            )
+        return 0, state, 0.0
+    chunk_i, state, meta = ckpt.restore_latest(state, reject=_nonfinite_reason(cfg))
+    if not meta.get("has_buffer"):
+        warnings.warn(
+            "resume: the replay buffer was not checkpointed; continuing with an "
+            "empty buffer (the continuation is not the same run)",
+            stacklevel=3,
+        )
+    done = int(np.min(hosts.fetch(state.counters.total_steps)))  # on every process
+    if settings.steps < min(done, stored_steps):  # a finished run may overshoot its budget
+        raise RunError(
+            f"steps: the budget {settings.steps} is below the stored {stored_steps} and the "
+            f"{done} counted steps {run_dir} has already taken; give a larger one"
+        )
+    if hosts.is_main():
+        print(f"resumed {run_dir} at chunk {chunk_i} ({done} counted steps)", file=sys.stderr)
+    return chunk_i, state, float(meta.get("wall_time", 0.0))
 
 
 def _check_hosts(cfg: Config, num_rows: int) -> None:

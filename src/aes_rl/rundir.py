@@ -75,14 +75,15 @@ def check_settings(cfg: Config, settings: RunSettings) -> None:
         raise RunError(f"seeds: must be non-negative ints, got {settings.seeds}")
 
 
-def check_writable(run_dir: Path) -> None:
+def check_writable(run_dir: Path, field: str = "run_dir") -> None:
+    """`run_dir` exists (made if need be) and can be written; else a RunError naming `field`."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write_test.{os.getpid()}"  # one per process of a multi-process run
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
-        raise RunError(f"run_dir: cannot write to {run_dir} ({err.strerror or err})") from err
+        raise RunError(f"{field}: cannot write to {run_dir} ({err.strerror or err})") from err
 
 
 def structure_diff(stored: Config, requested: Config) -> list[str]:
@@ -137,15 +138,42 @@ def resolve_clock(cfg: Config, run_dir: Path) -> tuple[Config, dict | None]:
     return cfg, costs
 
 
+def check_run_dir(run_dir: Path) -> None:
+    """Before any work: a directory without config.json must hold nothing (a run never
+    writes over files it did not make), and a stored run must be of this version's format."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        if run_dir.is_dir():
+            probe = ".write_test."  # another process's `check_writable`
+            foreign = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(probe))
+            if foreign:
+                raise RunError(
+                    f"run_dir: {run_dir} is not empty and holds no run (no config.json; it "
+                    f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); "
+                    "choose a new or empty directory"
+                )
+        return
+    try:
+        version = json.loads(path.read_text()).get("format_version")
+    except (ValueError, AttributeError) as err:
+        raise RunError(f"run_dir: {path} is not a valid aes_rl config ({err})") from err
+    if version != checkpoint.FORMAT_VERSION:
+        raise RunError(
+            f"run_dir: {run_dir} was written in format {version} by another aes_rl version; "
+            f"this one reads format {checkpoint.FORMAT_VERSION} (start a new run directory, "
+            "or continue it with the version that wrote it)"
+        )
+
+
 def open_run(
     cfg: Config,
     settings: RunSettings,
     run_dir: Path,
     calibration: dict | None,
-    write: bool = True,
-):
-    """New run: write config.json. Existing run: refuse structural changes, else continue.
-    `write=False` checks only (the other processes of a multi-process run)."""
+) -> dict:
+    """The config.json record of this call, checked against a stored run: structural changes
+    are refused; changed hyper-parameters are kept in the record's `history` (and warned
+    about). Writes nothing: `write_record` does, once the run has restored its state."""
     record = {
         "format_version": checkpoint.FORMAT_VERSION,
         "config": cfg.to_dict(),
@@ -153,31 +181,44 @@ def open_run(
     }
     if calibration is not None:
         record["calibration"] = calibration
-    if (run_dir / "config.json").exists():
-        stored_record = json.loads((run_dir / "config.json").read_text())
-        if "calibration" in stored_record and calibration is None:
-            record["calibration"] = stored_record["calibration"]
-        stored, stored_settings = read_run(run_dir)
-        diff = structure_diff(stored, cfg)
-        if tuple(stored_settings.seeds) != tuple(settings.seeds):
-            diff.append(
-                f"seeds (stored {list(stored_settings.seeds)}, requested {list(settings.seeds)})"
-            )
-        if stored_settings.grid != settings.grid:
-            diff.append(
-                f"grid (stored {sweep.grid_to_json(stored_settings.grid)}, requested "
-                f"{sweep.grid_to_json(settings.grid)})"
-            )
-        if diff:
-            raise RunError(
-                f"config: {run_dir} holds a run with a different structure: " + "; ".join(diff)
-            )
-        changed = [k for k, v in cfg.to_dict().items() if stored.to_dict()[k] != v]
-        if changed and write:
-            warnings.warn(
-                f"resume: hyper-parameters changed from the stored run: "
-                f"{', '.join(changed)} (the continuation is not the same run)",
-                stacklevel=3,
-            )
-    if write:
-        _write_json(run_dir / "config.json", record)
+    if not (run_dir / "config.json").exists():
+        return record
+    stored_record = json.loads((run_dir / "config.json").read_text())
+    if "calibration" in stored_record and calibration is None:
+        record["calibration"] = stored_record["calibration"]
+    stored, stored_settings = read_run(run_dir)
+    diff = structure_diff(stored, cfg)
+    if tuple(stored_settings.seeds) != tuple(settings.seeds):
+        diff.append(
+            f"seeds (stored {list(stored_settings.seeds)}, requested {list(settings.seeds)})"
+        )
+    if stored_settings.grid != settings.grid:
+        diff.append(
+            f"grid (stored {sweep.grid_to_json(stored_settings.grid)}, requested "
+            f"{sweep.grid_to_json(settings.grid)})"
+        )
+    if diff:
+        raise RunError(
+            f"config: {run_dir} holds a run with a different structure: " + "; ".join(diff)
+        )
+    old, new = stored.to_dict(), cfg.to_dict()
+    changed = {k: [old[k], v] for k, v in new.items() if old[k] != v}
+    record["history"] = list(stored_record.get("history", []))
+    if changed:
+        record["history"].append({"changed": changed})
+    return record
+
+
+def write_record(run_dir: Path, record: dict, chunk: int) -> None:
+    """Write config.json; a change of hyper-parameters made in this call is dated by the chunk
+    the run continues from, and announced in one line."""
+    history = record.get("history", [])
+    if history and "from_chunk" not in history[-1]:
+        history[-1]["from_chunk"] = chunk
+        names = ", ".join(history[-1]["changed"])
+        warnings.warn(
+            f"resume: hyper-parameters changed from the stored run after chunk {chunk}: {names} "
+            "(the continuation is not the same run; config.json keeps the change in 'history')",
+            stacklevel=3,
+        )
+    _write_json(run_dir / "config.json", record)

@@ -57,6 +57,10 @@ def parse_values(name: str, texts: Sequence[str]) -> tuple[Any, ...]:
     """Command-line words of a swept field as typed values; `all` = every choice of a rule."""
     kind = next(f.type for f in dataclasses.fields(Config) if f.name == name)
     allowed = choices(name)
+    if not texts:
+        raise SweepError(f"{name}: give at least one value" + (" (or all)" if allowed else ""))
+    if "all" in texts and len(texts) > 1:
+        raise SweepError(f"{name}: 'all' stands alone (every choice), got {' '.join(texts)}")
     if list(texts) == ["all"]:
         if allowed is None:
             raise SweepError(f"{name}: 'all' is only for fields with choices; give the values")
