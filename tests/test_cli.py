@@ -46,7 +46,7 @@ def call(capsys, *argv):
         (["train", "--warmup-steps", "0"], "warmup_steps: must be in [1, 2^31-1], got 0"),
         (["train", "--n-mean-evals", "0"], "n_mean_evals: aes-rl compares each return"),
         (["train", "--algo", "p-cem-rl", "--es", "evosax:Foo"], "es: unknown 'evosax:Foo'"),
-        (["train", "--critic-lr", "nan"], "critic_lr: must be finite, got nan"),
+        (["train", "--critic-lr", "nan"], "critic_lr: must be finite and in (0, 1], got nan"),
         (["train", "--keep", "0"], "keep: must be an int in [1, 2^31-1], got 0"),
         (["train", "--mean-eval", "both"], "mean_eval: unknown 'both'; allowed: sequential, para"),
         (["train", "--cost-model", "gpu"], "cost_model: unknown 'gpu'; allowed: paper, device"),

@@ -128,7 +128,7 @@ def test_values_inside_the_declared_ranges_are_accepted(algo, data):
         (dict(fixed_n=0.5), "fixed_n: must be in [1, 1e+12], got 0.5"),
         (dict(warmup_steps=0), "warmup_steps: must be in [1, 2^31-1], got 0"),
         (dict(n_mean_evals=0), "n_mean_evals: aes-rl compares each return with the mean"),
-        (dict(critic_lr=math.nan), "critic_lr: must be finite, got nan"),
+        (dict(critic_lr=math.nan), "critic_lr: must be finite and in (0, 1], got nan"),
         (dict(tau=0.0), "tau: must be in (0, 1], got 0.0"),
         (dict(gamma=1.5), "gamma: must be in [0, 1], got 1.5"),
         (dict(var_min=0.1), "var_min: must be <= var_init (0.001), got 0.1"),

@@ -429,7 +429,12 @@ def _check_value(name: str, kind: str, value: Any) -> None:
             isinstance(value, int | float) and not isinstance(value, bool),
             f"{name}: expected a number, got {value!r}",
         )
-        _check(math.isfinite(value), f"{name}: must be finite, got {value!r}")
+        _check(
+            math.isfinite(value),
+            f"{name}: must be finite"
+            + (f" and {spec.range_text()}" if spec.low is not None or spec.high is not None else "")
+            + f", got {value!r}",
+        )
     else:
         return
     low_ok = spec.low is None or (value > spec.low if spec.low_open else value >= spec.low)

@@ -67,7 +67,7 @@ def check_settings(cfg: Config, settings: RunSettings) -> None:
     if settings.steps < warmup:
         raise RunError(
             f"steps: budget {settings.steps} is smaller than the warm-up "
-            f"(warmup_steps={warmup}); raise --steps or lower --warmup-steps"
+            f"(warmup_steps={warmup}); raise the budget (--steps) or lower warmup_steps"
         )
     if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds):
         raise RunError(f"seeds: need one or more distinct seeds, got {settings.seeds}")
