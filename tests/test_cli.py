@@ -40,6 +40,7 @@ def call(capsys, *argv):
         (["train", "--backend", "bullet"], "'--backend'"),
         (["train", "--bogus", "3"], "Unrecognized options: --bogus"),
         (["train", "--env", "swimmer", "--backend", "spring"], "backend: swimmer exists only on"),
+        (["train", "--env", "probe", "--backend", "mjx"], "backend: probe is a pure-JAX test env"),
         (["train", "--negative-ratio", "2"], "negative_ratio: must be in [0, 1], got 2.0"),
         (["train", "--pop-control-k", "-1"], "pop_control_k: must be in [0, 1e+06]"),
         (["train", "--fixed-n", "0.5"], "fixed_n: must be in [1, 1e+12], got 0.5"),

@@ -473,6 +473,11 @@ def _check_relations(cfg: Config) -> None:
         "backend: swimmer exists only on 'generalized'",
     )
     _check(
+        not (cfg.env in PROBE_ENVS and cfg.backend != "spring"),
+        f"backend: {cfg.env} is a pure-JAX test env with no physics backend; leave backend "
+        f"at its default (spring), got {cfg.backend!r}",
+    )
+    _check(
         cfg.batch_size <= cfg.buffer_size,
         f"batch_size: must be <= buffer_size ({cfg.buffer_size}), got {cfg.batch_size}",
     )
