@@ -303,3 +303,16 @@ def test_paper_comparison_and_ablation_write_tables(tmp_path, capsys):
         if line.startswith("| fixed") or line.startswith("| baseline")
     ]
     assert len(finals) == 2 and all(np.isfinite(finals))
+
+
+def test_a_policy_file_holding_pickles_is_refused_without_suggesting_to_load_them(
+    capsys, tmp_path
+):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, params=np.array([{"a": 1}], dtype=object), meta=np.array("{}"))
+    code, _, err = call(capsys, "eval", str(bad))
+    assert code == 2
+    assert err.strip() == (
+        f"aes-rl: error: policy: {bad} is not an aes_rl policy file (it holds pickled "
+        "objects, which are never loaded)"
+    )

@@ -214,6 +214,11 @@ def load_policy(path: Path) -> tuple[ActorSpec, np.ndarray, dict]:
         with np.load(Path(path), allow_pickle=False) as data:
             flat, meta = data["params"], json.loads(str(data["meta"]))
     except Exception as err:
+        if "pickle" in str(err):  # numpy's hint to allow pickles is not ours to give
+            raise CheckpointError(
+                f"policy: {path} is not an aes_rl policy file (it holds pickled objects, "
+                "which are never loaded)"
+            ) from err
         raise CheckpointError(f"policy: cannot read {path}: {err}") from err
     if meta.get("format") != POLICY_FORMAT:
         raise CheckpointError(f"policy: {path} is not an aes_rl policy file")
