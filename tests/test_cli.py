@@ -313,6 +313,6 @@ def test_a_policy_file_holding_pickles_is_refused_without_suggesting_to_load_the
     code, _, err = call(capsys, "eval", str(bad))
     assert code == 2
     assert err.strip() == (
-        f"aes-rl: error: policy: {bad} is not an aes_rl policy file (it holds pickled "
-        "objects, which are never loaded)"
+        f"aes-rl: error: policy: cannot read {bad}: not a policy file (a plain .npz archive; "
+        "pickled data is never loaded)"
     )

@@ -216,8 +216,8 @@ def load_policy(path: Path) -> tuple[ActorSpec, np.ndarray, dict]:
     except Exception as err:
         if "pickle" in str(err):  # numpy's hint to allow pickles is not ours to give
             raise CheckpointError(
-                f"policy: {path} is not an aes_rl policy file (it holds pickled objects, "
-                "which are never loaded)"
+                f"policy: cannot read {path}: not a policy file (a plain .npz archive; "
+                "pickled data is never loaded)"
             ) from err
         raise CheckpointError(f"policy: cannot read {path}: {err}") from err
     if meta.get("format") != POLICY_FORMAT:
