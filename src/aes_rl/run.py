@@ -108,11 +108,11 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
     rows = sweep.expand(cfg, settings.grid, settings.seeds)
     if hosts.count() > 1:
         _check_hosts(cfg, len(rows))
-    check_run_dir(run_dir)
-    stored_steps = read_run(run_dir)[1].steps if (run_dir / "config.json").exists() else None
+    stored = check_run_dir(run_dir)
     check_writable(run_dir)
-    cfg, calibration = resolve_clock(cfg, run_dir)
-    record = open_run(cfg, settings, run_dir, calibration)
+    cfg, calibration = resolve_clock(cfg, stored)
+    record = open_run(cfg, settings, run_dir, calibration, stored)
+    stored_steps = None if stored is None else stored.settings.steps
     hosts.sync("aes_rl.open_run")
     if settings.debug_nans:
         jax.config.update("jax_debug_nans", True)

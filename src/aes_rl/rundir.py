@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 from aes_rl import checkpoint, loop, sweep
 from aes_rl.config import RATE_FIELDS, STRUCTURAL, Config
@@ -92,21 +93,49 @@ def structure_diff(stored: Config, requested: Config) -> list[str]:
     return [f"{k} (stored {a[k]!r}, requested {b[k]!r})" for k in STRUCTURAL if a[k] != b[k]]
 
 
-def read_run(run_dir: Path) -> tuple[Config, RunSettings]:
+class StoredRun(NamedTuple):
+    """A run directory's config.json: the record as written, and its config and settings."""
+
+    record: dict
+    cfg: Config
+    settings: RunSettings
+
+
+def _record(run_dir: Path) -> dict:
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise RunError(f"run_dir: {run_dir} holds no run (no config.json)")
     try:
         record = json.loads(path.read_text())
+    except ValueError as err:
+        raise RunError(f"run_dir: {path} is not a valid aes_rl config ({err})") from err
+    if not isinstance(record, dict):
+        raise RunError(f"run_dir: {path} is not a valid aes_rl config (not a JSON object)")
+    return record
+
+
+def _parse(run_dir: Path, record: dict) -> StoredRun:
+    try:
         cfg = Config.from_dict(record["config"])
         settings = dict(
             record["settings"],
             seeds=tuple(record["settings"]["seeds"]),
             grid=sweep.grid_from_json(record["settings"].get("grid")),
         )
-        return cfg, RunSettings(**settings)
+        return StoredRun(record, cfg, RunSettings(**settings))
     except (KeyError, TypeError, ValueError) as err:
+        path = Path(run_dir) / "config.json"
         raise RunError(f"run_dir: {path} is not a valid aes_rl config ({err})") from err
+
+
+def load_run(run_dir: Path) -> StoredRun:
+    """The stored run of `run_dir` (a one-line RunError if it holds none or an unreadable one)."""
+    return _parse(run_dir, _record(run_dir))
+
+
+def read_run(run_dir: Path) -> tuple[Config, RunSettings]:
+    stored = load_run(run_dir)
+    return stored.cfg, stored.settings
 
 
 def _write_json(path: Path, record: dict) -> None:
@@ -115,16 +144,14 @@ def _write_json(path: Path, record: dict) -> None:
     tmp.replace(path)
 
 
-def resolve_clock(cfg: Config, run_dir: Path) -> tuple[Config, dict | None]:
-    """The device cost model: an existing run keeps the rates it was calibrated with; a new
-    one is calibrated now, at its shapes (returns the measured seconds to store)."""
+def resolve_clock(cfg: Config, stored: StoredRun | None) -> tuple[Config, dict | None]:
+    """The device cost model: an existing run (`stored`) keeps the rates it was calibrated
+    with; a new one is calibrated now, at its shapes (returns the measured seconds to store)."""
     if cfg.cost_model != "device":
         return cfg, None
-    if (run_dir / "config.json").exists():
-        stored, _ = read_run(run_dir)
-        if stored.cost_model == "device":
-            rates = {name: getattr(stored, name) for name in RATE_FIELDS}
-            return cfg.replace(**rates), None
+    if stored is not None and stored.cfg.cost_model == "device":
+        rates = {name: getattr(stored.cfg, name) for name in RATE_FIELDS}
+        return cfg.replace(**rates), None
     from aes_rl import clock
 
     cfg, costs = clock.calibrate(cfg)
@@ -138,9 +165,10 @@ def resolve_clock(cfg: Config, run_dir: Path) -> tuple[Config, dict | None]:
     return cfg, costs
 
 
-def check_run_dir(run_dir: Path) -> None:
+def check_run_dir(run_dir: Path) -> StoredRun | None:
     """Before any work: a directory without config.json must hold nothing (a run never
-    writes over files it did not make), and a stored run must be of this version's format."""
+    writes over files it did not make), and a stored run must be of this version's format.
+    Returns the stored run (None: a new one)."""
     path = run_dir / "config.json"
     if not path.exists():
         if run_dir.is_dir():
@@ -152,17 +180,16 @@ def check_run_dir(run_dir: Path) -> None:
                     f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); "
                     "choose a new or empty directory"
                 )
-        return
-    try:
-        version = json.loads(path.read_text()).get("format_version")
-    except (ValueError, AttributeError) as err:
-        raise RunError(f"run_dir: {path} is not a valid aes_rl config ({err})") from err
-    if version != checkpoint.FORMAT_VERSION:
+        return None
+    record = _record(run_dir)
+    version = record.get("format_version")
+    if version != checkpoint.FORMAT_VERSION:  # before parsing: an old config may not parse
         raise RunError(
             f"run_dir: {run_dir} was written in format {version} by another aes_rl version; "
             f"this one reads format {checkpoint.FORMAT_VERSION} (start a new run directory, "
             "or continue it with the version that wrote it)"
         )
+    return _parse(run_dir, record)
 
 
 def open_run(
@@ -170,6 +197,7 @@ def open_run(
     settings: RunSettings,
     run_dir: Path,
     calibration: dict | None,
+    stored: StoredRun | None,
 ) -> dict:
     """The config.json record of this call, checked against a stored run: structural changes
     are refused; changed hyper-parameters are kept in the record's `history` (and warned
@@ -181,13 +209,12 @@ def open_run(
     }
     if calibration is not None:
         record["calibration"] = calibration
-    if not (run_dir / "config.json").exists():
+    if stored is None:
         return record
-    stored_record = json.loads((run_dir / "config.json").read_text())
+    stored_record, stored_settings = stored.record, stored.settings
     if "calibration" in stored_record and calibration is None:
         record["calibration"] = stored_record["calibration"]
-    stored, stored_settings = read_run(run_dir)
-    diff = structure_diff(stored, cfg)
+    diff = structure_diff(stored.cfg, cfg)
     if tuple(stored_settings.seeds) != tuple(settings.seeds):
         diff.append(
             f"seeds (stored {list(stored_settings.seeds)}, requested {list(settings.seeds)})"
@@ -201,7 +228,7 @@ def open_run(
         raise RunError(
             f"config: {run_dir} holds a run with a different structure: " + "; ".join(diff)
         )
-    old, new = stored.to_dict(), cfg.to_dict()
+    old, new = stored.cfg.to_dict(), cfg.to_dict()
     changed = {k: [old[k], v] for k, v in new.items() if old[k] != v}
     record["history"] = list(stored_record.get("history", []))
     if changed:
