@@ -197,12 +197,9 @@ def _check_out(path: Path, field: str) -> None:
         raise UsageError(f"{field}: {path} is a directory; give a file name")
     if not parent.is_dir():
         raise UsageError(f"{field}: no directory {parent} to write {path.name} in")
-    probe = parent / f".aes_rl_write_test.{os.getpid()}"
-    try:
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise UsageError(f"{field}: cannot write to {parent} ({err.strerror or err})") from None
+    from aes_rl.rundir import check_writable
+
+    check_writable(parent, field, make=False)
 
 
 def _policy_env(meta: dict):

@@ -76,10 +76,12 @@ def check_settings(cfg: Config, settings: RunSettings) -> None:
         raise RunError(f"seeds: must be non-negative ints, got {settings.seeds}")
 
 
-def check_writable(run_dir: Path, field: str = "run_dir") -> None:
-    """`run_dir` exists (made if need be) and can be written; else a RunError naming `field`."""
+def check_writable(run_dir: Path, field: str = "run_dir", make: bool = True) -> None:
+    """`run_dir` exists (made if need be, with `make`) and can be written; else a RunError
+    naming `field`."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if make:
+            run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write_test.{os.getpid()}"  # one per process of a multi-process run
         probe.write_text("ok")
         probe.unlink()
