@@ -97,22 +97,6 @@ def make_config(env: str, algo: str, args):
     return preset(env, algo, **overrides)
 
 
-def iqm(xs) -> float:
-    """Interquartile mean: the mean of the middle half (a quarter trimmed at each end)."""
-    xs = np.sort(np.asarray(xs, float))
-    k = int(0.25 * len(xs))
-    return float(xs[k : len(xs) - k].mean())
-
-
-def bootstrap_ci(xs, stat, n: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of `stat` over seeds resampled with replacement."""
-    xs = np.asarray(xs, float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(xs), (n, len(xs)))
-    stats = np.array([stat(xs[d]) for d in draws])
-    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
-
-
 X_AXES = (("total_steps", "counted env steps (per seed)"),
           ("time", "modeled time (ticks of the clock)"),
           ("wall_time", "wall-clock s"))
@@ -172,11 +156,11 @@ def write_csv(path: Path, runs: list[common.LearningRun]) -> None:
 def summary_row(env: str, run: common.LearningRun, cfg) -> list:
     finals = [statistics.mean(x) for x in run.final_returns]
     steps = [int(run.final(s)["total_steps"]) for s in run.seeds()]
-    lo, hi = bootstrap_ci(finals, np.mean)
-    ilo, ihi = bootstrap_ci(finals, iqm)
+    lo, hi = common.bootstrap_ci(finals, np.mean)
+    ilo, ihi = common.bootstrap_ci(finals, common.iqm)
     last = [run.final(s) for s in run.seeds()]
     return [env, run.label, len(finals), cfg.num_slots, min(steps), statistics.mean(finals),
-            f"[{lo:.1f}, {hi:.1f}]", iqm(finals), f"[{ilo:.1f}, {ihi:.1f}]", min(finals),
+            f"[{lo:.1f}, {hi:.1f}]", common.iqm(finals), f"[{ilo:.1f}, {ihi:.1f}]", min(finals),
             max(finals), statistics.mean(r["critic_per_step"] for r in last),
             statistics.mean(r["time"] for r in last), run.wall_s]
 

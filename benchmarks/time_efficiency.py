@@ -14,11 +14,16 @@ modeled time to the budget over AES-RL's against the ratio.
 The budget is checked between chunks (resolution `--chunk-ticks`); the target return is the
 deterministic return of the ES mean, evaluated after every chunk (not counted, not timed).
 Wall-clock is the sum of the compiled chunk calls; compilation apart.
+
+With several seeds (`--num-seeds`) every figure relative to AES-RL is taken per seed, against
+AES-RL's run of the same seed, and then averaged over seeds with a 95% Student-t interval;
+the sweep runs every seed too.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -168,8 +173,9 @@ def one_config(env, clock_name, variant, args, partial: common.Partial) -> dict:
     return out
 
 
-def main_table(args, partial: common.Partial) -> tuple[str, list[str]]:
-    rows, clocks_seen = [], []
+def main_table(args, partial: common.Partial) -> tuple[list[str], list[str]]:
+    """The per-seed table, and with several seeds a summary over them (95% t-intervals)."""
+    rows, summary, clocks_seen = [], [], []
     for env in args.envs:
         for clock_name in args.clocks:
             refs: dict[int, dict] = {}
@@ -178,8 +184,8 @@ def main_table(args, partial: common.Partial) -> tuple[str, list[str]]:
                 if got["calibration"]:
                     clocks_seen.append(got["calibration"])
                 compile_s = got["compile_s"]
-                for seed in args.seeds:
-                    r = got["runs"][str(seed)]
+                runs = [got["runs"][str(seed)] for seed in args.seeds]
+                for seed, r in zip(args.seeds, runs):
                     ref = refs.setdefault(seed, r)
                     hit = r["hit"]
                     rows.append([env, clock_name, variant, got["w"], seed, r["steps"],
@@ -188,56 +194,107 @@ def main_table(args, partial: common.Partial) -> tuple[str, list[str]]:
                                  r["utilisation"], r["critic_steps"], r["critic_per_step"],
                                  hit[0] if hit else "not reached",
                                  hit[1] if hit else "not reached", compile_s])
-    table = common.md_table(
+                summary.append([env, clock_name, variant, got["w"]]
+                               + seed_summary(runs, [refs[s] for s in args.seeds]))
+    per_seed = common.md_table(
         ["env", "clock", "variant", "W", "seed", "counted steps", "ticks to budget",
          "ticks vs aes-rl", "wall s", "wall vs aes-rl", "ms / tick", "utilisation",
          "critic steps", "critic / counted step", f"ticks to return {args.target:g}",
          f"wall s to return {args.target:g}", "compile s"], rows)
-    return table, clocks_seen
+    if len(args.seeds) == 1:
+        return [per_seed], clocks_seen
+    table = common.md_table(
+        ["env", "clock", "variant", "W", "seeds", "ticks to budget (mean)",
+         "ticks vs aes-rl (mean)", "95% CI", "wall vs aes-rl (mean)", "95% CI", "utilisation",
+         "critic / counted step", f"seeds reaching {args.target:g}",
+         f"ticks to return {args.target:g} (mean of those)", "95% CI"], summary)
+    return [table, "<details><summary>Per seed</summary>\n\n" + per_seed + "\n\n</details>"], \
+        clocks_seen
+
+
+def seed_summary(runs: list[dict], refs: list[dict]) -> list:
+    """Cells over seeds: ratios to AES-RL are taken per seed (paired), then averaged."""
+    ticks = common.t_interval([r["ticks"] / f["ticks"] for r, f in zip(runs, refs)])
+    wall = common.t_interval([r["wall_s"] / f["wall_s"] for r, f in zip(runs, refs)])
+    hits = [r["hit"][0] for r in runs if r["hit"]]
+    to_target = common.t_interval(hits) if hits else (math.nan,) * 3
+    return [len(runs), statistics.fmean(r["ticks"] for r in runs), ticks[0],
+            common.fmt_interval(*ticks[1:]), wall[0], common.fmt_interval(*wall[1:]),
+            statistics.fmean(r["utilisation"] for r in runs),
+            statistics.fmean(r["critic_per_step"] for r in runs), f"{len(hits)}/{len(runs)}",
+            to_target[0], common.fmt_interval(*to_target[1:])]
 
 
 def sweep(args, partial: common.Partial) -> tuple[str, dict]:
-    """Modeled time to the sweep budget for every ratio and variant (one seed)."""
-    out: dict[str, list[float]] = {v: [] for v in args.sweep_variants}
-    rows = []
+    """Modeled time to the sweep budget for every ratio, variant and seed.
+
+    Returns the table and, per variant, per ratio the (mean, low, high) of its time over
+    AES-RL's (paired by seed).
+    """
+    times: dict[str, list[list[float]]] = {v: [] for v in args.sweep_variants}
+    got: dict[tuple, list[dict]] = {}
     for ratio in args.ratios:
         for variant in args.sweep_variants:
             cfg = make_config(args.sweep_env, variant, args, **ratio_rates(ratio))
-            key = f"sweep/{args.sweep_env}/{ratio:g}/{variant}"
-            r = partial.get(key)
-            if r is None:
-                common.log(f"[{NAME}] sweep ratio {ratio:g} {variant}")
-                compiled, _ = compiled_chunk(cfg, args.seeds[0])
-                r = run_to_budget(cfg, compiled, args.seeds[0], args.sweep_steps, None, None)
-                partial.put(key, r)
+            compiled = None
+            runs = []
+            for seed in args.seeds:
+                key = f"sweep/{args.sweep_env}/{ratio:g}/{variant}/{seed}"
+                r = partial.get(key)
+                if r is None:
+                    common.log(f"[{NAME}] sweep ratio {ratio:g} {variant} seed {seed}")
+                    if compiled is None:
+                        compiled, _ = compiled_chunk(cfg, seed)
+                    r = run_to_budget(cfg, compiled, seed, args.sweep_steps, None, None)
+                    partial.put(key, r)
+                runs.append(r)
             # modeled time in gradient-step units, so ratios compare across clocks
             per_tick = 1.0 / cfg.actor_steps_per_tick
-            out[variant].append(r["ticks"] * per_tick)
-            rows.append([ratio, variant, r["steps"], r["ticks"], r["ticks"] * per_tick,
-                         r["utilisation"], r["critic_per_step"], r["wall_s"]])
-    base = out.get("aes-rl")
-    for row in rows:
-        i = args.ratios.index(row[0])
-        row.insert(5, row[4] / base[i] if base else math.nan)
+            times[variant].append([r["ticks"] * per_tick for r in runs])
+            got[ratio, variant] = runs
+    rows, out = [], {}
+    for variant in args.sweep_variants:
+        out[variant] = []
+        for i, ratio in enumerate(args.ratios):
+            runs, ts = got[ratio, variant], times[variant][i]
+            base = times["aes-rl"][i] if "aes-rl" in times else None
+            rel = (common.t_interval([t / b for t, b in zip(ts, base)]) if base
+                   else (math.nan,) * 3)
+            out[variant].append(rel)
+            rows.append([ratio, variant, len(runs), statistics.fmean(r["steps"] for r in runs),
+                         statistics.fmean(r["ticks"] for r in runs), statistics.fmean(ts),
+                         rel[0], common.fmt_interval(*rel[1:]),
+                         statistics.fmean(r["utilisation"] for r in runs),
+                         statistics.fmean(r["critic_per_step"] for r in runs),
+                         statistics.fmean(r["wall_s"] for r in runs)])
+    rows.sort(key=lambda row: (row[0], args.sweep_variants.index(row[1])))
     table = common.md_table(
-        ["grad/env cost ratio", "variant", "counted steps", "ticks",
-         "time (gradient steps)", "time vs aes-rl", "utilisation", "critic / counted step",
-         "wall s"], rows)
+        ["grad/env cost ratio", "variant", "seeds", "counted steps (mean)", "ticks (mean)",
+         "time (gradient steps, mean)", "time vs aes-rl (mean)", "95% CI", "utilisation",
+         "critic / counted step", "wall s (mean)"], rows)
     return table, out
 
 
-def plot_sweep(path, ratios, times: dict, title: str) -> None:
+def plot_sweep(path, ratios, rel: dict, title: str) -> None:
+    """P-CEM-RL's time over AES-RL's against the cost ratio; bars: 95% t-intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    base = times["aes-rl"]
-    for variant, ts in times.items():
+    for variant, cells in rel.items():
         if variant == "aes-rl":
             continue
-        ax.plot(ratios, [t / b for t, b in zip(ts, base)], marker="o", label=variant)
+        mean = np.array([c[0] for c in cells])
+        lo = np.array([c[1] for c in cells])
+        hi = np.array([c[2] for c in cells])
+        if np.isnan(lo).any():
+            ax.plot(ratios, mean, marker="o", label=variant)
+        else:
+            ax.errorbar(ratios, mean, yerr=[mean - lo, hi - mean], marker="o", capsize=3,
+                        label=variant)
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_xlabel("cost of a gradient step / cost of an env step")
@@ -256,8 +313,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     session = common.Session.start(NAME, args)
     partial = common.Partial(args.partial)
-    table, calibrations = main_table(args, partial)
-    tables = [table]
+    tables, calibrations = main_table(args, partial)
     notes = [
         f"Budget {args.steps} counted env steps (rollouts of individuals; mean evaluations "
         f"are not counted), {args.warmup_steps} of them random-action warm-up; seeds "
@@ -269,24 +325,28 @@ def main(argv=None) -> None:
         "measured here per configuration (a tick is one actor step): "
         + ("; ".join(calibrations) if calibrations else "not run") + ".",
         "'vs aes-rl' columns divide by AES-RL's figure of the same env, clock and seed. Ticks "
-        "are modeled time (what the emulated workers see); wall-clock is this machine's.",
+        "are modeled time (what the emulated workers see); wall-clock is this machine's. "
+        "With several seeds, the summary averages those per-seed ratios and gives 95% "
+        "Student-t intervals over seeds (n/a with one seed); a target column averages the "
+        "seeds that reached the target within the budget.",
         f"Budget checked every {args.ticks_per_chunk} ticks (the resolution of the ticks column). "
         f"Target: the mean policy's deterministic return over {args.eval_episodes} episodes "
         f"reaching {args.target:g} after a chunk.",
     ]
     if args.ratios:
-        sweep_table, times = sweep(args, partial)
+        sweep_table, rel = sweep(args, partial)
         tables.append(sweep_table)
         png = common.BENCH_DIR / f"{NAME}_sweep{'_quick' if args.quick else ''}.png"
-        if "aes-rl" in times:
-            plot_sweep(png, args.ratios, times,
+        if "aes-rl" in rel:
+            plot_sweep(png, args.ratios, rel,
                        f"{args.sweep_env} ({args.backend}), W={args.num_slots}, budget "
                        f"{args.sweep_steps}, nets {args.nets}")
             notes.append(f"Sweep PNG: `benchmarks/{png.name}`.")
         notes.append(
-            f"Sweep: {args.sweep_env}, budget {args.sweep_steps}, seed {args.seeds[0]}; a "
+            f"Sweep: {args.sweep_env}, budget {args.sweep_steps}, seeds {list(args.seeds)}; a "
             "gradient step costs `ratio` env steps (a tick is the cheaper of the two); time is "
-            "in gradient-step units so ratios compare across rows.")
+            "in gradient-step units so ratios compare across rows; 'time vs aes-rl' is taken "
+            "per seed against AES-RL's run of the same seed, then averaged.")
     session.finish("Time efficiency: AES-RL vs P-CEM-RL (serial, parallel critic) vs CEM-RL",
                    tables, notes)
 

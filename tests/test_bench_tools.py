@@ -210,3 +210,43 @@ def test_a_benchmark_records_the_matmul_precision_and_xla_flags_it_ran_with(monk
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "matmul-precision" in err and "bfloat16" in err  # the field and its allowed values
+
+
+def test_t_interval_is_the_students_t_interval_of_the_mean():
+    # 1, 2, 3: mean 2, sample sd 1, t(0.975, df=2) = 4.302653 -> half width 4.302653 / sqrt(3)
+    mean, lo, hi = common.t_interval([1, 2, 3])
+    assert mean == 2.0
+    assert lo == pytest.approx(2 - 2.484138, abs=1e-6)
+    assert hi == pytest.approx(2 + 2.484138, abs=1e-6)
+    # one value: no interval (NaN bounds), never a zero-width one
+    mean, lo, hi = common.t_interval([5.0])
+    assert mean == 5.0 and lo != lo and hi != hi
+    assert common.fmt_interval(lo, hi) == "n/a"
+    assert common.fmt_interval(0.25, 1.5) == "[0.25, 1.5]"
+
+
+def test_iqm_trims_a_quarter_at_each_end_and_the_bootstrap_brackets_the_mean():
+    assert common.iqm([100, 1, 2, 3, 4, 5, 6, -50]) == pytest.approx(3.5)  # mean of 2..5
+    lo, hi = common.bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0], lambda x: x.mean())
+    assert 1.0 <= lo < 3.0 < hi <= 5.0
+    assert common.bootstrap_ci([7.0, 7.0, 7.0], lambda x: x.mean()) == (7.0, 7.0)
+
+
+def test_time_efficiency_pairs_seeds_before_it_averages_ratios():
+    from benchmarks import time_efficiency as te
+
+    def run(ticks, wall, hit=None, util=1.0, cps=1.0):
+        return dict(ticks=ticks, wall_s=wall, hit=hit, utilisation=util, critic_per_step=cps)
+
+    refs = [run(100, 10.0, (40, 4.0)), run(200, 10.0, None)]
+    runs = [run(150, 20.0, (60, 6.0), util=0.6, cps=0.9), run(200, 30.0, None, util=0.5)]
+    cells = te.seed_summary(runs, refs)
+    # per-seed ratios: ticks 1.5 and 1.0 (mean 1.25), wall 2 and 3 (mean 2.5); the mean of
+    # the totals (350 / 300) would give 1.1667, so pairing is what is checked
+    assert cells[0] == 2 and cells[1] == 175.0
+    assert cells[2] == pytest.approx(1.25) and cells[4] == pytest.approx(2.5)
+    # t(0.975, 1) = 12.7062; sd of (1.5, 1.0) = 0.353553 -> half width 12.7062 * 0.25
+    assert cells[3] == common.fmt_interval(1.25 - 3.17655, 1.25 + 3.17655)
+    assert cells[6] == pytest.approx(0.55) and cells[7] == pytest.approx(0.95)
+    # one seed of two reached the target: its ticks, with no interval
+    assert cells[8] == "1/2" and cells[9] == 60.0 and cells[10] == "n/a"
