@@ -65,6 +65,8 @@ def call(capsys, *argv):
         (["sweep", "--env", "probe", "--rho"], "rho: give at least one value"),
         (["sweep", "--mean-rule", "all", "bogus"], "mean_rule: 'all' stands alone"),
         (["plot"], "run_dirs: give at least one run directory"),
+        (["resume", "--run-dir", "NOWHERE"], "resume: the run directory is positional"),
+        (["plot", "--run-dirs=NOWHERE"], "plot: the run directory is positional"),
         (["plot", "NOWHERE", "--out", "/proc/none/x.png"], "out: no directory /proc/none"),
         (["render", "NOWHERE", "--out", "/proc/none/x.html"], "out: no directory /proc/none"),
     ],

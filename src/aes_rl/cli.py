@@ -373,9 +373,28 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
     return f"aes-rl: warning: {text}\n"
 
 
+# Commands whose run directories are positional, and the flag a `train` user may reach for.
+POSITIONAL_DIRS = {
+    "resume": "aes-rl resume RUN_DIR [--steps INT]",
+    "plot": "aes-rl plot RUN_DIR [RUN_DIR ...] [--out PATH]",
+}
+
+
+def _positional_hint(argv: list[str]) -> None:
+    """`resume --run-dir X`: say that the directory is positional (tyro would report a
+    missing value for an argument the user did give)."""
+    if argv and argv[0] in POSITIONAL_DIRS and any(
+        a.split("=", 1)[0] in ("--run-dir", "--run-dirs", "--run_dir", "--run_dirs")
+        for a in argv[1:]
+    ):
+        _fail(f"{argv[0]}: the run directory is positional, without --run-dir: "
+              f"{POSITIONAL_DIRS[argv[0]]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse (errors: one line, exit 2), then run the command."""
     argv = sys.argv[1:] if argv is None else argv
+    _positional_hint(argv)
     err = io.StringIO()
     commands = {name: _deferred(fn) for name, fn in COMMANDS.items()}
     try:
