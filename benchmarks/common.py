@@ -150,6 +150,10 @@ def parse(cls: type[A], argv, module: str, doc: str | None) -> A:
         jax.config.update("jax_default_matmul_precision", precision)
     if not Path(args.results).is_absolute():
         args.results = str(BENCH_DIR.parent / args.results)
+    if getattr(args, "num_seeds", 1) < 1:
+        from aes_rl.flags import fail
+
+        fail(f"python -m {module}", f"num_seeds: must be >= 1, got {args.num_seeds}")
     return args
 
 
@@ -380,7 +384,8 @@ def t_interval(xs: Sequence[float]) -> tuple[float, float, float]:
 
     With a handful of seeds a percentile bootstrap has too few distinct resamples to be
     honest (3 seeds give 10); the t-interval is wide where the data are few. One value gives
-    NaN bounds (no interval), never a zero-width one.
+    NaN bounds (no interval). Values that are all equal give a zero-width interval: the seeds
+    agreed at the data's resolution, which is all it says.
     """
     from scipy import stats
 
@@ -390,6 +395,16 @@ def t_interval(xs: Sequence[float]) -> tuple[float, float, float]:
         return mean, float("nan"), float("nan")
     half = stats.t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5
     return mean, mean - half, mean + half
+
+
+def ratio_interval(ratios: Sequence[float]) -> tuple[float, float, float]:
+    """(geometric mean, low, high) of ratios over seeds: the t-interval of their logarithms,
+    mapped back. A ratio and its inverse then get mirrored figures (an arithmetic mean of
+    ratios is biased upward), and the bounds stay positive."""
+    import math
+
+    mean, lo, hi = t_interval([math.log(r) for r in ratios])
+    return math.exp(mean), math.exp(lo), math.exp(hi)
 
 
 def fmt_interval(lo: float, hi: float, digits: int = 3) -> str:

@@ -11,13 +11,13 @@ Then a sweep of the gradient-step / env-step cost ratio (AES-RL and both P-CEM-R
 env): where does asynchrony pay? `benchmarks/time_efficiency_sweep.png` plots P-CEM-RL's
 modeled time to the budget over AES-RL's against the ratio.
 
-The budget is checked between chunks (resolution `--chunk-ticks`); the target return is the
+The budget is checked between chunks (resolution `--ticks-per-chunk`); the target return is the
 deterministic return of the ES mean, evaluated after every chunk (not counted, not timed).
 Wall-clock is the sum of the compiled chunk calls; compilation apart.
 
 With several seeds (`--num-seeds`) every figure relative to AES-RL is taken per seed, against
-AES-RL's run of the same seed, and then averaged over seeds with a 95% Student-t interval;
-the sweep runs every seed too.
+AES-RL's run of the same seed, and then summarised over seeds by its geometric mean and a 95%
+interval (a Student-t interval of the logarithms); the sweep runs every seed too.
 """
 
 from __future__ import annotations
@@ -147,30 +147,51 @@ def compiled_chunk(cfg, seed: int):
     return compiled, compile_s
 
 
+RATES = ("env_steps_per_tick", "actor_steps_per_tick", "critic_steps_per_tick")
+
+
 def one_config(env, clock_name, variant, args, partial: common.Partial) -> dict:
-    """Every seed of one (env, clock, variant): {seed: figures}, with its clock and compile."""
+    """Every seed of one (env, clock, variant): {seed: figures}, with its clock and compile.
+
+    The configuration (its calibrated rates, compile time) and each seed's run are kept under
+    their own `--partial` keys, so the same file serves a later call with more seeds: the
+    device clock is then not measured again, and every seed of a row runs on the same rates.
+    """
     key = f"main/{env}/{clock_name}/{variant}"
-    if partial.get(key):
-        return partial.get(key)
     cfg = make_config(env, variant, args, cost_model=clock_name)
-    calibration = None
-    if clock_name == "device":
-        cfg, costs = clock.calibrate(cfg)
-        calibration = (
-            f"{env} {variant}: env {costs['env_step_s'] * 1e3:.3f} ms, actor "
-            f"{costs['actor_step_s'] * 1e3:.3f} ms, critic {costs['critic_step_s'] * 1e3:.3f} "
-            f"ms -> per tick {cfg.env_steps_per_tick:g} env / {cfg.actor_steps_per_tick:g} "
-            f"actor / {cfg.critic_steps_per_tick:g} critic steps")
-    common.log(f"[{NAME}] {env} {clock_name} {variant}: compiling")
-    compiled, compile_s = compiled_chunk(cfg, args.seeds[0])
-    evaluate = loop.make_evaluate(cfg, args.eval_episodes)
+    head = partial.get(key)
+    if head is None or "rates" not in head:  # (a file of before per-seed keys: measured again)
+        calibration = None
+        if clock_name == "device":
+            cfg, costs = clock.calibrate(cfg)
+            calibration = (
+                f"{env} {variant}: env {costs['env_step_s'] * 1e3:.3f} ms, actor "
+                f"{costs['actor_step_s'] * 1e3:.3f} ms, critic "
+                f"{costs['critic_step_s'] * 1e3:.3f} ms -> per tick "
+                f"{cfg.env_steps_per_tick:g} env / {cfg.actor_steps_per_tick:g} actor / "
+                f"{cfg.critic_steps_per_tick:g} critic steps")
+        head = dict(calibration=calibration, compile_s=None, w=cfg.num_slots,
+                    rates={r: getattr(cfg, r) for r in RATES})
+    elif clock_name == "device":
+        cfg = cfg.replace(**head["rates"])
+    compiled = evaluate = None
     runs = {}
     for seed in args.seeds:
-        common.log(f"[{NAME}] {env} {clock_name} {variant} seed {seed}: to {args.steps} steps")
-        runs[str(seed)] = run_to_budget(cfg, compiled, seed, args.steps, args.target, evaluate)
-    out = dict(runs=runs, calibration=calibration, compile_s=compile_s, w=cfg.num_slots)
-    partial.put(key, out)
-    return out
+        run_key = f"{key}/{seed}"
+        got = partial.get(run_key)
+        if got is None:
+            if compiled is None:
+                common.log(f"[{NAME}] {env} {clock_name} {variant}: compiling")
+                compiled, compile_s = compiled_chunk(cfg, seed)
+                head["compile_s"] = head["compile_s"] or compile_s
+                partial.put(key, head)
+                evaluate = loop.make_evaluate(cfg, args.eval_episodes)
+            common.log(f"[{NAME}] {env} {clock_name} {variant} seed {seed}: to {args.steps} "
+                       "steps")
+            got = run_to_budget(cfg, compiled, seed, args.steps, args.target, evaluate)
+            partial.put(run_key, got)
+        runs[str(seed)] = got
+    return dict(head, runs=runs)
 
 
 def main_table(args, partial: common.Partial) -> tuple[list[str], list[str]]:
@@ -178,24 +199,25 @@ def main_table(args, partial: common.Partial) -> tuple[list[str], list[str]]:
     rows, summary, clocks_seen = [], [], []
     for env in args.envs:
         for clock_name in args.clocks:
-            refs: dict[int, dict] = {}
-            for variant in args.variants:
-                got = one_config(env, clock_name, variant, args, partial)
-                if got["calibration"]:
-                    clocks_seen.append(got["calibration"])
-                compile_s = got["compile_s"]
-                runs = [got["runs"][str(seed)] for seed in args.seeds]
-                for seed, r in zip(args.seeds, runs):
-                    ref = refs.setdefault(seed, r)
+            got = {v: one_config(env, clock_name, v, args, partial) for v in args.variants}
+            # the reference of every 'vs aes-rl' column is AES-RL's run of the same seed
+            refs = ([got["aes-rl"]["runs"][str(seed)] for seed in args.seeds]
+                    if "aes-rl" in got else None)
+            for variant, g in got.items():
+                if g["calibration"]:
+                    clocks_seen.append(g["calibration"])
+                runs = [g["runs"][str(seed)] for seed in args.seeds]
+                for i, (seed, r) in enumerate(zip(args.seeds, runs)):
                     hit = r["hit"]
-                    rows.append([env, clock_name, variant, got["w"], seed, r["steps"],
-                                 r["ticks"], r["ticks"] / ref["ticks"], r["wall_s"],
-                                 r["wall_s"] / ref["wall_s"], 1e3 * r["wall_s"] / r["ticks"],
-                                 r["utilisation"], r["critic_steps"], r["critic_per_step"],
+                    rel = ((r["ticks"] / refs[i]["ticks"], r["wall_s"] / refs[i]["wall_s"])
+                           if refs else (math.nan, math.nan))
+                    rows.append([env, clock_name, variant, g["w"], seed, r["steps"],
+                                 r["ticks"], rel[0], r["wall_s"], rel[1],
+                                 1e3 * r["wall_s"] / r["ticks"], r["utilisation"],
+                                 r["critic_steps"], r["critic_per_step"],
                                  hit[0] if hit else "not reached",
-                                 hit[1] if hit else "not reached", compile_s])
-                summary.append([env, clock_name, variant, got["w"]]
-                               + seed_summary(runs, [refs[s] for s in args.seeds]))
+                                 hit[1] if hit else "not reached", g["compile_s"]])
+                summary.append([env, clock_name, variant, g["w"]] + seed_summary(runs, refs))
     per_seed = common.md_table(
         ["env", "clock", "variant", "W", "seed", "counted steps", "ticks to budget",
          "ticks vs aes-rl", "wall s", "wall vs aes-rl", "ms / tick", "utilisation",
@@ -212,12 +234,17 @@ def main_table(args, partial: common.Partial) -> tuple[list[str], list[str]]:
         clocks_seen
 
 
-def seed_summary(runs: list[dict], refs: list[dict]) -> list:
-    """Cells over seeds: ratios to AES-RL are taken per seed (paired), then averaged."""
-    ticks = common.t_interval([r["ticks"] / f["ticks"] for r, f in zip(runs, refs)])
-    wall = common.t_interval([r["wall_s"] / f["wall_s"] for r, f in zip(runs, refs)])
+def seed_summary(runs: list[dict], refs: list[dict] | None) -> list:
+    """Cells over seeds. A ratio to AES-RL is taken per seed, against AES-RL's run of the same
+    seed, and summarised by its geometric mean and 95% t-interval (`common.ratio_interval`);
+    no `refs` (AES-RL not run): n/a."""
+    nan3 = (math.nan,) * 3
+    ticks = (common.ratio_interval([r["ticks"] / f["ticks"] for r, f in zip(runs, refs)])
+             if refs else nan3)
+    wall = (common.ratio_interval([r["wall_s"] / f["wall_s"] for r, f in zip(runs, refs)])
+            if refs else nan3)
     hits = [r["hit"][0] for r in runs if r["hit"]]
-    to_target = common.t_interval(hits) if hits else (math.nan,) * 3
+    to_target = common.t_interval(hits) if hits else nan3
     return [len(runs), statistics.fmean(r["ticks"] for r in runs), ticks[0],
             common.fmt_interval(*ticks[1:]), wall[0], common.fmt_interval(*wall[1:]),
             statistics.fmean(r["utilisation"] for r in runs),
@@ -228,13 +255,14 @@ def seed_summary(runs: list[dict], refs: list[dict]) -> list:
 def sweep(args, partial: common.Partial) -> tuple[str, dict]:
     """Modeled time to the sweep budget for every ratio, variant and seed.
 
-    Returns the table and, per variant, per ratio the (mean, low, high) of its time over
-    AES-RL's (paired by seed).
+    Returns the table and, per variant other than AES-RL, per ratio the (geometric mean, low,
+    high) of its time over AES-RL's run of the same ratio and seed (NaN without AES-RL).
     """
-    times: dict[str, list[list[float]]] = {v: [] for v in args.sweep_variants}
+    variants = tuple(dict.fromkeys(args.sweep_variants))  # each once, in the order given
     got: dict[tuple, list[dict]] = {}
+    times: dict[tuple, list[float]] = {}
     for ratio in args.ratios:
-        for variant in args.sweep_variants:
+        for variant in variants:
             cfg = make_config(args.sweep_env, variant, args, **ratio_rates(ratio))
             compiled = None
             runs = []
@@ -248,35 +276,36 @@ def sweep(args, partial: common.Partial) -> tuple[str, dict]:
                     r = run_to_budget(cfg, compiled, seed, args.sweep_steps, None, None)
                     partial.put(key, r)
                 runs.append(r)
-            # modeled time in gradient-step units, so ratios compare across clocks
-            per_tick = 1.0 / cfg.actor_steps_per_tick
-            times[variant].append([r["ticks"] * per_tick for r in runs])
+            # modeled time in gradient-step units, so ratios compare across clocks: a tick
+            # lasts as long as the actor steps it holds (1 from ratio 1 up, 1 / ratio below)
+            per_tick = cfg.actor_steps_per_tick
+            times[ratio, variant] = [r["ticks"] * per_tick for r in runs]
             got[ratio, variant] = runs
-    rows, out = [], {}
-    for variant in args.sweep_variants:
-        out[variant] = []
-        for i, ratio in enumerate(args.ratios):
-            runs, ts = got[ratio, variant], times[variant][i]
-            base = times["aes-rl"][i] if "aes-rl" in times else None
-            rel = (common.t_interval([t / b for t, b in zip(ts, base)]) if base
+    rows, out = [], {v: [] for v in variants if v != "aes-rl"}
+    for ratio in args.ratios:
+        base = times.get((ratio, "aes-rl"))
+        for variant in variants:
+            runs, ts = got[ratio, variant], times[ratio, variant]
+            rel = (common.ratio_interval([t / b for t, b in zip(ts, base)]) if base
                    else (math.nan,) * 3)
-            out[variant].append(rel)
+            if variant != "aes-rl":
+                out[variant].append(rel)
             rows.append([ratio, variant, len(runs), statistics.fmean(r["steps"] for r in runs),
                          statistics.fmean(r["ticks"] for r in runs), statistics.fmean(ts),
                          rel[0], common.fmt_interval(*rel[1:]),
                          statistics.fmean(r["utilisation"] for r in runs),
                          statistics.fmean(r["critic_per_step"] for r in runs),
                          statistics.fmean(r["wall_s"] for r in runs)])
-    rows.sort(key=lambda row: (row[0], args.sweep_variants.index(row[1])))
     table = common.md_table(
         ["grad/env cost ratio", "variant", "seeds", "counted steps (mean)", "ticks (mean)",
-         "time (gradient steps, mean)", "time vs aes-rl (mean)", "95% CI", "utilisation",
-         "critic / counted step", "wall s (mean)"], rows)
+         "time (gradient steps, mean)", "time vs aes-rl (geometric mean)", "95% CI",
+         "utilisation", "critic / counted step", "wall s (mean)"], rows)
     return table, out
 
 
 def plot_sweep(path, ratios, rel: dict, title: str) -> None:
-    """P-CEM-RL's time over AES-RL's against the cost ratio; bars: 95% t-intervals."""
+    """Each variant's time over AES-RL's against the cost ratio (`rel`: per variant, per
+    ratio, (geometric mean, low, high)); bars: 95% intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,8 +314,6 @@ def plot_sweep(path, ratios, rel: dict, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for variant, cells in rel.items():
-        if variant == "aes-rl":
-            continue
         mean = np.array([c[0] for c in cells])
         lo = np.array([c[1] for c in cells])
         hi = np.array([c[2] for c in cells])
@@ -326,9 +353,11 @@ def main(argv=None) -> None:
         + ("; ".join(calibrations) if calibrations else "not run") + ".",
         "'vs aes-rl' columns divide by AES-RL's figure of the same env, clock and seed. Ticks "
         "are modeled time (what the emulated workers see); wall-clock is this machine's. "
-        "With several seeds, the summary averages those per-seed ratios and gives 95% "
-        "Student-t intervals over seeds (n/a with one seed); a target column averages the "
-        "seeds that reached the target within the budget.",
+        "With several seeds, the summary gives the geometric mean of those per-seed ratios and "
+        "a 95% interval over seeds (a Student-t interval of their logarithms, mapped back); "
+        "ticks move in steps of a chunk, so seeds that agree to the chunk give a zero-width "
+        "interval. The target columns average the seeds that reached the target within the "
+        "budget (arithmetic mean, t-interval).",
         f"Budget checked every {args.ticks_per_chunk} ticks (the resolution of the ticks column). "
         f"Target: the mean policy's deterministic return over {args.eval_episodes} episodes "
         f"reaching {args.target:g} after a chunk.",
@@ -337,7 +366,7 @@ def main(argv=None) -> None:
         sweep_table, rel = sweep(args, partial)
         tables.append(sweep_table)
         png = common.BENCH_DIR / f"{NAME}_sweep{'_quick' if args.quick else ''}.png"
-        if "aes-rl" in rel:
+        if "aes-rl" in args.sweep_variants and rel:
             plot_sweep(png, args.ratios, rel,
                        f"{args.sweep_env} ({args.backend}), W={args.num_slots}, budget "
                        f"{args.sweep_steps}, nets {args.nets}")
@@ -346,7 +375,8 @@ def main(argv=None) -> None:
             f"Sweep: {args.sweep_env}, budget {args.sweep_steps}, seeds {list(args.seeds)}; a "
             "gradient step costs `ratio` env steps (a tick is the cheaper of the two); time is "
             "in gradient-step units so ratios compare across rows; 'time vs aes-rl' is taken "
-            "per seed against AES-RL's run of the same seed, then averaged.")
+            "per seed against AES-RL's run of the same ratio and seed, then summarised as "
+            "above (geometric mean, interval of the logarithms).")
     session.finish("Time efficiency: AES-RL vs P-CEM-RL (serial, parallel critic) vs CEM-RL",
                    tables, notes)
 

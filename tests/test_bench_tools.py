@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import math
 import os
 
 import jax
@@ -232,21 +233,52 @@ def test_iqm_trims_a_quarter_at_each_end_and_the_bootstrap_brackets_the_mean():
     assert common.bootstrap_ci([7.0, 7.0, 7.0], lambda x: x.mean()) == (7.0, 7.0)
 
 
-def test_time_efficiency_pairs_seeds_before_it_averages_ratios():
+def _te_run(ticks, wall=1.0, hit=None, util=1.0, cps=1.0, steps=100):
+    return dict(ticks=ticks, wall_s=wall, hit=hit, utilisation=util, critic_per_step=cps,
+                steps=steps)
+
+
+def test_time_efficiency_ratios_are_per_seed_and_summarised_on_a_log_scale():
     from benchmarks import time_efficiency as te
 
-    def run(ticks, wall, hit=None, util=1.0, cps=1.0):
-        return dict(ticks=ticks, wall_s=wall, hit=hit, utilisation=util, critic_per_step=cps)
-
-    refs = [run(100, 10.0, (40, 4.0)), run(200, 10.0, None)]
-    runs = [run(150, 20.0, (60, 6.0), util=0.6, cps=0.9), run(200, 30.0, None, util=0.5)]
+    refs = [_te_run(100, 10.0, (40, 4.0)), _te_run(200, 10.0)]
+    runs = [_te_run(200, 20.0, (60, 6.0), util=0.6, cps=0.9), _te_run(100, 40.0, util=0.5)]
     cells = te.seed_summary(runs, refs)
-    # per-seed ratios: ticks 1.5 and 1.0 (mean 1.25), wall 2 and 3 (mean 2.5); the mean of
-    # the totals (350 / 300) would give 1.1667, so pairing is what is checked
-    assert cells[0] == 2 and cells[1] == 175.0
-    assert cells[2] == pytest.approx(1.25) and cells[4] == pytest.approx(2.5)
-    # t(0.975, 1) = 12.7062; sd of (1.5, 1.0) = 0.353553 -> half width 12.7062 * 0.25
-    assert cells[3] == common.fmt_interval(1.25 - 3.17655, 1.25 + 3.17655)
+    # per-seed tick ratios 2 and 0.5: geometric mean 1 (the ratio of the totals, 300 / 300,
+    # is also 1, but the arithmetic mean of the ratios would be 1.25); wall ratios 2 and 4
+    assert cells[0] == 2 and cells[1] == 150.0
+    assert cells[2] == pytest.approx(1.0) and cells[4] == pytest.approx(8**0.5)
+    # logs +-ln 2: sd ln2 * sqrt(2), t(0.975, 1) = 12.7062 -> exp(+-12.7062 * ln 2)
+    half = 12.706205 * math.log(2)
+    assert cells[3] == common.fmt_interval(math.exp(-half), math.exp(half))
     assert cells[6] == pytest.approx(0.55) and cells[7] == pytest.approx(0.95)
     # one seed of two reached the target: its ticks, with no interval
     assert cells[8] == "1/2" and cells[9] == 60.0 and cells[10] == "n/a"
+    # without AES-RL's runs there is nothing to divide by
+    assert te.seed_summary(runs, None)[2:6] == [pytest.approx(math.nan, nan_ok=True), "n/a"] * 2
+
+
+def test_time_efficiency_sweep_divides_by_aes_rl_of_the_same_ratio_and_seed():
+    from benchmarks import time_efficiency as te
+
+    args = te.parse_args(["--envs", "probe", "--ratios", "0.5", "4", "--num-seeds", "2",
+                          "--sweep-env", "probe", "--sweep-variants", "p-cem-rl", "aes-rl",
+                          "p-cem-rl", "--no-write"])
+    partial = common.Partial(None)
+    ticks = {("0.5", "aes-rl"): (100, 300), ("0.5", "p-cem-rl"): (200, 300),
+             ("4", "aes-rl"): (50, 80), ("4", "p-cem-rl"): (25, 320)}
+    for (ratio, variant), per_seed in ticks.items():
+        for seed, t in enumerate(per_seed):
+            partial.put(f"sweep/probe/{ratio}/{variant}/{seed}", _te_run(t))
+    table, rel = te.sweep(args, partial)  # every run is kept: nothing is compiled or run
+    assert list(rel) == ["p-cem-rl"]  # listed twice, reported once; AES-RL is the reference
+    # ratio 0.5: per seed 2 and 1 -> geometric mean sqrt 2; ratio 4: 0.5 and 4 -> sqrt 2 too
+    assert rel["p-cem-rl"][0][0] == pytest.approx(2**0.5)
+    assert rel["p-cem-rl"][1][0] == pytest.approx(2**0.5)
+    lo, hi = rel["p-cem-rl"][1][1:]
+    assert lo < 0.5 and hi > 4
+    # time in gradient steps: at ratio 0.5 a tick is one env step, as long as 2 gradient
+    # steps (mean ticks 200 -> 400); at ratio 4 a tick is one gradient step (65 -> 65)
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[6].strip()
+            for line in table.splitlines()[2:]}
+    assert rows["0.5", "aes-rl"] == "400" and rows["4", "aes-rl"] == "65"

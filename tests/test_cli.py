@@ -65,8 +65,10 @@ def call(capsys, *argv):
         (["sweep", "--env", "probe", "--rho"], "rho: give at least one value"),
         (["sweep", "--mean-rule", "all", "bogus"], "mean_rule: 'all' stands alone"),
         (["plot"], "run_dirs: give at least one run directory"),
-        (["resume", "--run-dir", "NOWHERE"], "resume: the run directory is positional"),
-        (["plot", "--run-dirs=NOWHERE"], "plot: the run directory is positional"),
+        (["resume", "--run-dir", "NOWHERE"], "resume: the run directory is positional, not --"),
+        (["plot", "--run-dirs=NOWHERE"], "plot: the run directory is positional, not --run-dirs"),
+        # a directory that merely looks like the flag, after `--`, is a path like any other
+        (["resume", "--", "--run-dir"], "holds no run (no config.json)"),
         (["plot", "NOWHERE", "--out", "/proc/none/x.png"], "out: no directory /proc/none"),
         (["render", "NOWHERE", "--out", "/proc/none/x.html"], "out: no directory /proc/none"),
     ],

@@ -373,21 +373,24 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
     return f"aes-rl: warning: {text}\n"
 
 
-# Commands whose run directories are positional, and the flag a `train` user may reach for.
+# Commands whose run directories are positional: their usage, shown to a user who gives the
+# directory as `--run-dir` (as `train` spells it).
 POSITIONAL_DIRS = {
-    "resume": "aes-rl resume RUN_DIR [--steps INT]",
-    "plot": "aes-rl plot RUN_DIR [RUN_DIR ...] [--out PATH]",
+    "resume": "aes-rl resume RUN_DIR [OPTIONS]",
+    "plot": "aes-rl plot RUN_DIR [RUN_DIR ...] [OPTIONS]",
 }
+RUN_DIR_FLAGS = ("--run-dir", "--run-dirs", "--run_dir", "--run_dirs")
 
 
 def _positional_hint(argv: list[str]) -> None:
     """`resume --run-dir X`: say that the directory is positional (tyro would report a
-    missing value for an argument the user did give)."""
-    if argv and argv[0] in POSITIONAL_DIRS and any(
-        a.split("=", 1)[0] in ("--run-dir", "--run-dirs", "--run_dir", "--run_dirs")
-        for a in argv[1:]
-    ):
-        _fail(f"{argv[0]}: the run directory is positional, without --run-dir: "
+    missing value for an argument the user did give). Arguments after `--` are paths."""
+    if not argv or argv[0] not in POSITIONAL_DIRS:
+        return
+    args = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    given = [a.split("=", 1)[0] for a in args if a.split("=", 1)[0] in RUN_DIR_FLAGS]
+    if given:
+        _fail(f"{argv[0]}: the run directory is positional, not {given[0]}: "
               f"{POSITIONAL_DIRS[argv[0]]}")
 
 
