@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 from aes_rl import cli, flags
-from aes_rl.config import MEAN_RULES, VAR_RULES
+from aes_rl.config import MEAN_RULES, VAR_RULES, whole_number
 from experiments import ablation, paper_comparison, quickstart
 
 BENCHMARKS = (
@@ -118,10 +118,26 @@ def test_experiment_defaults_are_their_own_and_overrides_reach_the_config():
     assert cfgs["probe", "cem-rl"].num_slots == 1  # a one-slot algorithm keeps its W
 
 
+def test_whole_numbers_may_be_written_as_researchers_write_budgets():
+    args = flags.parse(quickstart.Args, ["--steps", "1e5", "--warmup-steps", "2_000",
+                                         "--num-slots", "4"], "quickstart")
+    assert args.flags.steps == 100_000 and isinstance(args.flags.steps, int)
+    chosen = flags.chosen(args.overrides)
+    assert chosen["warmup_steps"] == 2000 and chosen["num_slots"] == 4
+    assert "buffer_size" in chosen and "mean_rule" not in chosen  # None still means the preset
+    # (cli.sweep itself would run the sweep: its overrides class is parsed alone)
+    sweep = flags.parse(flags.SweepOverrides, ["--critic-job-steps", "1e3", "1"], "sweep")
+    assert dict(flags.sweep_values(sweep)[1]) == {"critic_job_steps": (1000, 1)}
+    for bad in ("2.5", "abc", "nan", "inf", "1e400"):
+        with pytest.raises(ValueError, match="expected a whole number"):
+            whole_number(bad)
+
+
 @pytest.mark.parametrize(
     ("module", "argv", "message"),
     [
-        (quickstart, ["--steps", "abc"], "--steps"),
+        (quickstart, ["--steps", "abc"], "--steps: expected a whole number, got 'abc'"),
+        (quickstart, ["--num-slots", "2.5"], "--num-slots: expected a whole number, got '2.5'"),
         (quickstart, ["--num-seeds", "0"], "num_seeds/seed: need num_seeds >= 1"),
         (quickstart, ["--env", "cartpole"], "cartpole"),
         (ablation, ["--num-slots", "2", "3"], "num_slots"),

@@ -609,3 +609,21 @@ def preset_default_text(name: str) -> str:
     if name == "mean_param":  # one value per env: list them all
         return ", ".join(f"{e} {_fmt(MEAN_PARAM[e])}" for e in BRAX_ENVS)
     return "; ".join([_fmt(common)] + parts)
+
+
+def whole_number(text: str) -> int:
+    """An int as a researcher writes one on a command line: `100000`, `100_000` or `1e5`
+    (a float spelling only when it is a whole number). ValueError otherwise."""
+    word = text.strip()
+    try:
+        return int(word)  # also takes underscores
+    except ValueError:
+        pass
+    try:
+        value = float(word)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if not value.is_integer():  # also NaN and the infinities
+        raise ValueError(f"expected a whole number, got {text!r}")
+    return int(value)
+

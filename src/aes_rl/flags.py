@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import tyro
 
-from aes_rl.config import ALGOS, FIELDS, HYPER, Config, preset_default_text
+from aes_rl.config import ALGOS, FIELDS, HYPER, Config, preset_default_text, whole_number
 from aes_rl.envs import BACKENDS, ENV_NAMES
 from aes_rl.loop import ROW_MODES
 
@@ -36,6 +36,35 @@ EnvName = Literal[ENV_NAMES]  # type: ignore[valid-type]
 RowMode = Literal[ROW_MODES]  # type: ignore[valid-type]
 BackendName = Literal[BACKENDS]  # type: ignore[valid-type]
 Flag = tyro.conf.FlagCreatePairsOff[bool]  # --quiet, not --quiet/--no-quiet
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+# An int flag that also takes `1e5` and `100_000` (budgets are often written so); a bad word
+# is reported as "expected a whole number, got 'abc'".
+Count = Annotated[
+    int,
+    tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1,
+        metavar="INT",
+        instance_from_str=lambda words: whole_number(words[0]),
+        is_instance=_is_int,
+        str_from_instance=lambda x: [str(x)],
+    ),
+]
+# The same for an override whose default None means the preset's value.
+OptionalCount = Annotated[
+    int | None,
+    tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1,
+        metavar="INT",
+        instance_from_str=lambda words: None if words[0] == "None" else whole_number(words[0]),
+        is_instance=lambda x: x is None or _is_int(x),
+        str_from_instance=lambda x: [str(x)],
+    ),
+]
 Backend = Annotated[
     Literal[BACKENDS] | None,  # type: ignore[valid-type]
     tyro.conf.arg(
@@ -67,7 +96,7 @@ class UsageError(ValueError):
 class RunFlags:
     """How a run is driven (not what it computes): `rundir.RunSettings` from the command line."""
 
-    steps: int = 100_000
+    steps: Count = 100_000
     """Budget in counted env steps per row (individual rollouts only)."""
     seed: int = 0
     """First seed."""
@@ -170,6 +199,8 @@ def _override_type(f: dataclasses.Field, defaults: dict):
     if spec.choices is None and f.type in ("int", "float"):
         text += f" Allowed: {spec.range_text()}."
     arg = tyro.conf.arg(help=text, help_behavior_hint=hint, metavar=metavar)
+    if kind is int:
+        return Annotated[OptionalCount, arg]
     return Annotated[kind | None, arg]
 
 
@@ -177,7 +208,8 @@ def _sweep_type(f: dataclasses.Field, defaults: dict):
     """A traced field of a sweep: one value or several (swept), or `all` (rules)."""
     spec = FIELDS[f.name]
     if f.name not in HYPER:  # parsed as words too, so that several get a clear error
-        return Annotated[tuple[str, ...] | None, _override_type(f, defaults).__metadata__[0]]
+        # the help of the one-value form (its last annotation), not its parser
+        return Annotated[tuple[str, ...] | None, _override_type(f, defaults).__metadata__[-1]]
     words = "{" + ",".join(spec.choices) + "} [...] | all" if spec.choices else "VALUE [VALUE ...]"
     text = spec.help + " Several values are swept (the grid is the product of all swept lists)."
     if spec.choices is None and f.type in ("int", "float"):

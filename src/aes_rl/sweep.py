@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from aes_rl.config import FIELDS, HYPER, Config
+from aes_rl.config import FIELDS, HYPER, Config, whole_number
 
 Grid = tuple[tuple[str, tuple[Any, ...]], ...]  # ((field, (value, ...)), ...)
 
@@ -71,7 +71,7 @@ def parse_values(name: str, texts: Sequence[str]) -> tuple[Any, ...]:
             out.append(text)
             continue
         try:
-            out.append(int(text) if kind == "int" else float(text))
+            out.append(whole_number(text) if kind == "int" else float(text))
         except ValueError:
             raise SweepError(f"{name}: expected {kind} values, got {text!r}") from None
     return tuple(out)
