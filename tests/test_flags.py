@@ -128,6 +128,9 @@ def test_whole_numbers_may_be_written_as_researchers_write_budgets():
     # (cli.sweep itself would run the sweep: its overrides class is parsed alone)
     sweep = flags.parse(flags.SweepOverrides, ["--critic-job-steps", "1e3", "1"], "sweep")
     assert dict(flags.sweep_values(sweep)[1]) == {"critic_job_steps": (1000, 1)}
+    bench = _benchmark("time_efficiency").parse_args(["--steps", "2e4", "--actor-hidden", "32",
+                                                      "3_2", "--no-write"])
+    assert (bench.steps, bench.actor_hidden) == (20_000, (32, 32))
     for bad in ("2.5", "abc", "nan", "inf", "1e400"):
         with pytest.raises(ValueError, match="expected a whole number"):
             whole_number(bad)

@@ -54,6 +54,15 @@ Count = Annotated[
         str_from_instance=lambda x: [str(x)],
     ),
 ]
+# Every plain `int` flag of a front end parsed by `parse` (benchmarks' budgets, for one).
+_REGISTRY = tyro.constructors.ConstructorRegistry()
+
+
+@_REGISTRY.primitive_rule
+def _whole_number_rule(info: tyro.constructors.PrimitiveTypeInfo):
+    return Count.__metadata__[0] if info.type is int else None
+
+
 # The same for an override whose default None means the preset's value.
 OptionalCount = Annotated[
     int | None,
@@ -317,7 +326,8 @@ def parse(
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            out = tyro.cli(target, args=argv, prog=prog, description=description, default=default)
+            out = tyro.cli(target, args=argv, prog=prog, description=description,
+                           default=default, registry=_REGISTRY)
     except SystemExit as exit_:
         if exit_.code not in (0, None) and err.getvalue().strip():
             fail(prog, one_line(err.getvalue()))
