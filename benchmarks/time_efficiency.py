@@ -234,7 +234,8 @@ def main_table(args, partial: common.Partial) -> tuple[list[str], list[str]]:
         ["env", "clock", "variant", "W", "seeds", "ticks to budget (mean)",
          "time vs aes-rl (geometric mean)", "95% CI", "wall vs aes-rl (geometric mean)",
          "95% CI", "utilisation", "critic / counted step", f"seeds reaching {args.target:g}",
-         f"ticks to return {args.target:g} (geometric mean of those)", "95% CI"], summary)
+         f"time to return {args.target:g} in AES-RL ticks (geometric mean of those)",
+         "95% CI"], summary)
     return [table, "<details><summary>Per seed</summary>\n\n" + per_seed + "\n\n</details>"], \
         clocks_seen
 
@@ -244,13 +245,14 @@ def seed_summary(runs: list[dict], refs: list[dict] | None, tick_ratio: float = 
     seed, and summarised by its geometric mean and 95% t-interval (`common.ratio_interval`);
     no `refs` (AES-RL not run): n/a. `tick_ratio`: this configuration's tick over AES-RL's (1
     under the paper clock), so that modeled time, not ticks of different lengths, is compared.
-    Ticks to the target (positive, skewed) get the same geometric summary."""
+    Time to the target (positive, skewed; in AES-RL's ticks, so that it compares across
+    variants under either clock) gets the same geometric summary."""
     nan3 = (math.nan,) * 3
     time = (common.ratio_interval([tick_ratio * r["ticks"] / f["ticks"]
                                    for r, f in zip(runs, refs)]) if refs else nan3)
     wall = (common.ratio_interval([r["wall_s"] / f["wall_s"] for r, f in zip(runs, refs)])
             if refs else nan3)
-    hits = [r["hit"][0] for r in runs if r["hit"]]
+    hits = [tick_ratio * r["hit"][0] for r in runs if r["hit"]]
     to_target = common.ratio_interval(hits) if hits else nan3
     return [len(runs), statistics.fmean(r["ticks"] for r in runs), time[0],
             common.fmt_interval(*time[1:]), wall[0], common.fmt_interval(*wall[1:]),
@@ -369,7 +371,9 @@ def main(argv=None) -> None:
         "a 95% interval over seeds (a Student-t interval of their logarithms, mapped back); "
         "ticks move in steps of a chunk, so seeds that agree to the chunk give a zero-width "
         "interval. The target columns summarise the seeds that reached the target within the "
-        "budget (ticks, geometric mean and interval as above).",
+        "budget: modeled time in AES-RL's ticks of the same env and clock, geometric mean and "
+        "interval as above (with 3 seeds and a target reached anywhere from the first chunks "
+        "to the last, these intervals are wide).",
         f"Budget checked every {args.ticks_per_chunk} ticks (the resolution of the ticks column). "
         f"Target: the mean policy's deterministic return over {args.eval_episodes} episodes "
         f"reaching {args.target:g} after a chunk.",
