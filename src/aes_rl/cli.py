@@ -24,6 +24,7 @@ import tyro
 
 from aes_rl.config import preset
 from aes_rl.flags import (
+    REGISTRY,
     Algo,
     Backend,
     Coordinator,
@@ -403,7 +404,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with contextlib.redirect_stderr(err):
             thunk = tyro.extras.subcommand_cli_from_dict(
-                commands, args=argv, prog="aes-rl", description=__doc__.splitlines()[0]
+                commands,
+                args=argv,
+                prog="aes-rl",
+                description=__doc__.splitlines()[0],
+                registry=REGISTRY,
             )
     except SystemExit as exit_:
         if exit_.code not in (0, None) and err.getvalue().strip():

@@ -42,25 +42,22 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-# An int flag that also takes `1e5` and `100_000` (budgets are often written so); a bad word
-# is reported as "expected a whole number, got 'abc'".
-Count = Annotated[
-    int,
-    tyro.constructors.PrimitiveConstructorSpec(
-        nargs=1,
-        metavar="INT",
-        instance_from_str=lambda words: whole_number(words[0]),
-        is_instance=_is_int,
-        str_from_instance=lambda x: [str(x)],
-    ),
-]
-# Every plain `int` flag of a front end parsed by `parse` (benchmarks' budgets, for one).
-_REGISTRY = tyro.constructors.ConstructorRegistry()
+# Every plain `int` flag (the CLI's, the experiments' and the benchmarks') also takes `1e5`
+# and `100_000`, as budgets are often written; a bad word is reported as "expected a whole
+# number, got 'abc'". Pass REGISTRY to tyro (`parse` and the CLI do).
+_WHOLE_NUMBER = tyro.constructors.PrimitiveConstructorSpec(
+    nargs=1,
+    metavar="INT",
+    instance_from_str=lambda words: whole_number(words[0]),
+    is_instance=_is_int,
+    str_from_instance=lambda x: [str(x)],
+)
+REGISTRY = tyro.constructors.ConstructorRegistry()
 
 
-@_REGISTRY.primitive_rule
+@REGISTRY.primitive_rule
 def _whole_number_rule(info: tyro.constructors.PrimitiveTypeInfo):
-    return Count.__metadata__[0] if info.type is int else None
+    return _WHOLE_NUMBER if info.type is int else None
 
 
 # The same for an override whose default None means the preset's value.
@@ -105,7 +102,7 @@ class UsageError(ValueError):
 class RunFlags:
     """How a run is driven (not what it computes): `rundir.RunSettings` from the command line."""
 
-    steps: Count = 100_000
+    steps: int = 100_000
     """Budget in counted env steps per row (individual rollouts only)."""
     seed: int = 0
     """First seed."""
@@ -327,7 +324,7 @@ def parse(
     try:
         with contextlib.redirect_stderr(err):
             out = tyro.cli(target, args=argv, prog=prog, description=description,
-                           default=default, registry=_REGISTRY)
+                           default=default, registry=REGISTRY)
     except SystemExit as exit_:
         if exit_.code not in (0, None) and err.getvalue().strip():
             fail(prog, one_line(err.getvalue()))
