@@ -3,9 +3,10 @@
 AES-RL (asynchronous, W slots) against the authors' synchronous baselines on the same slots:
 P-CEM-RL with its serial critic (the authors' default), P-CEM-RL with a parallel critic worker,
 and CEM-RL (one slot), on the same envs, nets and budget, under two clocks (docs/algorithm.md
-§8): `paper` (a gradient step costs 10 env steps) and `device` (rates measured here, per
-configuration). A tick is one unit of modeled time; slot utilisation = busy slot-ticks /
-(W * ticks) measures the idle time of synchrony.
+§8): `paper` (a gradient step costs 10 env steps) and `device` (rates measured here, one
+measurement shared by the configurations that time the same computation). A tick is one unit
+of modeled time; slot utilisation = busy slot-ticks / (W * ticks) measures the idle time of
+synchrony.
 
 Then a sweep of the gradient-step / env-step cost ratio (AES-RL and both P-CEM-RL modes on one
 env): where does asynchrony pay? `benchmarks/time_efficiency_sweep.png` plots P-CEM-RL's
@@ -22,6 +23,7 @@ interval (a Student-t interval of the logarithms); the sweep runs every seed too
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 from dataclasses import dataclass
@@ -76,6 +78,9 @@ class Args(common.BenchFlags):
     """Ticks per compiled chunk."""
     eval_episodes: int = 3
     """Episodes per evaluation."""
+    clock_repeats: int = 100
+    """Timed calls of each kernel in the device clock's calibration (median), spread over 5
+    rounds that alternate between the configurations measured."""
     seed: int = 0
     """First seed."""
     num_seeds: int = 1
@@ -150,22 +155,49 @@ def compiled_chunk(cfg, seed: int):
 RATES = ("env_steps_per_tick", "actor_steps_per_tick", "critic_steps_per_tick")
 
 
-def one_config(env, clock_name, variant, args, partial: common.Partial) -> dict:
+def device_calibrations(env: str, args, partial: common.Partial) -> dict[str, dict]:
+    """The device clock's measured seconds of every variant's configuration on `env`, by
+    `clock.signature`: configurations that time the same computation (every W-slot variant
+    with the same nets and batch) share one measurement, and the distinct ones are measured
+    together, interleaved (`clock.measure_all`). Kept in `--partial` under
+    `calibration/<hash of the signature>`, so a later call (more seeds, another variant)
+    reuses them."""
+    cfgs = [make_config(env, v, args, cost_model="device") for v in args.variants]
+    sigs = list(dict.fromkeys(clock.signature(c) for c in cfgs))
+
+    def key(sig: str) -> str:
+        return "calibration/" + hashlib.sha1(sig.encode()).hexdigest()[:16]
+
+    kept = {sig: partial.get(key(sig)) for sig in sigs}
+    got = {sig: k["costs"] for sig, k in kept.items() if k is not None}
+    missing = [sig for sig in sigs if sig not in got]
+    if missing:
+        common.log(f"[{NAME}] {env}: measuring the device clock ({len(missing)} computation(s))")
+        todo = [next(c for c in cfgs if clock.signature(c) == sig) for sig in missing]
+        for sig, costs in zip(missing, clock.measure_all(todo, repeats=args.clock_repeats)):
+            got[sig] = costs
+            partial.put(key(sig), dict(signature=sig, costs=costs))
+    return got
+
+
+def one_config(env, clock_name, variant, args, partial: common.Partial,
+               costs: dict | None = None) -> dict:
     """Every seed of one (env, clock, variant): {seed: figures}, with its clock and compile.
 
-    The configuration (its calibrated rates, compile time) and each seed's run are kept under
-    their own `--partial` keys, so the same file serves a later call with more seeds: the
-    device clock is then not measured again, and every seed of a row runs on the same rates.
+    The configuration (its rates, compile time) and each seed's run are kept under their own
+    `--partial` keys, so the same file serves a later call with more seeds: every seed of a row
+    runs on the same rates. Under the device clock `costs` are the measured seconds of this
+    configuration's computation (`device_calibrations`).
     """
     key = f"main/{env}/{clock_name}/{variant}"
     cfg = make_config(env, variant, args, cost_model=clock_name)
     head = partial.get(key)
-    if head is None or "tick_s" not in head:  # (a file of an older layout: measured again)
+    if head is None or "signature" not in head:  # (a file of an older layout: measured again)
         calibration = None
         if clock_name == "device":
-            cfg, costs = clock.calibrate(cfg)
+            cfg = clock.with_rates(cfg, costs)
             calibration = (
-                f"{env} {variant}: env {costs['env_step_s'] * 1e3:.3f} ms, actor "
+                f"env {costs['env_step_s'] * 1e3:.3f} ms, actor "
                 f"{costs['actor_step_s'] * 1e3:.3f} ms, critic "
                 f"{costs['critic_step_s'] * 1e3:.3f} ms -> per tick "
                 f"{cfg.env_steps_per_tick:g} env / {cfg.actor_steps_per_tick:g} actor / "
@@ -173,6 +205,7 @@ def one_config(env, clock_name, variant, args, partial: common.Partial) -> dict:
         # a tick's length: the device clock's tick is one (W-slot) actor step of THIS
         # configuration, measured; the paper clock's is the same unit for every configuration
         head = dict(calibration=calibration, compile_s=None, w=cfg.num_slots,
+                    signature=clock.signature(cfg),
                     rates={r: getattr(cfg, r) for r in RATES},
                     tick_s=costs["actor_step_s"] if clock_name == "device" else 1.0)
     elif clock_name == "device":
@@ -202,13 +235,20 @@ def main_table(args, partial: common.Partial) -> tuple[list[str], list[str]]:
     rows, summary, clocks_seen = [], [], []
     for env in args.envs:
         for clock_name in args.clocks:
-            got = {v: one_config(env, clock_name, v, args, partial) for v in args.variants}
+            cals = (device_calibrations(env, args, partial) if clock_name == "device"
+                    else {})
+            got = {v: one_config(env, clock_name, v, args, partial,
+                                 cals.get(clock.signature(make_config(env, v, args))))
+                   for v in args.variants}
             # the reference of every 'vs aes-rl' column is AES-RL's run of the same seed
             refs = ([got["aes-rl"]["runs"][str(seed)] for seed in args.seeds]
                     if "aes-rl" in got else None)
+            shared: dict[str, list[str]] = {}  # one line per measured computation
             for variant, g in got.items():
                 if g["calibration"]:
-                    clocks_seen.append(g["calibration"])
+                    shared.setdefault(g["calibration"], []).append(variant)
+            clocks_seen += [f"{env} {', '.join(vs)}: {text}" for text, vs in shared.items()]
+            for variant, g in got.items():
                 runs = [g["runs"][str(seed)] for seed in args.seeds]
                 ref_tick = got["aes-rl"]["tick_s"] if refs else math.nan
                 for i, (seed, r) in enumerate(zip(args.seeds, runs)):
@@ -358,7 +398,11 @@ def main(argv=None) -> None:
         "sequential mean-evaluation episodes per individual; P-CEM-RL: serial critic stage, "
         "barriers, one mean episode per generation, batch 256; CEM-RL: one slot, batch 100).",
         "Clocks: paper = 10 env steps, 1 actor step, 1 critic step per tick; device = "
-        "measured here per configuration (a tick is one actor step): "
+        "measured here (a tick is one actor step), once per distinct computation: the "
+        "variants that run the same env, W, nets and batch share one measurement, so their "
+        "device-clock ratios compare schedules only, and the distinct computations were "
+        f"measured together, alternating over 5 rounds ({args.clock_repeats} timed calls of "
+        "each kernel, median): "
         + ("; ".join(calibrations) if calibrations else "not run") + ".",
         "'vs aes-rl' columns divide by AES-RL's figure of the same env, clock and seed. Ticks "
         "are modeled time (what the emulated workers see); wall-clock is this machine's. "

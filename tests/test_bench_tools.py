@@ -235,7 +235,7 @@ def test_iqm_trims_a_quarter_at_each_end_and_the_bootstrap_brackets_the_mean():
 
 def _te_run(ticks, wall=1.0, hit=None, util=1.0, cps=1.0, steps=100):
     return dict(ticks=ticks, wall_s=wall, hit=hit, utilisation=util, critic_per_step=cps,
-                steps=steps)
+                steps=steps, critic_steps=cps * steps)
 
 
 def test_time_efficiency_ratios_are_per_seed_and_summarised_on_a_log_scale():
@@ -286,3 +286,38 @@ def test_time_efficiency_sweep_divides_by_aes_rl_of_the_same_ratio_and_seed():
     rows = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[6].strip()
             for line in table.splitlines()[2:]}
     assert rows["0.5", "aes-rl"] == "400" and rows["4", "aes-rl"] == "65"
+
+
+def test_time_efficiency_variants_of_one_computation_share_one_device_clock(monkeypatch):
+    from aes_rl import clock
+    from benchmarks import time_efficiency as te
+
+    measured = []
+
+    def fake_measure_all(cfgs, repeats=20, rounds=5):
+        measured.append([c.algo for c in cfgs])
+        return [{"env_step_s": 1e-4, "actor_step_s": 1e-3 * c.num_slots,
+                 "critic_step_s": 5e-4} for c in cfgs]
+
+    monkeypatch.setattr(clock, "measure_all", fake_measure_all)
+    args = te.parse_args(["--envs", "probe", "--clocks", "device", "--variants", "aes-rl",
+                          "p-cem-rl", "cem-rl", "--num-seeds", "2", "--ratios", "--no-write"])
+    partial = common.Partial(None)
+    ticks = {"aes-rl": (100, 200), "p-cem-rl": (150, 100), "cem-rl": (400, 400)}
+    for variant, per_seed in ticks.items():
+        for seed, t in enumerate(per_seed):
+            partial.put(f"main/probe/device/{variant}/{seed}", _te_run(t))
+    tables, clocks = te.main_table(args, partial)  # every run kept: nothing compiled or run
+    # AES-RL and P-CEM-RL (W=5) time the same computation: measured once, with CEM-RL's (W=1)
+    assert measured == [["aes-rl", "cem-rl"]]
+    assert len(clocks) == 2 and clocks[0].startswith("probe aes-rl, p-cem-rl: env 0.100 ms")
+    assert clocks[1].startswith("probe cem-rl: env 0.100 ms, actor 1.000 ms")
+    rows = {tuple(c.strip() for c in line.split("|")[3:6:2]): line.split("|")[7].strip()
+            for line in tables[0].splitlines()[2:]}
+    # shared tick: the time ratio is the ticks ratio (1.5 and 0.5 -> geometric mean sqrt .75)
+    assert float(rows["p-cem-rl", "2"]) == pytest.approx(0.75**0.5, rel=1e-3)
+    # CEM-RL's tick is a fifth of AES-RL's: 400 / 5 over 100 and 200 -> 0.8 and 0.4
+    assert float(rows["cem-rl", "2"]) == pytest.approx(0.32**0.5, rel=1e-3)
+    # the calibrations are kept: a second call measures nothing
+    te.main_table(args, partial)
+    assert measured == [["aes-rl", "cem-rl"]]

@@ -341,6 +341,45 @@ def test_the_device_clock_counts_each_unit_in_actor_steps(env_s, critic_s, expec
     assert clock.rates(costs) == expected
 
 
+def test_configs_that_time_the_same_computation_share_a_device_clock_signature():
+    aes = preset("hopper", "aes-rl", actor_hidden=(32, 32), critic_hidden=(32, 32))
+    pcem = preset("hopper", "p-cem-rl", actor_hidden=(32, 32), critic_hidden=(32, 32))
+    assert clock.signature(aes) == clock.signature(pcem)  # same env, W, nets, batch
+    assert clock.signature(aes) == clock.signature(aes.replace(rho=0.9, actor_lr=3e-4))
+    for change in ({"num_slots": 3}, {"batch_size": 100}, {"actor_hidden": (64, 64)},
+                   {"backend": "generalized"}):
+        assert clock.signature(aes) != clock.signature(aes.replace(**change)), change
+
+
+def test_measure_all_measures_each_computation_once_and_interleaves_them(monkeypatch):
+    built, calls = [], []
+
+    def fake_kernels(cfg):
+        sig = clock.signature(cfg)
+        built.append(sig)
+
+        def kernel(name):
+            return (lambda: calls.append((sig, name)) or jnp.zeros(())), ()
+
+        return {n: kernel(n) for n in ("env_step_s", "actor_step_s", "critic_step_s")}
+
+    monkeypatch.setattr(clock, "_kernels", fake_kernels)
+    a = probe_cfg(num_slots=3)
+    b = a.replace(algo="p-cem-rl")  # same computation as a
+    c = a.replace(num_slots=2)
+    costs = clock.measure_all([a, b, c], repeats=4, rounds=2)
+    sig_a, sig_c = clock.signature(a), clock.signature(c)
+    assert built == [sig_a, sig_c]  # b shares a's measurement
+    assert costs[0] is costs[1] and costs[0] is not costs[2]
+    assert set(costs[2]) == {"env_step_s", "actor_step_s", "critic_step_s"}
+    # one warm-up call per kernel, then 2 rounds of 2 timed calls each: a, c, a, c
+    assert len(calls) == 2 * 3 + 2 * 3 * 4
+    timed = [sig for sig, _ in calls[6:]]
+    assert timed == ([sig_a] * 6 + [sig_c] * 6) * 2
+    with pytest.raises(ValueError, match="repeats and rounds must be >= 1"):
+        clock.measure_all([a], repeats=0)
+
+
 def test_a_calibrated_clock_is_stored_and_survives_resume(tmp_path, monkeypatch):
     cfg = probe_cfg(cost_model="device")
     out = run.train(cfg, run.RunSettings(str(tmp_path), steps=900, progress=False, max_chunks=2))

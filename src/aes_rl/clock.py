@@ -22,20 +22,22 @@ from aes_rl.config import Config
 RATE_BOUNDS = (1e-3, 1e3)
 
 
-def _seconds(fn: Callable, args: tuple, repeats: int = 20) -> float:
-    """Median seconds of one call of the jitted `fn` (compiled and warmed up first)."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+# The Config fields the measured kernels depend on: configurations equal in these time the
+# same computation, so they share one calibration (`signature`).
+MEASURED_FIELDS = ("env", "backend", "env_kwargs", "num_slots", "actor_hidden", "critic_hidden",
+                   "batch_size")
 
 
-def measure(cfg: Config, repeats: int = 20) -> dict[str, float]:
-    """Seconds of one vmapped env step (W slots, policy included), one vmapped actor step
-    (W slots, batch `batch_size` each) and one critic step (with its target update)."""
+def signature(cfg: Config) -> str:
+    """What the device clock measures, as text: equal for configurations that time the same
+    computation (an AES-RL and a P-CEM-RL run on the same env, W, nets and batch)."""
+    return " ".join(f"{name}={getattr(cfg, name)!r}" for name in MEASURED_FIELDS)
+
+
+def _kernels(cfg: Config) -> dict[str, tuple[Callable, tuple]]:
+    """The three jitted kernels a tick is made of, with their arguments: a vmapped env step
+    (W slots, policy included), a vmapped actor step (W slots, batch `batch_size` each) and one
+    critic step (with its target update)."""
     from aes_rl import loop
 
     s = loop.build(cfg)
@@ -81,10 +83,44 @@ def measure(cfg: Config, repeats: int = 20) -> dict[str, float]:
 
     opts = jax.vmap(td3.actor_opt_init)(flats)
     return {
-        "env_step_s": _seconds(env_step, (envs, flats), repeats),
-        "actor_step_s": _seconds(actor_step, (flats, opts, key), repeats),
-        "critic_step_s": _seconds(critic_step, (critic, flats[0], key), repeats),
+        "env_step_s": (env_step, (envs, flats)),
+        "actor_step_s": (actor_step, (flats, opts, key)),
+        "critic_step_s": (critic_step, (critic, flats[0], key)),
     }
+
+
+def measure_all(cfgs: list[Config], repeats: int = 20, rounds: int = 5) -> list[dict[str, float]]:
+    """`measure` for several configurations at once: each distinct computation (`signature`)
+    is compiled and measured once, and the measurements of all of them are interleaved over
+    `rounds` rounds (each kernel `repeats` calls in all), so that a change of the machine's
+    load during the calibration moves every configuration's figures alike, not one of them.
+    Returns one dict per config, the same dict (equal figures) for configs of one signature."""
+    if repeats < 1 or rounds < 1:
+        raise ValueError(f"clock: repeats and rounds must be >= 1, got {repeats} and {rounds}")
+    sigs = list(dict.fromkeys(signature(c) for c in cfgs))
+    first = {sig: next(c for c in cfgs if signature(c) == sig) for sig in sigs}
+    kernels = {sig: _kernels(first[sig]) for sig in sigs}
+    for named in kernels.values():  # compile and warm every kernel before any timing
+        for fn, args in named.values():
+            jax.block_until_ready(fn(*args))
+    times: dict[str, dict[str, list[float]]] = {sig: {n: [] for n in kernels[sig]}
+                                                for sig in sigs}
+    per_round = [repeats // rounds + (i < repeats % rounds) for i in range(rounds)]
+    for count in per_round:
+        for sig in sigs:
+            for name, (fn, args) in kernels[sig].items():
+                for _ in range(count):
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(fn(*args))
+                    times[sig][name].append(time.perf_counter() - t0)
+    costs = {sig: {n: statistics.median(t) for n, t in times[sig].items()} for sig in sigs}
+    return [costs[signature(c)] for c in cfgs]
+
+
+def measure(cfg: Config, repeats: int = 20) -> dict[str, float]:
+    """Median seconds of one vmapped env step (W slots, policy included), one vmapped actor
+    step (W slots, batch `batch_size` each) and one critic step (with its target update)."""
+    return measure_all([cfg], repeats, rounds=1)[0]
 
 
 def rates(costs: dict[str, float]) -> tuple[float, float, float]:
@@ -98,14 +134,18 @@ def rates(costs: dict[str, float]) -> tuple[float, float, float]:
     return per_tick(costs["env_step_s"]), 1.0, per_tick(costs["critic_step_s"])
 
 
-def calibrate(cfg: Config, repeats: int = 20) -> tuple[Config, dict[str, float]]:
-    """`cfg` with the device cost model's rates, and the measured seconds behind them."""
-    costs = measure(cfg, repeats)
+def with_rates(cfg: Config, costs: dict[str, float]) -> Config:
+    """`cfg` on the device clock whose measured seconds are `costs`."""
     env, actor, critic = rates(costs)
-    new = cfg.replace(
+    return cfg.replace(
         cost_model="device",
         env_steps_per_tick=env,
         actor_steps_per_tick=actor,
         critic_steps_per_tick=critic,
     )
-    return new, costs
+
+
+def calibrate(cfg: Config, repeats: int = 20) -> tuple[Config, dict[str, float]]:
+    """`cfg` with the device cost model's rates, and the measured seconds behind them."""
+    costs = measure(cfg, repeats)
+    return with_rates(cfg, costs), costs
