@@ -326,8 +326,15 @@ def compile_jitted(jitted: Callable, *args) -> tuple[Callable, float]:
     """Lower and compile `jitted` for `args` (not run): (compiled executable, seconds).
 
     Call the returned executable for steady-state timing: calling `jitted` itself would look
-    up (or build) its own executable again.
+    up (or build) its own executable again. Before compiling, the programs JAX and the loop
+    cache are dropped if the process nears Linux's limit on memory mappings
+    (`loop.bound_compiled_programs`): a benchmark compiles one program per configuration.
     """
+    from aes_rl import loop
+
+    if loop.bound_compiled_programs():
+        log("dropped the cached compiled programs (the process neared Linux's limit on memory "
+            "mappings); those still in use are rebuilt")
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     return compiled, time.perf_counter() - t0

@@ -176,19 +176,13 @@ def sweep_vs_one_by_one(args) -> tuple[str, dict]:
                                progress=False, save_every=10**9, eval_episodes=2,
                                save_buffer=False, **kw)
 
-    def clear():
-        jax.clear_caches()
-        for fn in (loop._build, loop._make_train_chunk, loop._jit_init_structure,
-                   loop._make_evaluate, loop._jit_finite_structure):
-            fn.cache_clear()
-
     jax.config.update("jax_enable_compilation_cache", False)  # every compile is a compile
-    clear()
+    loop.clear_caches()
     t0 = time.perf_counter()
     run.train(cfg, settings("sweep", grid=grid))
     one_program = time.perf_counter() - t0
     shared = time.perf_counter()
-    clear()
+    loop.clear_caches()
     for m in MEAN_RULES:
         for v in VAR_RULES:
             run.train(cfg.replace(mean_rule=m, var_rule=v), settings(f"shared-{m}-{v}"))
@@ -196,7 +190,7 @@ def sweep_vs_one_by_one(args) -> tuple[str, dict]:
     each = time.perf_counter()
     for m in MEAN_RULES:
         for v in VAR_RULES:
-            clear()
+            loop.clear_caches()
             run.train(cfg.replace(mean_rule=m, var_rule=v), settings(f"each-{m}-{v}"))
     each = time.perf_counter() - each
     jax.config.update("jax_enable_compilation_cache", True)

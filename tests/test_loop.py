@@ -263,3 +263,25 @@ def test_the_env_steps_read_the_actors_as_layers_made_before_their_loop(algo, me
     assert shapes and flat not in shapes
     # the layers are what they read: [W, in, out] kernels
     assert (3, cfg.actor_hidden[0], cfg.actor_hidden[1]) in shapes
+
+
+def test_compiled_programs_are_dropped_only_near_the_memory_map_limit(monkeypatch):
+    """A compiled chunk holds memory mappings while the caches keep it; `clear_caches` gives
+    them back, and `bound_compiled_programs` clears only past its fraction of the limit."""
+    held, allowed = loop.memory_maps()
+    if not allowed:
+        pytest.skip("no /proc: no limit on memory mappings to guard")
+    cfg = probe_cfg(num_slots=3, rho=0.25)
+    state = loop.init_batch(cfg, (0,))
+    jax.block_until_ready(loop.make_train_chunk(cfg, 1, 20)(state))
+    with_program = loop.memory_maps()[0]
+    loop.clear_caches()
+    assert loop.memory_maps()[0] < with_program - 100  # the chunk's code mappings are gone
+
+    cleared = []
+    monkeypatch.setattr(loop, "clear_caches", lambda: cleared.append(True))
+    monkeypatch.setattr(loop, "memory_maps", lambda: (600, 1000))
+    assert loop.bound_compiled_programs(0.6) is False and not cleared  # 600 <= 0.6 * 1000
+    assert loop.bound_compiled_programs(0.5) is True and cleared == [True]
+    monkeypatch.setattr(loop, "memory_maps", lambda: (0, 0))  # no /proc: never clears
+    assert loop.bound_compiled_programs(0.0) is False and cleared == [True]

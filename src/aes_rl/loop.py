@@ -1049,6 +1049,36 @@ def clear_caches() -> None:
     jax.clear_caches()
 
 
+def memory_maps() -> tuple[int, int]:
+    """(memory mappings this process holds, the most Linux allows it); (0, 0) where there is
+    no /proc (not Linux: no such limit)."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            held = sum(1 for _ in f)
+        with open("/proc/sys/vm/max_map_count") as f:
+            return held, int(f.read())
+    except (OSError, ValueError):
+        return 0, 0
+
+
+def bound_compiled_programs(fraction: float = 0.6) -> bool:
+    """`clear_caches` (and a garbage collection) when this process holds more than `fraction`
+    of the memory mappings Linux allows it; True if it cleared. A process that compiles many
+    different programs (a benchmark or an experiment over many configurations, a test session)
+    calls this before each new one: a compiled program of the training loop holds thousands of
+    mappings (about 1,500 for a probe env's chunk), which JAX keeps while it caches the
+    program, and at the limit XLA cannot map the next program's code and the process dies (an
+    LLVM "Unable to allocate section memory" abort, or a segfault in the unwinder)."""
+    import gc
+
+    held, allowed = memory_maps()
+    if not allowed or held <= fraction * allowed:
+        return False
+    clear_caches()
+    gc.collect()
+    return True
+
+
 def mean_params(cfg: Config, state: TrainState) -> jax.Array:
     """The ES mean (TD3: the actor) of a batched state: [seeds, d]."""
     s = build(cfg)

@@ -110,6 +110,7 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
         _check_hosts(cfg, len(rows))
     stored = check_run_dir(run_dir)
     check_writable(run_dir)
+    loop.bound_compiled_programs()  # a process that trains many configurations, one by one
     cfg, calibration = resolve_clock(cfg, stored)
     record = open_run(cfg, settings, run_dir, calibration, stored)
     stored_steps = None if stored is None else stored.settings.steps
