@@ -157,7 +157,7 @@ RATES = ("env_steps_per_tick", "actor_steps_per_tick", "critic_steps_per_tick")
 
 def device_calibrations(env: str, args, partial: common.Partial) -> dict[str, dict]:
     """The device clock's measured seconds of every variant's configuration on `env`, by
-    `clock.signature`: configurations that time the same computation (every W-slot variant
+    variant: configurations that time the same computation (every W-slot variant
     with the same nets and batch) share one measurement, and the distinct ones are measured
     together, interleaved (`clock.measure_all`). Kept in `--partial` under
     `calibration/<hash of the signature>`, so a later call (more seeds, another variant)
@@ -177,7 +177,7 @@ def device_calibrations(env: str, args, partial: common.Partial) -> dict[str, di
         for sig, costs in zip(missing, clock.measure_all(todo, repeats=args.clock_repeats)):
             got[sig] = costs
             partial.put(key(sig), dict(signature=sig, costs=costs))
-    return got
+    return {v: got[clock.signature(c)] for v, c in zip(args.variants, cfgs)}
 
 
 def one_config(env, clock_name, variant, args, partial: common.Partial,
@@ -237,8 +237,7 @@ def main_table(args, partial: common.Partial) -> tuple[list[str], list[str]]:
         for clock_name in args.clocks:
             cals = (device_calibrations(env, args, partial) if clock_name == "device"
                     else {})
-            got = {v: one_config(env, clock_name, v, args, partial,
-                                 cals.get(clock.signature(make_config(env, v, args))))
+            got = {v: one_config(env, clock_name, v, args, partial, cals.get(v))
                    for v in args.variants}
             # the reference of every 'vs aes-rl' column is AES-RL's run of the same seed
             refs = ([got["aes-rl"]["runs"][str(seed)] for seed in args.seeds]
