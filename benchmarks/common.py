@@ -93,7 +93,8 @@ class BenchFlags:
     results: str = "benchmarks/RESULTS.md"
     """Markdown file whose section this benchmark replaces (relative paths: to the checkout)."""
     no_write: Flag = False
-    """Print only; leave RESULTS.md alone."""
+    """Print only; leave RESULTS.md and the committed figures and CSVs alone (they go to the
+    temporary directory)."""
     note: tyro.conf.UseAppendAction[tuple[str, ...]] = ()
     """A free-text line added to the section (repeatable)."""
     summary_json: str | None = None
@@ -320,6 +321,16 @@ def timed(fn: Callable, *args) -> tuple[Any, float]:
     out = fn(*args)
     jax.block_until_ready(out)
     return out, time.perf_counter() - t0
+
+
+def figures_dir(args: BenchFlags, quick_in_tmp: bool = True) -> Path:
+    """Where a benchmark writes its figures and CSVs: `benchmarks/`, committed beside
+    RESULTS.md; the temporary directory under `--no-write` (a run that does not write its
+    section must not replace the figures the section shows either), and under `--quick` where
+    `quick_in_tmp`."""
+    if args.no_write or (args.quick and quick_in_tmp):
+        return Path(tempfile.gettempdir())
+    return BENCH_DIR
 
 
 def compile_jitted(jitted: Callable, *args) -> tuple[Callable, float]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -74,7 +73,7 @@ class Args(common.BenchFlags):
     """Where run directories go (default: the temporary directory)."""
     out: str | None = None
     """Output stem for .png/.csv (default benchmarks/learning_comparison; a temporary path
-    with --quick)."""
+    with --quick or --no-write)."""
 
 
 def parse_args(argv=None) -> Args:
@@ -82,7 +81,7 @@ def parse_args(argv=None) -> Args:
     common.quick(args, steps=600, num_seeds=2, chunks=1, envs=args.envs[:1], eval_episodes=2,
                  final_episodes=2, warmup_steps=500)
     if args.out is None:
-        base = Path(tempfile.gettempdir()) if args.quick else common.BENCH_DIR
+        base = common.figures_dir(args)
         args.out = str(base / f"learning_comparison{'_quick' if args.quick else ''}")
     return args
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +44,7 @@ class Args(common.BenchFlags):
     """Where run directories go (default: the temporary directory)."""
     out: str | None = None
     """Output stem for .csv/.png (default benchmarks/td3_<env>_curve; a temporary path with
-    --quick)."""
+    --quick or --no-write)."""
 
 
 def parse_args(argv=None) -> Args:
@@ -53,7 +52,7 @@ def parse_args(argv=None) -> Args:
     common.quick(args, steps=2_000, chunks=2, eval_episodes=2, warmup_steps=1_000,
                  actor_hidden=(64, 64), critic_hidden=(64, 64))
     if args.out is None:
-        base = Path(tempfile.gettempdir()) if args.quick else common.BENCH_DIR
+        base = common.figures_dir(args)
         args.out = str(base / f"td3_{args.env}_curve{'_quick' if args.quick else ''}")
     return args
 

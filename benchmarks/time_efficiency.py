@@ -424,12 +424,15 @@ def main(argv=None) -> None:
     if args.ratios:
         sweep_table, rel = sweep(args, partial)
         tables.append(sweep_table)
-        png = common.BENCH_DIR / f"{NAME}_sweep{'_quick' if args.quick else ''}.png"
+        png = (common.figures_dir(args, quick_in_tmp=False)
+               / f"{NAME}_sweep{'_quick' if args.quick else ''}.png")
         if "aes-rl" in args.sweep_variants and rel:
             plot_sweep(png, args.ratios, rel,
                        f"{args.sweep_env} ({args.backend}), W={args.num_slots}, budget "
                        f"{args.sweep_steps}, nets {args.nets}")
-            notes.append(f"Sweep PNG: `benchmarks/{png.name}`.")
+            where = (f"benchmarks/{png.name}" if png.parent == common.BENCH_DIR
+                     else str(png))
+            notes.append(f"Sweep PNG: `{where}`.")
         notes.append(
             f"Sweep: {args.sweep_env}, budget {args.sweep_steps}, seeds {list(args.seeds)}; a "
             "gradient step costs `ratio` env steps (a tick is the cheaper of the two); time is "

@@ -321,3 +321,23 @@ def test_time_efficiency_variants_of_one_computation_share_one_device_clock(monk
     # the calibrations are kept: a second call measures nothing
     te.main_table(args, partial)
     assert measured == [["aes-rl", "cem-rl"]]
+
+
+def test_a_run_that_does_not_write_its_section_leaves_the_committed_figures_alone():
+    import tempfile
+    from pathlib import Path
+
+    from benchmarks import learning_comparison, td3_curve
+    from benchmarks import time_efficiency as te
+
+    tmp = Path(tempfile.gettempdir())
+    full = te.parse_args([])
+    assert common.figures_dir(full) == common.BENCH_DIR
+    assert common.figures_dir(te.parse_args(["--no-write"])) == tmp
+    # time_efficiency's quick figure is committed beside its QUICK section; the curves' are not
+    quick = te.parse_args(["--quick"])
+    assert common.figures_dir(quick, quick_in_tmp=False) == common.BENCH_DIR
+    assert common.figures_dir(quick) == tmp
+    for module in (learning_comparison, td3_curve):
+        assert Path(module.parse_args([]).out).parent == common.BENCH_DIR
+        assert Path(module.parse_args(["--no-write"]).out).parent == tmp
