@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -1034,9 +1035,9 @@ def clear_caches() -> None:
     """Drop every compiled program this module and JAX hold (they are rebuilt on next use,
     from the persistent compilation cache when it is on). Each compiled XLA CPU program keeps a
     few memory mappings, and Linux allows a process about 65k of them
-    (`/proc/sys/vm/max_map_count`): a long-lived process that builds thousands of different
-    programs (a test session, a script looping over many structures) calls this now and then,
-    or XLA fails to map its next program's code and the process dies."""
+    (`/proc/sys/vm/max_map_count`): a long-lived process that builds many different programs
+    calls this before it nears the limit (`bound_compiled_programs` does, when it must), or XLA
+    fails to map its next program's code and the process dies."""
     for cached in (
         _build,
         _jit_init_structure,
@@ -1069,8 +1070,6 @@ def bound_compiled_programs(fraction: float = 0.6) -> bool:
     mappings (about 1,500 for a probe env's chunk), which JAX keeps while it caches the
     program, and at the limit XLA cannot map the next program's code and the process dies (an
     LLVM "Unable to allocate section memory" abort, or a segfault in the unwinder)."""
-    import gc
-
     held, allowed = memory_maps()
     if not allowed or held <= fraction * allowed:
         return False
