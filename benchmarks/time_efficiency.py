@@ -163,7 +163,10 @@ def device_calibrations(env: str, args, partial: common.Partial) -> dict[str, di
     `calibration/<hash of the signature>`, so a later call (more seeds, another variant)
     reuses them."""
     cfgs = [make_config(env, v, args, cost_model="device") for v in args.variants]
-    sigs = list(dict.fromkeys(clock.signature(c) for c in cfgs))
+    first: dict[str, object] = {}  # one config per distinct computation, in order
+    for c in cfgs:
+        first.setdefault(clock.signature(c), c)
+    sigs = list(first)
 
     def key(sig: str) -> str:
         return "calibration/" + hashlib.sha1(sig.encode()).hexdigest()[:16]
@@ -173,7 +176,7 @@ def device_calibrations(env: str, args, partial: common.Partial) -> dict[str, di
     missing = [sig for sig in sigs if sig not in got]
     if missing:
         common.log(f"[{NAME}] {env}: measuring the device clock ({len(missing)} computation(s))")
-        todo = [next(c for c in cfgs if clock.signature(c) == sig) for sig in missing]
+        todo = [first[sig] for sig in missing]
         for sig, costs in zip(missing, clock.measure_all(todo, repeats=args.clock_repeats)):
             got[sig] = costs
             partial.put(key(sig), dict(signature=sig, costs=costs))

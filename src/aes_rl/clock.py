@@ -97,9 +97,11 @@ def measure_all(cfgs: list[Config], repeats: int = 20, rounds: int = 5) -> list[
     Returns one dict per config, the same dict (equal figures) for configs of one signature."""
     if repeats < 1 or rounds < 1:
         raise ValueError(f"clock: repeats and rounds must be >= 1, got {repeats} and {rounds}")
-    sigs = list(dict.fromkeys(signature(c) for c in cfgs))
-    first = {sig: next(c for c in cfgs if signature(c) == sig) for sig in sigs}
-    kernels = {sig: _kernels(first[sig]) for sig in sigs}
+    first: dict[str, Config] = {}  # one config per distinct computation, in order
+    for c in cfgs:
+        first.setdefault(signature(c), c)
+    sigs = list(first)
+    kernels = {sig: _kernels(c) for sig, c in first.items()}
     for named in kernels.values():  # compile and warm every kernel before any timing
         for fn, args in named.values():
             jax.block_until_ready(fn(*args))
