@@ -1,6 +1,7 @@
 """The slot loop (docs/algorithm.md §2 and §6) on pure-JAX envs with known episode lengths."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import assert_trees_equal, probe_cfg, sub_jaxprs
@@ -244,25 +245,42 @@ def _input_shapes(jaxpr):
             yield from _input_shapes(sub)
 
 
+def _scans(jaxpr, length: int):
+    """Every `scan` of this length anywhere in a jaxpr (inside branches too)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan" and eqn.params["length"] == length:
+            yield eqn
+        for sub in sub_jaxprs(eqn):
+            yield from _scans(sub, length)
+
+
 @pytest.mark.parametrize(
     "algo, mean_eval",
     [("aes-rl", "sequential"), ("aes-rl", "parallel"), ("p-cem-rl", "sequential")],
 )
 def test_the_env_steps_read_the_actors_as_layers_made_before_their_loop(algo, mean_eval):
-    """Inside a tick's env-step loop no equation reads the slots' flat actor vectors [W, d]:
-    the layers they act with are made once before it (on a GPU, reading them from the flat
-    vectors copied every slot's weights into another layout at every env step)."""
+    """Inside a tick's env-step loops (all W slots; the few acting ones, `acting_capacity`)
+    no equation reads the slots' flat actor vectors [W, d]: the layers they act with are made
+    once before the loop (on a GPU, reading them from the flat vectors copied every slot's
+    weights into another layout at every env step)."""
     cfg = probe_cfg(algo, num_slots=3, env_steps_per_tick=4, mean_eval=mean_eval)
     s = loop.build(cfg)
     state = loop.init(cfg, jax.random.key(0))
     flat = state.slots.params.shape
     jaxpr = jax.make_jaxpr(lambda st: loop.tick(s, st))(state).jaxpr
-    loops = [e for e in jaxpr.eqns if e.primitive.name == "scan" and e.params["length"] == 4]
-    assert len(loops) == 1  # the env steps (the actor and critic loops have other lengths)
-    shapes = list(_input_shapes(loops[0].params["jaxpr"].jaxpr))
-    assert shapes and flat not in shapes
-    # the layers are what they read: [W, in, out] kernels
-    assert (3, cfg.actor_hidden[0], cfg.actor_hidden[1]) in shapes
+    # the env steps (the actor and critic loops have other lengths): all W slots, and with
+    # sequential mean evaluations also the path of the few (here 1 of 3)
+    loops = list(_scans(jaxpr, 4))
+    few = loop.acting_capacity(3)
+    assert few == 1 and len(loops) == (2 if mean_eval == "sequential" else 1)
+    widths = []
+    for eqn in loops:
+        shapes = list(_input_shapes(eqn.params["jaxpr"].jaxpr))
+        assert shapes and flat not in shapes
+        # the layers are what they read: [slots, in, out] kernels
+        h = cfg.actor_hidden
+        widths += [k for k in (3, few) if (k, h[0], h[1]) in shapes]
+    assert sorted(widths) == sorted({3, few} if mean_eval == "sequential" else {3})
 
 
 def test_compiled_programs_are_dropped_only_near_the_memory_map_limit(monkeypatch):
@@ -285,3 +303,92 @@ def test_compiled_programs_are_dropped_only_near_the_memory_map_limit(monkeypatc
     assert loop.bound_compiled_programs(0.5) is True and cleared == [True]
     monkeypatch.setattr(loop, "memory_maps", lambda: (0, 0))  # no /proc: never clears
     assert loop.bound_compiled_programs(0.0) is False and cleared == [True]
+
+
+def _run_ticks_recording(cfg, ticks: int, monkeypatch):
+    """`ticks` ticks of one row, recording at each tick's start how many slots act and, for
+    every env step taken, how many slots it stepped (in execution order)."""
+    events = []
+    real = loop._env_step
+
+    def recorded(s, state, sl, *args, **kw):
+        jax.debug.callback(lambda n: events.append(("step", int(n))), sl.phase.shape[0],
+                           ordered=True)
+        return real(s, state, sl, *args, **kw)
+
+    monkeypatch.setattr(loop, "_env_step", recorded)
+    s = loop.build(cfg)
+
+    def tick(st, _):
+        ph = st.slots.phase
+        n = jnp.sum((ph == loop.ROLLOUT) | (ph == loop.MEAN_EVAL))
+        jax.debug.callback(lambda k: events.append(("tick", int(k))), n, ordered=True)
+        return loop.tick(s, st)[0], None
+
+    state = loop.init(cfg, jax.random.key(1))
+    state = jax.jit(lambda st: jax.lax.scan(tick, st, None, length=ticks)[0])(state)
+    jax.effects_barrier()
+    monkeypatch.undo()
+    per_tick = []
+    for kind, n in events:
+        if kind == "tick":
+            per_tick.append((n, []))
+        else:
+            per_tick[-1][1].append(n)
+    return state, per_tick
+
+
+def test_a_tick_steps_only_the_envs_its_acting_slots_need(monkeypatch):
+    """No env step in a tick where no slot rolls out or evaluates the mean; the acting slots
+    alone where they are at most `acting_capacity(W)`; all W slots otherwise."""
+    cfg = probe_cfg(
+        num_slots=4, env_steps_per_tick=3, actor_steps_per_tick=1, warmup_steps=20,
+        buffer_size=3_998,
+    )
+    cap = loop.acting_capacity(4)
+    _, per_tick = _run_ticks_recording(cfg, 150, monkeypatch)
+    seen = set()
+    for n_acting, widths in per_tick:
+        want = [] if n_acting == 0 else [cap if n_acting <= cap else 4] * 3
+        assert widths == want, (n_acting, widths)
+        seen.add(0 if n_acting == 0 else 1 if n_acting <= cap else 2)
+    assert seen == {0, 1, 2} and cap == 2  # every path was taken
+
+
+def test_stepping_the_few_acting_slots_equals_stepping_all_of_them(monkeypatch):
+    """The path of the few acting slots computes what stepping all W slots computes: the same
+    episodes, counters and buffer rows (in the same order), up to the rounding of a narrower
+    batch of the simulator; the random actions of the warm-up are drawn for all W slots."""
+    cfg = probe_cfg(
+        num_slots=4, env_steps_per_tick=3, actor_steps_per_tick=1, warmup_steps=20,
+        buffer_size=3_997,
+    )
+    s = loop.build(cfg)
+    real = loop.acting_capacity
+    steps = {}
+    for name, cap in (("few", real), ("all", lambda w: w)):
+        monkeypatch.setattr(loop, "acting_capacity", cap)
+        step = jax.jit(lambda st: loop._step_envs(s.bind(st.hp), st, jax.random.key(7)))
+        steps[name] = step.lower(loop.init(cfg, jax.random.key(0))).compile()  # with `cap`
+    monkeypatch.undo()
+    advance = jax.jit(
+        lambda st: jax.lax.scan(lambda x, _: (loop.tick(s, x)[0], None), st, None, length=3)[0]
+    )
+    state = loop.init(cfg, jax.random.key(2))
+    compared = set()
+    for _ in range(60):
+        state = advance(state)
+        ph = np.asarray(state.slots.phase)
+        n = int(np.sum((ph == loop.ROLLOUT) | (ph == loop.MEAN_EVAL)))
+        (few, few_done), (all_, all_done) = steps["few"](state), steps["all"](state)
+        np.testing.assert_array_equal(few_done, all_done)
+        for a, b in zip(jax.tree.leaves(few), jax.tree.leaves(all_)):
+            if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+                a, b = jax.random.key_data(a), jax.random.key_data(b)
+            if jnp.issubdtype(a.dtype, jnp.floating):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(a, b)
+        moved = int(few.counters.total_steps) - int(state.counters.total_steps)
+        compared.add((min(n, 3), moved > 0))
+    assert {(1, True), (2, True)} <= compared  # the few path stepped rollouts of 1 and 2 slots

@@ -215,6 +215,8 @@ class Family(NamedTuple):
     draw: Callable  # (s, state, free, key) -> (state, (x, phase, rl, valid, member, target))
     train_actors: Callable  # (s, state, key) -> state after this tick's actor steps
     acting: Callable  # (s, state) -> the actors as `act` reads them, made once a tick
+    #   (ES families: from `state.slots.params`, which on the path of the few acting slots
+    #   hold only those, `_step_envs`)
     act: Callable  # (s, state, acting, key, random actions) -> every slot's action
     critic_target: Callable  # (s, state, steps this tick) -> (policy, critic steps allowed)
     #   (with a critic worker: steps a new job may start in; the job then runs to its end)
@@ -701,12 +703,16 @@ def _train_actors(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     )
 
 
-def _act(s: Setup, state: TrainState, view, key: jax.Array) -> jax.Array:
+def _act(s: Setup, state: TrainState, view, key: jax.Array, pick=None) -> jax.Array:
     """Actions of every slot (the family's policy); uniform random ones are drawn for the
-    warm-up, exploration noise from the second key."""
+    warm-up, exploration noise from the second key. `pick`: the slots `state` and `view` hold
+    (`_step_envs`); the random actions are drawn for all W slots and picked, so a slot acts the
+    same whichever path steps it."""
     w, a_dim, a_max = s.cfg.num_slots, s.actor.act_dim, s.actor.max_action
     k_rand, k_noise = jax.random.split(key)
     rand = jax.random.uniform(k_rand, (w, a_dim), minval=-a_max, maxval=a_max)
+    if pick is not None:
+        rand = rand[pick]
     return s.family.act(s, state, view, k_noise, rand)
 
 
@@ -724,23 +730,19 @@ def slot_actions(s: Setup, state: TrainState, layers, key: jax.Array, rand: jax.
     return jnp.where(sl.random[:, None], rand, act)
 
 
-def _env_step(s: Setup, state: TrainState, done: jax.Array, key: jax.Array, allowed, view):
-    """One env step for acting slots whose episode has not ended this tick; `view` is the
-    family's view of the actors (`Family.acting`), made before the tick's env steps (they do
-    not change the actors)."""
-    sl, c = state.slots, state.counters
+def _env_step(s: Setup, state: TrainState, sl: Slots, done, key, allowed, view, pick=None):
+    """One env step for acting slots whose episode has not ended this tick. `sl`: the slots
+    being stepped (all W, or with `pick` only those, as `view`, the family's view of their
+    actors made before the tick's env steps: they do not change the actors); `state` is
+    read, as the tick began. Returns (slots, ended, transitions, rolling): the transitions
+    of rolling-out slots go to the buffer after the tick's env steps (`_step_envs`)."""
     phase_acting = (sl.phase == ROLLOUT) | ((sl.phase == MEAN_EVAL) & (sl.side is None))
     acting = phase_acting & ~done & allowed
     rolling = acting & (sl.phase == ROLLOUT)
-    action = _act(s, state, view, key)
+    action = _act(s, state.replace(slots=sl), view, key, pick)
     nxt = jax.vmap(s.env.step)(sl.env, action)
     trans = replay.Transition(sl.env.obs, action, nxt.reward, nxt.obs, 1.0 - nxt.info["terminated"])
-    finite = replay.finite_rows(trans)  # a non-finite transition never reaches the critic
-    buffer = replay.add(state.buffer, trans, rolling & finite)
-    c = c.replace(
-        total_steps=c.total_steps + _count(rolling),
-        nonfinite_transitions=c.nonfinite_transitions + _count(rolling & ~finite),
-    )
+    trans = jax.tree.map(lambda x: jnp.where(_widen(rolling, x), x, 0), trans)
     sl = sl.replace(
         env=tree_where(acting, nxt, sl.env),
         ep_ret=jnp.where(acting, sl.ep_ret + nxt.reward, sl.ep_ret),
@@ -750,27 +752,114 @@ def _env_step(s: Setup, state: TrainState, done: jax.Array, key: jax.Array, allo
     if sl.side is not None:
         sl, side_ended = _step_side(s, sl, allowed, view)
         done = done | side_ended
-    return state.replace(slots=sl, buffer=buffer, counters=c), done
+    return sl, done, trans, rolling
+
+
+def _widen(mask: jax.Array, x: jax.Array) -> jax.Array:
+    return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+
+
+def acting_capacity(num_slots: int) -> int:
+    """How many acting slots a row's env steps step by themselves in a tick where no more
+    act (`_step_envs`): half the slots, rounded down (at least 1). Past AES-RL's warm-up
+    about one slot in ten acts."""
+    return max(1, num_slots // 2)
 
 
 def _step_envs(s: Setup, state: TrainState, key: jax.Array):
     """This tick's env steps (`env_steps_per_tick`) for acting slots; an episode that ends
-    mid-tick leaves its slot idle for the rest of the tick. Returns (state, episode ended)."""
+    mid-tick leaves its slot idle for the rest of the tick. Returns (state, episode ended).
+
+    The env steps cost what the acting slots need (docs/algorithm.md §6): a tick in which no
+    slot rolls out or evaluates the mean takes none (the branch is skipped), and one in which
+    at most `acting_capacity(W)` slots act steps only those. Side by side, one path is taken
+    for the batch: none where no row acts, the few where every row's acting slots fit, else
+    all W. The rollouts' transitions enter the buffer after the env steps, in the order of
+    the steps and, within a step, of the slots (the branches never write the buffer, which
+    a branch that writes it in place would have to copy)."""
     rate = s.env_rate
     n_now = rate.at(state.counters.ticks)
-    done = jnp.zeros((s.cfg.num_slots,), bool)
-    view = s.family.acting(s, state)
-    if rate.most == 1:
-        return _env_step(s, state, done, key, n_now > 0, view)
+    w, most = s.cfg.num_slots, rate.most
 
-    def body(carry, inp):
-        k, i = inp
-        st, dn = carry
-        return _env_step(s, st, dn, k, i < n_now, view), None
+    def steps(sl, pick=None):
+        sub, k = sl, w
+        if pick is not None:  # only the picked slots: what their env steps read and change
+            take = lambda x: x[pick]  # noqa: E731
+            sub = sl.replace(
+                env=jax.tree.map(take, sl.env),
+                ep_ret=take(sl.ep_ret),
+                ep_len=take(sl.ep_len),
+                phase=take(sl.phase),
+                random=take(sl.random),
+                params=take(sl.params),
+            )
+            k = pick.shape[0]
+        view = s.family.acting(s, state.replace(slots=sub))
 
-    keys = jax.random.split(key, rate.most)
-    (state, done), _ = jax.lax.scan(body, (state, done), (keys, jnp.arange(rate.most)))
-    return state, done
+        def body(carry, inp):
+            kk, i = inp
+            got, dn, trans, rolling = _env_step(s, state, *carry, kk, i < n_now, view, pick)
+            return (got, dn), (trans, rolling)
+
+        init = (sub, jnp.zeros((k,), bool))
+        if most == 1:  # one env step, on the tick's own key
+            (sub, done), ys = body(init, (key, 0))
+            trans, rolling = jax.tree.map(lambda x: x[None], ys)
+        else:
+            keys = jax.random.split(key, most)
+            (sub, done), (trans, rolling) = jax.lax.scan(body, init, (keys, jnp.arange(most)))
+        if pick is None:
+            return sub, done, trans, rolling
+        put = lambda a, b: a.at[pick].set(b)  # noqa: E731
+        sl = sl.replace(
+            env=jax.tree.map(put, sl.env, sub.env),
+            ep_ret=put(sl.ep_ret, sub.ep_ret),
+            ep_len=put(sl.ep_len, sub.ep_len),
+        )
+        spread = lambda z, x: z.at[:, pick].set(x)  # noqa: E731  [most, k] -> [most, W]
+        trans = jax.tree.map(spread, none(sl)[2], trans)
+        return sl, put(jnp.zeros((w,), bool), done), trans, spread(none(sl)[3], rolling)
+
+    def none(sl):
+        o, a = s.actor.obs_dim, s.actor.act_dim
+        z = lambda *shape: jnp.zeros((most, w) + shape, jnp.float32)  # noqa: E731
+        trans = replay.Transition(z(o), z(a), z(), z(o), z())
+        return sl, jnp.zeros((w,), bool), trans, jnp.zeros((most, w), bool)
+
+    sl = state.slots
+    if s.family.joint_update:  # its one slot acts in every tick
+        sl, done, trans, rolling = steps(sl)
+    else:
+        acting = (sl.phase == ROLLOUT) | (sl.phase == MEAN_EVAL)
+        n_acting = _count(acting)
+        cap = acting_capacity(w)
+        on = (n_acting > 0) & (n_now > 0)
+        if cap >= w or sl.side is not None:  # parallel mean evaluation: all or none
+            act_fn = steps
+        else:
+
+            def few(sl):  # the acting slots (and non-acting ones, which stay as they are)
+                return steps(sl, jnp.argsort(jnp.where(acting, 0, 1), stable=True)[:cap])
+
+            def act_fn(sl):
+                over = n_acting > cap
+                if s.row_axis is not None:  # the batch steps all W when any row needs them
+                    over = jax.lax.psum(over.astype(jnp.int32), s.row_axis) > 0
+                return jax.lax.cond(over, steps, few, sl)
+
+        # masked: the env steps change only acting slots, and give zero transitions and no
+        # rolling slot where none rolls out (no slot acts: what `none` gives)
+        sl, done, trans, rolling = row_cond(s, on, act_fn, none, sl, masked=True)
+    flat = jax.tree.map(lambda x: x.reshape((most * w,) + x.shape[2:]), trans)
+    rolling = rolling.reshape(most * w)
+    finite = replay.finite_rows(flat)  # a non-finite transition never reaches the critic
+    c = state.counters
+    c = c.replace(
+        total_steps=c.total_steps + _count(rolling),
+        nonfinite_transitions=c.nonfinite_transitions + _count(rolling & ~finite),
+    )
+    buffer = replay.add(state.buffer, flat, rolling & finite)
+    return state.replace(slots=sl, buffer=buffer, counters=c), done
 
 
 def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
