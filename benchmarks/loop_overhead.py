@@ -5,7 +5,8 @@ AES-RL on hopper (spring), W slots. The tick is timed inside the library's compi
 timed alone inside its own `lax.scan` of the same length, on inputs taken from that state:
 
 - env: one env step of all W slots with their own policies' actions (`vmap(actor.apply)` then
-  `vmap(env.step)`), as every tick does for its acting slots;
+  `vmap(env.step)`), as a tick does where more than `loop.acting_capacity(W)` slots act; and
+  of that many slots, as a tick does where fewer act (a tick where none acts takes none);
 - actor: `actor_steps_per_tick` actor-only TD3 steps vmapped over the W slots (the tick runs
   this block only when some slot is training; then all W slots compute, masked);
 - critic: one shared-critic step with its soft target update (the tick takes up to
@@ -15,7 +16,8 @@ timed alone inside its own `lax.scan` of the same length, on inputs taken from t
 
 The tick also does what no part covers: phase bookkeeping, episode resets, the ES tells and
 draws, job assignment. `weighted` sums each part as often as the measured ticks actually ran
-it (fraction of ticks with a training slot, critic steps per tick); `every tick` assumes every
+it (fraction of ticks with a training slot, of ticks whose env steps took each path, critic
+steps per tick); `every tick` assumes every
 part runs fully every tick. The target is a tick within 1.25x of the weighted sum.
 """
 
@@ -62,25 +64,34 @@ def parse_args(argv=None) -> Args:
 
 
 def _probe_tick(s: loop.Setup, state: loop.TrainState, _):
-    """One library tick, plus what it ran: any training slot, critic steps taken."""
-    any_train = jnp.any(state.slots.phase == loop.TRAIN)
+    """One library tick, plus what it ran: any training slot, critic steps taken, an arrival,
+    and the path of its env steps (0 none, 1 the few acting slots, 2 all W; `_step_envs`)."""
+    phase = state.slots.phase
+    any_train = jnp.any(phase == loop.TRAIN)
+    n_acting = jnp.sum((phase == loop.ROLLOUT) | (phase == loop.MEAN_EVAL))
+    cap = loop.acting_capacity(s.cfg.num_slots)
+    path = jnp.where(n_acting == 0, 0, jnp.where(n_acting <= cap, 1, 2))
     before = state.counters.critic_steps
     state, m = loop.tick(s, state)
-    return state, (any_train, state.counters.critic_steps - before, jnp.any(m.arrived))
+    return state, (any_train, state.counters.critic_steps - before, jnp.any(m.arrived), path)
 
 
 def tick_mix(s: loop.Setup, one: loop.TrainState, ticks: int, repeats: int) -> dict:
-    """Fractions of ticks that ran the actor block, critic steps per tick, arrival ticks."""
+    """Fractions of ticks that ran the actor block, critic steps per tick, arrival ticks, and
+    fractions of ticks whose env steps stepped the few acting slots or all W."""
     run = jax.jit(lambda st: jax.lax.scan(functools.partial(_probe_tick, s), st, None,
                                           length=ticks), donate_argnums=0)
-    trains, critic, arrivals = [], [], []
+    trains, critic, arrivals, few, every = [], [], [], [], []
     for _ in range(repeats):
-        one, (t, c, a) = run(one)
+        one, (t, c, a, path) = run(one)
         trains.append(jnp.mean(t.astype(jnp.float32)))
         critic.append(jnp.mean(c.astype(jnp.float32)))
         arrivals.append(jnp.mean(a.astype(jnp.float32)))
+        few.append(jnp.mean((path == 1).astype(jnp.float32)))
+        every.append(jnp.mean((path == 2).astype(jnp.float32)))
     mean = lambda xs: float(jnp.mean(jnp.stack(xs)))  # noqa: E731
-    return dict(train=mean(trains), critic=mean(critic), arrival=mean(arrivals))
+    return dict(train=mean(trains), critic=mean(critic), arrival=mean(arrivals),
+                env_few=mean(few), env_all=mean(every))
 
 
 # ------------------------------------------------------------------ the parts, alone
@@ -103,12 +114,16 @@ def _scan_timer(body, carry, inputs: tuple, ticks: int, repeats: int) -> tuple[f
     return compile_s, common.Stats.of(times).median / ticks
 
 
-def part_env(s, one, ticks, repeats):
+def part_env(s, one, ticks, repeats, slots=None):
+    """One env step of the first `slots` slots (all W by default) with their own actions."""
+    k = slots or s.cfg.num_slots
+
     def body(env, params):
         action = jax.vmap(s.actor.apply)(params, env.obs)
         return jax.vmap(s.env.step)(env, action)
 
-    return _scan_timer(body, one.slots.env, (one.slots.params,), ticks, repeats)
+    env = jax.tree.map(lambda x: x[:k], one.slots.env)
+    return _scan_timer(body, env, (one.slots.params[:k],), ticks, repeats)
 
 
 def part_actor(s, one, obs, ticks, repeats):
@@ -203,9 +218,11 @@ def main(argv=None) -> None:
     batch = replay.sample(one.buffer, jax.random.key(5), b)
     trans = jax.tree.map(lambda x: x[:w], one.buffer.data)
     n_actor_batches = int(cfg.actor_steps_per_tick) * w
+    cap = loop.acting_capacity(w)
     parts = {}
     for label, fn, extra in (
             ("env step + policy actions (W)", part_env, ()),
+            (f"env step + policy actions (the few: {cap})", part_env, (cap,)),
             (f"actor block ({cfg.actor_steps_per_tick} steps x W)", part_actor, (obs,)),
             ("critic step + target update (x1)", part_critic, (batch,)),
             ("buffer add (W rows)", part_add, (trans,)),
@@ -217,9 +234,10 @@ def main(argv=None) -> None:
         parts[label] = fn(s, one, *extra, args.ticks, args.repeats)
 
     labels = list(parts)
-    weight_every = [1.0, 1.0, float(cfg.critic_steps_per_tick), 1.0, 1.0,
+    weight_every = [1.0, 0.0, 1.0, float(cfg.critic_steps_per_tick), 1.0, 1.0,
                     float(cfg.critic_steps_per_tick), 0.0]
-    weight_mix = [1.0, mix["train"], mix["critic"], 1.0, mix["train"], mix["critic"], 0.0]
+    weight_mix = [mix["env_all"], mix["env_few"], mix["train"], mix["critic"], 1.0,
+                  mix["train"], mix["critic"], 0.0]
     rows = []
     for label, we, wm in zip(labels, weight_every, weight_mix):
         compile_s, per = parts[label]
@@ -239,11 +257,11 @@ def main(argv=None) -> None:
     summary = common.md_table(
         ["tick ms", "sum of parts ms (measured mix)", "ratio (measured mix)",
          "sum of parts ms (every tick)", "ratio (every tick)", f"target <= {TARGET}",
-         "ticks with a training slot", "critic steps / tick", "counted steps / tick",
-         "ticks with an arrival"],
+         "ticks with a training slot", "ticks stepping the few / all W",
+         "critic steps / tick", "counted steps / tick", "ticks with an arrival"],
         [[1e3 * tick_s, 1e3 * sum_mix, ratio_mix, 1e3 * sum_every, ratio_every, verdict,
-          mix["train"], mix["critic"], (after["total_steps"] - before["total_steps"]) / ticks,
-          mix["arrival"]]])
+          mix["train"], f"{mix['env_few']:.3g} / {mix['env_all']:.3g}", mix["critic"],
+          (after["total_steps"] - before["total_steps"]) / ticks, mix["arrival"]]])
     notes = [
         f"{args.algo} on {args.env} ({args.backend}), W={w}, nets {args.nets} (small nets "
         f"for CPU), batch {b}, actor_steps_per_tick {cfg.actor_steps_per_tick}, "
@@ -252,7 +270,9 @@ def main(argv=None) -> None:
         f"Every time is the median over {args.repeats} calls of a compiled `lax.scan` of "
         f"{args.ticks} iterations, divided by {args.ticks}; compile time apart.",
         "The measured mix comes from re-running the same ticks (same start state, same keys) "
-        "in an instrumented scan; its ratio is the one the target refers to. The env-reset "
+        "in an instrumented scan; its ratio is the one the target refers to. A tick's env "
+        "steps take one of three paths (none where no slot acts, the few acting slots where "
+        f"at most {cap} act, all W otherwise), weighted by how often each ran. The env-reset "
         "row is shown for scale and is not counted in the sum (it is part of the loop's own "
         "work: the tick resets slots whose episode or job ended).",
         f"Verdict: the tick takes {ratio_mix:.2f}x the sum of its parts at the measured mix; "
