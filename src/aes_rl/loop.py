@@ -742,7 +742,7 @@ def _env_step(s: Setup, state: TrainState, sl: Slots, done, key, allowed, view, 
     action = _act(s, state.replace(slots=sl), view, key, pick)
     nxt = jax.vmap(s.env.step)(sl.env, action)
     trans = replay.Transition(sl.env.obs, action, nxt.reward, nxt.obs, 1.0 - nxt.info["terminated"])
-    trans = jax.tree.map(lambda x: jnp.where(_widen(rolling, x), x, 0), trans)
+    trans = tree_where(rolling, trans, jax.tree.map(jnp.zeros_like, trans))  # rows kept only
     sl = sl.replace(
         env=tree_where(acting, nxt, sl.env),
         ep_ret=jnp.where(acting, sl.ep_ret + nxt.reward, sl.ep_ret),
@@ -753,10 +753,6 @@ def _env_step(s: Setup, state: TrainState, sl: Slots, done, key, allowed, view, 
         sl, side_ended = _step_side(s, sl, allowed, view)
         done = done | side_ended
     return sl, done, trans, rolling
-
-
-def _widen(mask: jax.Array, x: jax.Array) -> jax.Array:
-    return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
 
 
 def acting_capacity(num_slots: int) -> int:
@@ -816,9 +812,10 @@ def _step_envs(s: Setup, state: TrainState, key: jax.Array):
             ep_ret=put(sl.ep_ret, sub.ep_ret),
             ep_len=put(sl.ep_len, sub.ep_len),
         )
+        _, no_done, no_trans, no_rolling = none(sl)
         spread = lambda z, x: z.at[:, pick].set(x)  # noqa: E731  [most, k] -> [most, W]
-        trans = jax.tree.map(spread, none(sl)[2], trans)
-        return sl, put(jnp.zeros((w,), bool), done), trans, spread(none(sl)[3], rolling)
+        trans = jax.tree.map(spread, no_trans, trans)
+        return sl, put(no_done, done), trans, spread(no_rolling, rolling)
 
     def none(sl):
         o, a = s.actor.obs_dim, s.actor.act_dim
