@@ -65,15 +65,12 @@ def parse_args(argv=None) -> Args:
 
 def _probe_tick(s: loop.Setup, state: loop.TrainState, _):
     """One library tick, plus what it ran: any training slot, critic steps taken, an arrival,
-    and the path of its env steps (0 none, 1 the few acting slots, 2 all W; `_step_envs`)."""
-    phase = state.slots.phase
-    any_train = jnp.any(phase == loop.TRAIN)
-    n_acting = jnp.sum((phase == loop.ROLLOUT) | (phase == loop.MEAN_EVAL))
-    cap = loop.acting_capacity(s.cfg.num_slots)
-    path = jnp.where(n_acting == 0, 0, jnp.where(n_acting <= cap, 1, 2))
+    and the path of its env steps (`TickMetrics.env_path`)."""
+    any_train = jnp.any(state.slots.phase == loop.TRAIN)
     before = state.counters.critic_steps
     state, m = loop.tick(s, state)
-    return state, (any_train, state.counters.critic_steps - before, jnp.any(m.arrived), path)
+    return state, (any_train, state.counters.critic_steps - before, jnp.any(m.arrived),
+                   m.env_path)
 
 
 def tick_mix(s: loop.Setup, one: loop.TrainState, ticks: int, repeats: int) -> dict:

@@ -323,10 +323,11 @@ def _run_ticks_recording(cfg, ticks: int, monkeypatch):
         ph = st.slots.phase
         n = jnp.sum((ph == loop.ROLLOUT) | (ph == loop.MEAN_EVAL))
         jax.debug.callback(lambda k: events.append(("tick", int(k))), n, ordered=True)
-        return loop.tick(s, st)[0], None
+        st, m = loop.tick(s, st)
+        return st, m.env_path
 
     state = loop.init(cfg, jax.random.key(1))
-    state = jax.jit(lambda st: jax.lax.scan(tick, st, None, length=ticks)[0])(state)
+    state, paths = jax.jit(lambda st: jax.lax.scan(tick, st, None, length=ticks))(state)
     jax.effects_barrier()
     monkeypatch.undo()
     per_tick = []
@@ -335,7 +336,7 @@ def _run_ticks_recording(cfg, ticks: int, monkeypatch):
             per_tick.append((n, []))
         else:
             per_tick[-1][1].append(n)
-    return state, per_tick
+    return state, per_tick, np.asarray(paths)
 
 
 def test_a_tick_steps_only_the_envs_its_acting_slots_need(monkeypatch):
@@ -346,12 +347,14 @@ def test_a_tick_steps_only_the_envs_its_acting_slots_need(monkeypatch):
         buffer_size=3_998,
     )
     cap = loop.acting_capacity(4)
-    _, per_tick = _run_ticks_recording(cfg, 150, monkeypatch)
+    _, per_tick, paths = _run_ticks_recording(cfg, 150, monkeypatch)
     seen = set()
-    for n_acting, widths in per_tick:
+    for (n_acting, widths), path in zip(per_tick, paths, strict=True):
         want = [] if n_acting == 0 else [cap if n_acting <= cap else 4] * 3
         assert widths == want, (n_acting, widths)
-        seen.add(0 if n_acting == 0 else 1 if n_acting <= cap else 2)
+        # the tick reports the path it took (`TickMetrics.env_path`)
+        assert path == (0 if not widths else 1 if widths[0] == cap else 2), (widths, path)
+        seen.add(int(path))
     assert seen == {0, 1, 2} and cap == 2  # every path was taken
 
 
@@ -380,7 +383,7 @@ def test_stepping_the_few_acting_slots_equals_stepping_all_of_them(monkeypatch):
         state = advance(state)
         ph = np.asarray(state.slots.phase)
         n = int(np.sum((ph == loop.ROLLOUT) | (ph == loop.MEAN_EVAL)))
-        (few, few_done), (all_, all_done) = steps["few"](state), steps["all"](state)
+        (few, few_done, _), (all_, all_done, _) = steps["few"](state), steps["all"](state)
         np.testing.assert_array_equal(few_done, all_done)
         for a, b in zip(jax.tree.leaves(few), jax.tree.leaves(all_)):
             if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):

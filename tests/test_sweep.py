@@ -34,6 +34,8 @@ def assert_row_equals_alone(state, metrics, i, alone, alone_metrics, exact: bool
     for name in ("total_steps", "critic_steps", "actor_steps", "arrivals", "n_rl", "n_es"):
         np.testing.assert_array_equal(getattr(row.counters, name), getattr(alone.counters, name))
     np.testing.assert_array_equal(metrics.arrived[i], alone_metrics.arrived[0])
+    # each row reports the env steps it needed, whatever path the batch took
+    np.testing.assert_array_equal(metrics.env_path[i], alone_metrics.env_path[0])
     np.testing.assert_allclose(metrics.ret[i], alone_metrics.ret[0], rtol=1e-2, atol=1e-3)
 
 

@@ -200,6 +200,8 @@ class TickMetrics(NamedTuple):
     is_rl: jax.Array  # [W] bool, the ARRIVING member was an RL member (not the slot's next job)
     told: jax.Array  # [W] bool, the arrival was told to the ES (finite return and f_mu)
     f_mu: jax.Array  # [] f32
+    env_path: jax.Array  # [] i32, the env steps this row's tick needed (`_step_envs`): 0 none,
+    # 1 its few acting slots, 2 all W; side by side the batch takes the widest any row needs
 
 
 class Family(NamedTuple):
@@ -764,7 +766,8 @@ def acting_capacity(num_slots: int) -> int:
 
 def _step_envs(s: Setup, state: TrainState, key: jax.Array):
     """This tick's env steps (`env_steps_per_tick`) for acting slots; an episode that ends
-    mid-tick leaves its slot idle for the rest of the tick. Returns (state, episode ended).
+    mid-tick leaves its slot idle for the rest of the tick. Returns (state, episode ended,
+    the path this row needed: `TickMetrics.env_path`).
 
     The env steps cost what the acting slots need (docs/algorithm.md §6): a tick in which no
     slot rolls out or evaluates the mean takes none (the branch is skipped), and one in which
@@ -826,20 +829,23 @@ def _step_envs(s: Setup, state: TrainState, key: jax.Array):
     sl = state.slots
     if s.family.joint_update:  # its one slot acts in every tick
         sl, done, trans, rolling = steps(sl)
+        path = jnp.int32(2)
     else:
         acting = (sl.phase == ROLLOUT) | (sl.phase == MEAN_EVAL)
         n_acting = _count(acting)
         cap = acting_capacity(w)
         on = (n_acting > 0) & (n_now > 0)
+        few_fit = jnp.asarray(False)
         if cap >= w or sl.side is not None:  # parallel mean evaluation: all or none
             act_fn = steps
         else:
+            few_fit = n_acting <= cap
 
             def few(sl):  # the acting slots (and non-acting ones, which stay as they are)
                 return steps(sl, jnp.argsort(jnp.where(acting, 0, 1), stable=True)[:cap])
 
             def act_fn(sl):
-                over = n_acting > cap
+                over = ~few_fit
                 if s.row_axis is not None:  # the batch steps all W when any row needs them
                     over = jax.lax.psum(over.astype(jnp.int32), s.row_axis) > 0
                 return jax.lax.cond(over, steps, few, sl)
@@ -847,6 +853,7 @@ def _step_envs(s: Setup, state: TrainState, key: jax.Array):
         # masked: the env steps change only acting slots, and give zero transitions and no
         # rolling slot where none rolls out (no slot acts: what `none` gives)
         sl, done, trans, rolling = row_cond(s, on, act_fn, none, sl, masked=True)
+        path = jnp.where(on, jnp.where(few_fit, 1, 2), 0).astype(jnp.int32)
     flat = jax.tree.map(lambda x: x.reshape((most * w,) + x.shape[2:]), trans)
     rolling = rolling.reshape(most * w)
     finite = replay.finite_rows(flat)  # a non-finite transition never reaches the critic
@@ -856,7 +863,7 @@ def _step_envs(s: Setup, state: TrainState, key: jax.Array):
         nonfinite_transitions=c.nonfinite_transitions + _count(rolling & ~finite),
     )
     buffer = replay.add(state.buffer, flat, rolling & finite)
-    return state.replace(slots=sl, buffer=buffer, counters=c), done
+    return state.replace(slots=sl, buffer=buffer, counters=c), done, path
 
 
 def _train_critic(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
@@ -1027,13 +1034,15 @@ def tick(s: Setup, state: TrainState, _=None) -> tuple[TrainState, TickMetrics]:
     busy = _count(state.slots.phase != WAIT)
     state = state.replace(key=key)
     state = fam.train_actors(s, state, k_train)
-    state, done = _step_envs(s, state, k_act)
+    state, done, env_path = _step_envs(s, state, k_act)
     state = _train_critic(s, state, k_critic)
     state, arrived, ps, told, arrived_rl = fam.end_jobs(s, state, done, k_phase, k_tell, k_jobs)
     c = state.counters
     state = state.replace(counters=c.replace(ticks=c.ticks + 1, busy=c.busy + busy))
     sl = state.slots
-    metrics = TickMetrics(arrived, sl.ret, sl.length, ps, arrived_rl, told, state.counters.f_mu)
+    metrics = TickMetrics(
+        arrived, sl.ret, sl.length, ps, arrived_rl, told, state.counters.f_mu, env_path
+    )
     return state, metrics
 
 
