@@ -2,13 +2,16 @@
 
 Three measurements, AES-RL on Brax (spring backend by default):
 
-1. Row scaling: ms per tick of 1, 8 and 32 rows of one program (seeds), timed past the
-   warm-up, and the throughput against one row (N x t(1) / t(N)), with the rows run one after
-   another (`map`), side by side with the fixed-work tick (`vmap`: a branch runs for the batch
-   in the ticks where some row needs it), and side by side under a plain vmap of the tick
-   (`select`: every branch a select, the reference); with the fraction of ticks in which
-   some row's job ended. The CPU target is t(N) <= 1.2 N t(1); on a GPU, 8 rows at least 6x
-   and 32 rows at least 20x one row's throughput (`vmap`).
+1. Row scaling: ms per tick of 1, 8 and 32 rows of one program (seeds 0..N-1), timed past
+   the warm-up, against the same seeds run alone (one-row programs) over the same ticks:
+   throughput = sum_i t_i(1) / t(N). A tick's work moves with the phase of its rows (a row
+   whose slots all train takes no env step), and rows in one window differ in phase, so one
+   row's tick times N would compare different work. The rows run one after another (`map`),
+   side by side with the fixed-work tick (`vmap`: a branch runs for the batch in the ticks
+   where some row needs it), and side by side under a plain vmap of the tick (`select`: every
+   branch a select, the reference); with how often some row's job ended and how often the
+   env steps ran. The CPU target is t(N) <= 1.2 sum_i t_i(1); on a GPU, 8 rows at least 6x
+   and 32 rows at least 20x the throughput of the rows alone (`vmap`).
 2. An 8-row sweep (the ablation's 4 mean x 2 variance rules) as ONE program against the same 8
    settings run one by one, wall-clock including compiles: one by one sharing the compiled
    program (hyper-parameters are traced) and one by one each compiling its own (caches
@@ -92,48 +95,94 @@ def make_cfg(args, **kw):
     return preset(args.env, "aes-rl", **dict(base, **kw))
 
 
-def past_warmup(cfg, state, compiled, settle_ticks: int, ticks: int):
-    """Run chunks until every row is past the warm-up, then `settle_ticks` more."""
+def chunks_to_warm(cfg, state, compiled) -> tuple[object, int]:
+    """Run chunks until every row is past the warm-up: (state, chunks run)."""
+    n = 0
     while min(jax.device_get(state.counters.total_steps)) < cfg.warmup_steps:
         state, _ = compiled(state)
-    for _ in range(max(1, settle_ticks // ticks)):
-        state, _ = compiled(state)
-    return state
+        n += 1
+    return state, n
+
+
+def timed_window(compiled, state, args) -> tuple[object, dict]:
+    """Time `repeats` chunks: ms per tick (median) and what the ticks ran."""
+    times, ended, paths = [], [], []
+    steps0 = int(jax.device_get(state.counters.total_steps).sum())
+    for _ in range(args.repeats):
+        (state, metrics), dt = common.timed(compiled, state)
+        times.append(dt)
+        ended.append(jax.device_get(metrics.arrived).any(axis=2).any(axis=0))
+        paths.append(jax.device_get(metrics.env_path).max(axis=0))  # the batch's path
+    steps = int(jax.device_get(state.counters.total_steps).sum()) - steps0
+    paths = np.concatenate(paths)
+    return state, dict(ms=1e3 * common.Stats.of(times).median / args.ticks,
+                       job_end=float(np.mean(np.concatenate(ended))),
+                       env_few=float(np.mean(paths == 1)), env_all=float(np.mean(paths == 2)),
+                       steps_per_s=steps / sum(times), steps=steps)
+
+
+def profiled(args, compiled, state, mode: str, n: int, into: dict) -> None:
+    if n in args.profile:
+        where = Path(args.profile_dir) / f"{mode}-{n}"
+        common.traced(compiled, state, where)
+        into["profile"] = common.trace_summary(where, per=args.ticks)
+        into["parts"] = common.kernel_parts(where, compiled.as_text(), args.ticks)
+
+
+def rows_alone(args, cfg, seeds) -> tuple[int, list[dict]]:
+    """Each seed as a one-row program, every seed timed over the same ticks: those after the
+    warm-up of the slowest seed and `settle_ticks` more. Returns (chunks before that window,
+    per seed figures)."""
+    state = loop.init_batch(cfg, (seeds[0],))
+    compiled, compile_s = common.compile_jitted(loop.make_train_chunk(cfg, 1, args.ticks), state)
+    warm = []
+    for seed in seeds:
+        common.log(f"row scaling: seed {seed} alone, to the end of its warm-up")
+        warm.append(chunks_to_warm(cfg, loop.init_batch(cfg, (seed,)), compiled))
+    start = max(n for _, n in warm) + max(1, args.settle_ticks // args.ticks)
+    out = []
+    for seed, (state, n) in zip(seeds, warm):
+        for _ in range(start - n):
+            state, _ = compiled(state)
+        state, got = timed_window(compiled, state, args)
+        out.append(dict(got, compile_s=compile_s))
+        if seed == seeds[0]:
+            profiled(args, compiled, state, "-", 1, out[-1])
+    return start, out
 
 
 def row_scaling(args) -> tuple[str, list[dict]]:
     cfg = make_cfg(args)
-    out, base = [], None
+    seeds = tuple(range(max(args.num_rows)))
+    start, alone = rows_alone(args, cfg, seeds)
+    common.log(f"  alone: {np.mean([a['ms'] for a in alone]):.3f} ms / tick (mean of "
+               f"{len(seeds)} seeds)")
+    mean = lambda key: float(np.mean([a[key] for a in alone]))  # noqa: E731
+    one = dict(mode="-", rows=1, ms=mean("ms"), alone_ms=mean("ms"), speedup=1.0, per_row=1.0,
+               job_end=mean("job_end"), env_few=mean("env_few"), env_all=mean("env_all"),
+               steps_per_s=mean("steps_per_s"),
+               row_tick_steps=mean("steps") / (args.ticks * args.repeats),
+               compile_s=alone[0]["compile_s"])
+    one.update({k: alone[0][k] for k in ("profile", "parts") if k in alone[0]})  # seed 0
+    out = [one]
     for mode in args.rows:
-        for n in args.num_rows:
-            if n == 1 and base is not None:
-                continue  # one row runs on its own in every mode
-            common.log(f"row scaling: {n} row(s), {mode}")
-            state = loop.init_batch(cfg, tuple(range(n)))
+        for n in (n for n in args.num_rows if n > 1):
+            common.log(f"row scaling: {n} rows, {mode}")
+            state = loop.init_batch(cfg, seeds[:n])
             chunk = loop.make_train_chunk(cfg, n, args.ticks, rows=mode)
             compiled, compile_s = common.compile_jitted(chunk, state)
-            state = past_warmup(cfg, state, compiled, args.settle_ticks, args.ticks)
-            times, ended = [], []
-            steps0 = int(jax.device_get(state.counters.total_steps).sum())
-            for _ in range(args.repeats):
-                (state, metrics), dt = common.timed(compiled, state)
-                times.append(dt)
-                ended.append(jax.device_get(metrics.arrived).any(axis=2).any(axis=0))
-            ms = 1e3 * common.Stats.of(times).median / args.ticks
-            steps = int(jax.device_get(state.counters.total_steps).sum()) - steps0
-            base = base or ms
-            out.append(dict(mode="-" if n == 1 else mode, rows=n, ms=ms, speedup=n * base / ms,
-                            per_row=ms / (n * base), compile_s=compile_s,
-                            job_end=float(np.mean(np.concatenate(ended))),
-                            steps_per_s=steps / sum(times),
-                            row_tick_steps=steps / (n * args.ticks * args.repeats)))
-            common.log(f"  {ms:.3f} ms / tick, throughput {n * base / ms:.2f}x one row, "
-                       f"compile {compile_s:.1f} s")
-            if n in args.profile:
-                where = Path(args.profile_dir) / f"{mode}-{n}"
-                state, _ = common.traced(compiled, state, where)
-                out[-1]["profile"] = common.trace_summary(where, per=args.ticks)
-                out[-1]["parts"] = common.kernel_parts(where, compiled.as_text(), args.ticks)
+            for _ in range(start):  # the window the rows were timed in alone
+                state, _ = compiled(state)
+            assert min(jax.device_get(state.counters.total_steps)) >= cfg.warmup_steps
+            state, got = timed_window(compiled, state, args)
+            alone_ms = sum(a["ms"] for a in alone[:n])  # the same rows one by one
+            out.append(dict(got, mode=mode, rows=n, alone_ms=alone_ms,
+                            speedup=alone_ms / got["ms"], per_row=got["ms"] / alone_ms,
+                            compile_s=compile_s,
+                            row_tick_steps=got["steps"] / (n * args.ticks * args.repeats)))
+            common.log(f"  {got['ms']:.3f} ms / tick, throughput {alone_ms / got['ms']:.2f}x "
+                       f"the same rows alone, compile {compile_s:.1f} s")
+            profiled(args, compiled, state, mode, n, out[-1])
     cpu = jax.default_backend() == "cpu"
 
     def target(r):  # the CPU's on the tick ratio; a GPU's on the throughput of vmap rows
@@ -143,11 +192,13 @@ def row_scaling(args) -> tuple[str, list[dict]]:
         return gpu if r["mode"] == "vmap" else "-"
 
     table = common.md_table(
-        ["rows mode", "rows", "ms / tick", "throughput vs 1 row (N t1 / tN)",
-         "tick vs N single ticks", "target", "ticks where some row's job ended",
+        ["rows mode", "rows", "ms / tick", "the same rows alone: ms / tick, summed",
+         "throughput vs the rows alone", "tick vs their ticks alone", "target",
+         "ticks where some row's job ended", "ticks whose env steps stepped the few / all W",
          "counted steps / s (all rows)", "counted steps / row-tick", "compile s"],
-        [[r["mode"], r["rows"], r["ms"], r["speedup"], r["per_row"], target(r), r["job_end"],
-          r["steps_per_s"], r["row_tick_steps"], r["compile_s"]] for r in out])
+        [[r["mode"], r["rows"], r["ms"], r["alone_ms"], r["speedup"], r["per_row"], target(r),
+          r["job_end"], f"{r['env_few']:.2f} / {r['env_all']:.2f}", r["steps_per_s"],
+          r["row_tick_steps"], r["compile_s"]] for r in out])
     for r in (r for r in out if "profile" in r):
         table += (f"\n\nWhere a tick's time went, {r['mode']} with {r['rows']} row(s) (one "
                   "traced chunk, slowed by the tracing; events nest, so rows overlap):\n\n")
@@ -263,11 +314,16 @@ def main(argv=None) -> None:
     notes = [
         f"AES-RL, Brax {args.env} ({args.backend}), nets {args.nets}, W={args.num_slots}, paper "
         f"clock, warm-up {args.warmup_steps} counted steps; row scaling timed over "
-        f"{args.repeats} chunks of {args.ticks} ticks (median) after {args.settle_ticks} ticks "
-        "past the warm-up. 'tick vs N single ticks' = t(N) / (N t(1)). Throughput is per tick, "
-        "the clock's unit of work, the same for every row; counted env steps per tick move "
-        "with the mix of rolling-out and training slots in the timed window (the last two "
-        "columns, over all timed chunks), so a ratio of counted steps is noisier.",
+        f"{args.repeats} chunks of {args.ticks} ticks (median), the same ticks for every row "
+        f"count and for each seed alone: those after the warm-up of the slowest of seeds 0.."
+        f"{max(args.num_rows) - 1} and {args.settle_ticks} more. The 1-row line is the mean "
+        "of those seeds alone; 'the same rows alone' sums the ticks of seeds 0..N-1 alone "
+        "(what running them one by one costs), 'throughput vs the rows alone' is that sum "
+        "over t(N) and 'tick vs their ticks alone' its inverse. A tick's work moves with its "
+        "rows' phases (env steps only where a slot rolls out or evaluates the mean), so a "
+        "batch is compared with its own rows, not N times one row. Counted env steps per tick "
+        "move with the mix of rolling-out and training slots in the window (the last two "
+        "columns, over all timed chunks).",
         "On a GPU one tick is latency-bound (the chip idles inside it), so batched (`vmap`) "
         "rows should cost little there; on this CPU every row's work is real work. `vmap` "
         "is the fixed-work tick: each branch of the tick (job assignment, tell, env resets, "
@@ -276,7 +332,11 @@ def main(argv=None) -> None:
         "vmap of the tick, where each branch is a select every row pays every tick. 'ticks "
         "where some row's job ended' is how often the job-end branches (tell, assignment) "
         "ran for the batch. `map` runs the rows one after another inside the program, each "
-        "with its real branches.",
+        "with its real branches. 'ticks whose env steps stepped the few / all W': how often "
+        "the tick's env steps ran (`TickMetrics.env_path`; the rest took none), for the "
+        "batch side by side (the widest path any row needed); with `map` and `select` the widest "
+        "any row needed too, though `map` rows each take their own path and `select` runs "
+        "every path in every tick.",
         "Forced host devices share this machine's 2 cores: the device table shows the sharded "
         "program runs and what it costs here, not a speed-up; with real devices (GPUs) each "
         "holds rows/devices rows and runs them where they live.",

@@ -341,3 +341,24 @@ def test_a_run_that_does_not_write_its_section_leaves_the_committed_figures_alon
     for module in (learning_comparison, td3_curve):
         assert Path(module.parse_args([]).out).parent == common.BENCH_DIR
         assert Path(module.parse_args(["--no-write"]).out).parent == tmp
+
+
+def test_sweep_rows_times_a_batch_and_its_seeds_alone_over_the_same_ticks():
+    """Row scaling divides a batch's tick by its own seeds' ticks alone: both timed over the
+    same ticks, so (rows one after another, which compute what each seed computes alone) the
+    batch's counted steps in the window are the seeds' counted steps alone, summed."""
+    from benchmarks import sweep_rows
+
+    args = sweep_rows.parse_args(
+        ["--env", "probe", "--num-rows", "1", "3", "--rows", "map", "--ticks", "40",
+         "--repeats", "2", "--settle-ticks", "40", "--warmup-steps", "60", "--actor-hidden",
+         "8", "--critic-hidden", "8", "--no-write"]
+    )
+    _, out = sweep_rows.row_scaling(args)
+    one, batch = out
+    assert (one["rows"], batch["rows"], batch["mode"]) == (1, 3, "map")
+    window = args.ticks * args.repeats
+    alone_steps = 3 * one["row_tick_steps"] * window  # the mean of seeds 0..2, times 3
+    assert batch["steps"] > 0 and batch["steps"] == pytest.approx(alone_steps)
+    assert batch["speedup"] == pytest.approx(batch["alone_ms"] / batch["ms"])
+    assert 0 <= batch["env_few"] + batch["env_all"] <= 1
