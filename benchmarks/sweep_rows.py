@@ -76,8 +76,8 @@ class Args(common.LoopFlags):
     """Rows of the forced-device measurement."""
     profile: tuple[int, ...] = ()
     """Row counts whose timed program runs one more chunk under `jax.profiler` (a Perfetto
-    trace under --profile-dir/<mode>-<rows>), summarised as the events that took the most
-    time per tick (none: no profile)."""
+    trace under --profile-dir/<mode>-<rows>, seed 0 alone under alone-1), summarised as the
+    events that took the most time per tick (none: no profile)."""
     profile_dir: str = "profiles"
     """Where the traces go (relative paths: from the current directory)."""
 
@@ -121,9 +121,11 @@ def timed_window(compiled, state, args) -> tuple[object, dict]:
                        steps_per_s=steps / sum(times), steps=steps)
 
 
-def profiled(args, compiled, state, mode: str, n: int, into: dict) -> None:
+def profiled(args, compiled, state, name: str, n: int, into: dict) -> None:
+    """Where `n` rows' tick spends its time (`--profile`), one more traced chunk; the trace
+    goes under --profile-dir/<name>-<n>."""
     if n in args.profile:
-        where = Path(args.profile_dir) / f"{mode}-{n}"
+        where = Path(args.profile_dir) / f"{name}-{n}"
         common.traced(compiled, state, where)
         into["profile"] = common.trace_summary(where, per=args.ticks)
         into["parts"] = common.kernel_parts(where, compiled.as_text(), args.ticks)
@@ -147,7 +149,7 @@ def rows_alone(args, cfg, seeds) -> tuple[int, list[dict]]:
         state, got = timed_window(compiled, state, args)
         out.append(dict(got, compile_s=compile_s))
         if seed == seeds[0]:
-            profiled(args, compiled, state, "-", 1, out[-1])
+            profiled(args, compiled, state, "alone", 1, out[-1])
     return start, out
 
 
