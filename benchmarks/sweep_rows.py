@@ -107,6 +107,7 @@ def chunks_to_warm(cfg, state, compiled) -> tuple[object, int]:
 def timed_window(compiled, state, args) -> tuple[object, dict]:
     """Time `repeats` chunks: ms per tick (median) and what the ticks ran."""
     times, ended, paths = [], [], []
+    rows = state.counters.total_steps.shape[0]
     steps0 = int(jax.device_get(state.counters.total_steps).sum())
     for _ in range(args.repeats):
         (state, metrics), dt = common.timed(compiled, state)
@@ -118,7 +119,8 @@ def timed_window(compiled, state, args) -> tuple[object, dict]:
     return state, dict(ms=1e3 * common.Stats.of(times).median / args.ticks,
                        job_end=float(np.mean(np.concatenate(ended))),
                        env_few=float(np.mean(paths == 1)), env_all=float(np.mean(paths == 2)),
-                       steps_per_s=steps / sum(times), steps=steps)
+                       steps_per_s=steps / sum(times), steps=steps,
+                       row_tick_steps=steps / (rows * args.ticks * args.repeats))
 
 
 def profiled(args, compiled, state, name: str, n: int, into: dict) -> None:
@@ -157,15 +159,12 @@ def row_scaling(args) -> tuple[str, list[dict]]:
     cfg = make_cfg(args)
     seeds = tuple(range(max(args.num_rows)))
     start, alone = rows_alone(args, cfg, seeds)
-    common.log(f"  alone: {np.mean([a['ms'] for a in alone]):.3f} ms / tick (mean of "
-               f"{len(seeds)} seeds)")
-    mean = lambda key: float(np.mean([a[key] for a in alone]))  # noqa: E731
-    one = dict(mode="-", rows=1, ms=mean("ms"), alone_ms=mean("ms"), speedup=1.0, per_row=1.0,
-               job_end=mean("job_end"), env_few=mean("env_few"), env_all=mean("env_all"),
-               steps_per_s=mean("steps_per_s"),
-               row_tick_steps=mean("steps") / (args.ticks * args.repeats),
+    one = {k: float(np.mean([a[k] for a in alone]))  # the mean of the seeds alone
+           for k in ("ms", "job_end", "env_few", "env_all", "steps_per_s", "row_tick_steps")}
+    one.update(mode="-", rows=1, alone_ms=one["ms"], speedup=1.0, per_row=1.0,
                compile_s=alone[0]["compile_s"])
     one.update({k: alone[0][k] for k in ("profile", "parts") if k in alone[0]})  # seed 0
+    common.log(f"  alone: {one['ms']:.3f} ms / tick (mean of {len(seeds)} seeds)")
     out = [one]
     for mode in args.rows:
         for n in (n for n in args.num_rows if n > 1):
@@ -180,8 +179,7 @@ def row_scaling(args) -> tuple[str, list[dict]]:
             alone_ms = sum(a["ms"] for a in alone[:n])  # the same rows one by one
             out.append(dict(got, mode=mode, rows=n, alone_ms=alone_ms,
                             speedup=alone_ms / got["ms"], per_row=got["ms"] / alone_ms,
-                            compile_s=compile_s,
-                            row_tick_steps=got["steps"] / (n * args.ticks * args.repeats)))
+                            compile_s=compile_s))
             common.log(f"  {got['ms']:.3f} ms / tick, throughput {alone_ms / got['ms']:.2f}x "
                        f"the same rows alone, compile {compile_s:.1f} s")
             profiled(args, compiled, state, mode, n, out[-1])
