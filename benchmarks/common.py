@@ -769,9 +769,14 @@ class Session:
 # ------------------------------------------------------------------ small shared helpers
 
 
+_LOG_START = time.monotonic()
+
+
 def log(*parts: Any) -> None:
-    """Progress lines go to stderr so stdout holds only the tables."""
-    print(*parts, file=sys.stderr, flush=True)
+    """Progress lines go to stderr so stdout holds only the tables, each after the seconds since
+    the benchmark module was loaded (`[  12 s]`): a run cut off by a time limit still tells
+    from its log how long each part took."""
+    print(f"[{time.monotonic() - _LOG_START:5.0f} s]", *parts, file=sys.stderr, flush=True)
 
 
 def counters(state) -> dict:

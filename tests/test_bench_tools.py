@@ -362,3 +362,13 @@ def test_sweep_rows_times_a_batch_and_its_seeds_alone_over_the_same_ticks():
     assert batch["steps"] > 0 and batch["steps"] == pytest.approx(alone_steps)
     assert batch["speedup"] == pytest.approx(batch["alone_ms"] / batch["ms"])
     assert 0 <= batch["env_few"] + batch["env_all"] <= 1
+
+
+def test_progress_lines_carry_the_seconds_since_the_benchmark_started(monkeypatch, capsys):
+    import time
+
+    monkeypatch.setattr(common, "_LOG_START", time.monotonic() - 12.4)
+    common.log("row scaling:", "seed 3 alone")
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout holds only the tables
+    assert captured.err == "[   12 s] row scaling: seed 3 alone\n"
