@@ -127,21 +127,45 @@ def _spawn(path, steps, buffer=4000):
     )
 
 
-def test_sigkill_during_a_save_leaves_a_resumable_run(tmp_path):
-    whole = run.train(probe_cfg(buffer_size=400_000), settings(tmp_path / "whole", steps=1500))
-    path = tmp_path / "killed"
-    proc = _spawn(path, 1500, buffer=400_000)  # a big buffer makes each save take a while
-    ckdir = path / "checkpoints"
+def csv_rows(path, name):
+    """A CSV of a run directory without its wall-clock column."""
+    import csv
 
-    def saving():
-        return ckdir.exists() and any("tmp" in p.name for p in ckdir.iterdir())
+    with (path / name).open(newline="") as f:
+        return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
 
-    caught = wait_for(lambda: len(list(ckdir.glob("[0-9]*"))) >= 2 and saving(), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert caught, "the process was not caught in the middle of a save"
-    rest = run.resume(path)
-    assert_trees_equal(rest.state, whole.state)
+
+def test_sigkill_during_a_save_leaves_a_resumable_run(tmp_path, capfd):
+    """SIGKILL inside a save while older complete checkpoints exist, and inside the first save
+    (only orbax's temporary directory exists, metrics.csv holds chunk 1): resume continues
+    (from the beginning when there is no complete checkpoint, saying so) and the finished
+    run's state, metrics.csv and arrivals.csv equal an uninterrupted run's."""
+    steps = 900
+    whole = run.train(probe_cfg(buffer_size=400_000), settings(tmp_path / "whole", steps=steps))
+    for older in (2, 0):  # complete checkpoints when the kill lands
+        path = tmp_path / f"killed{older}"
+        proc = _spawn(path, steps, buffer=400_000)  # a big buffer makes each save take a while
+        ckdir = path / "checkpoints"
+
+        def saving(ckdir=ckdir):
+            return ckdir.exists() and any("tmp" in p.name for p in ckdir.iterdir())
+
+        def complete(ckdir=ckdir):
+            return len([p for p in ckdir.glob("[0-9]*") if p.name.isdigit()])
+
+        caught = wait_for(lambda: saving() and complete() == older, proc)  # noqa: B023
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert caught, f"the process was not caught in the middle of save {older + 1}"
+        assert complete() == older and len(run.read_metrics(path)) == older + 1
+        capfd.readouterr()
+        rest = run.resume(path)
+        err = capfd.readouterr().err
+        fresh = "has no complete checkpoint yet (stopped before its first save finished); "
+        assert (fresh in err) == (older == 0), err
+        assert_trees_equal(rest.state, whole.state)
+        for name in ("metrics.csv", "arrivals.csv"):
+            assert csv_rows(path, name) == csv_rows(tmp_path / "whole", name)
 
 
 def test_sigint_saves_and_exits_then_resume_is_exact(tmp_path):

@@ -1,6 +1,7 @@
 """Soak test: a run cut 10 times at random points by SIGINT, SIGTERM or SIGKILL (also in the
-middle of a checkpoint save), each time continued with `aes-rl resume`, ends with exactly the
-metrics and arrivals of an uninterrupted run."""
+middle of its first checkpoint save, when no complete checkpoint exists, and in the middle of a
+later one), each time continued with `aes-rl resume`, ends with exactly the metrics and
+arrivals of an uninterrupted run."""
 
 import csv
 import os
@@ -39,6 +40,12 @@ def saving(path: Path) -> bool:
     return ckdir.exists() and any("tmp" in p.name for p in ckdir.iterdir())
 
 
+def complete(path: Path) -> int:
+    """Complete checkpoints (orbax renames a step's directory to its number when done)."""
+    ckdir = path / "checkpoints"
+    return sum(p.name.isdigit() for p in ckdir.iterdir()) if ckdir.exists() else 0
+
+
 @pytest.mark.slow
 def test_ten_random_cuts_then_resume_equal_an_uninterrupted_run(tmp_path, capsys):
     whole = tmp_path / "whole"
@@ -49,17 +56,23 @@ def test_ten_random_cuts_then_resume_equal_an_uninterrupted_run(tmp_path, capsys
     rng = random.Random(0)
     kinds = ["SIGINT", "SIGTERM", "SIGKILL", "SIGKILL-in-save"] * 3
     rng.shuffle(kinds)
+    kinds = ["SIGKILL-in-first-save"] + kinds[:9]  # the first cut: inside the first save
     cuts = []
-    for i, kind in enumerate(kinds[:10]):
+    for i, kind in enumerate(kinds):
         args = ["train", *FLAGS, "--run-dir", str(path)] if i == 0 else ["resume", str(path)]
         proc = subprocess.Popen(
             CLI + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
         start = chunks_logged(path)
         wait = rng.randint(1, 3)  # chunks this process runs before the cut
-        assert wait_for(lambda s=start, n=wait: chunks_logged(path) >= s + n, proc, 180)
-        if kind == "SIGKILL-in-save":
-            assert wait_for(lambda: saving(path), proc, 180), "no save caught in progress"
+        if kind == "SIGKILL-in-first-save":  # metrics.csv holds chunk 1, no checkpoint yet
+            first = wait_for(lambda: saving(path) and not complete(path), proc, 180)
+            assert first, "the first save was not caught in progress"
+        else:
+            assert wait_for(lambda s=start, n=wait: chunks_logged(path) >= s + n, proc, 180)
+        if kind == "SIGKILL-in-save":  # an older checkpoint exists
+            caught = wait_for(lambda: saving(path) and complete(path) > 0, proc, 180)
+            assert caught, "no save caught in progress"
         proc.send_signal(signal.SIGKILL if kind.startswith("SIGKILL") else getattr(signal, kind))
         _, err = proc.communicate(timeout=180)
         if kind in ("SIGINT", "SIGTERM"):  # the chunk finishes, is saved, exit 0
@@ -67,8 +80,16 @@ def test_ten_random_cuts_then_resume_equal_an_uninterrupted_run(tmp_path, capsys
             assert "interrupt: finishing this chunk" in err
         else:
             assert proc.returncode == -signal.SIGKILL
+        if kind == "SIGKILL-in-first-save":
+            assert complete(path) == 0 and chunks_logged(path) >= 1
         cuts.append((kind, chunks_logged(path)))
-    assert {k for k, _ in cuts} == {"SIGINT", "SIGTERM", "SIGKILL", "SIGKILL-in-save"}
+    assert {k for k, _ in cuts} == {
+        "SIGINT",
+        "SIGTERM",
+        "SIGKILL",
+        "SIGKILL-in-save",
+        "SIGKILL-in-first-save",
+    }
     final = subprocess.run(CLI + ["resume", str(path)], env=env, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     assert cuts[-1][1] < len(rows(whole, "metrics.csv"))  # the cuts fell inside the run

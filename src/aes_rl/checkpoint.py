@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -21,17 +24,65 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from aes_rl import hosts, loop, replay
+from aes_rl import faults, hosts, loop, replay
 from aes_rl.config import Config
 from aes_rl.networks import ActorSpec
 
 # 2: counters of non-finite arrivals and transitions; 3: traced hyper-parameters in the state;
-# 4: the baselines' own ES parameters among them; 5: the critic worker's job (`loop.CriticJob`)
-FORMAT_VERSION = 5
+# 4: the baselines' own ES parameters among them; 5: the critic worker's job (`loop.CriticJob`);
+# 6: the slots' snapshots of their draw (`Slots.drawn_mean`, `drawn_tells`)
+FORMAT_VERSION = 6
 POLICY_FORMAT = "aes_rl.policy/1"
 
 # orbax logs every save at INFO/WARNING level; the driver prints its own one-line summaries.
 logging.getLogger("absl").setLevel(logging.ERROR)
+
+_NOISY = tuple(f"{os.sep}{name}{os.sep}" for name in ("orbax", "tensorstore"))
+
+
+def _from_orbax(exc: BaseException | None, obj: Any = None) -> bool:
+    """`exc` (or the coroutine `obj` it was raised in) comes from orbax's own machinery: a
+    read or write it aborted, finishing after orbax closed its event loop."""
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return True  # tensorstore calling back into orbax's closed loop
+    files = []
+    code = getattr(obj, "cr_code", None) or getattr(obj, "gi_code", None)
+    if code is not None:
+        files.append(code.co_filename)
+    if exc is not None and exc.__traceback__ is not None:
+        files += [frame.filename for frame in traceback.extract_tb(exc.__traceback__)]
+    return any(part in name for name in files for part in _NOISY)
+
+
+class _OrbaxNoise(logging.Filter):
+    """Drops orbax's log records of a failed or aborted read or write (the error itself
+    reaches the caller, which reports it in one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if any(part in record.pathname for part in _NOISY):
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (_from_orbax(exc) or any(part in record.getMessage() for part in _NOISY))
+
+
+def quiet_orbax() -> None:
+    """Keep orbax's noise of a failed or aborted read or write (tracebacks logged by its
+    threads, futures and coroutines it abandoned) off the terminal; every other log record
+    and unraisable exception passes. Idempotent; called by every `Checkpointer`."""
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OrbaxNoise) for f in logger.filters):
+            logger.addFilter(_OrbaxNoise())
+    hook = sys.unraisablehook
+    if getattr(hook, "aes_rl_quiet", False):
+        return
+
+    def quiet(unraisable, hook=hook):
+        if not _from_orbax(unraisable.exc_value, unraisable.object):
+            hook(unraisable)
+
+    quiet.aes_rl_quiet = True
+    sys.unraisablehook = quiet
 
 
 class CheckpointError(RuntimeError):
@@ -53,8 +104,14 @@ class Checkpointer:
     def __init__(self, directory: Path, keep: int = 3, save_buffer: bool = True):
         self.directory = Path(directory).absolute()
         self.save_buffer = save_buffer
+        quiet_orbax()
+        # cleanup_tmp_directories: a save cut short (a kill, a full disk) leaves a
+        # `*.orbax-checkpoint-tmp` directory; it is removed when the run continues.
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=False, create=True
+            max_to_keep=keep,
+            enable_async_checkpointing=False,
+            create=True,
+            cleanup_tmp_directories=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -133,6 +190,8 @@ class Checkpointer:
             except CheckpointError:
                 raise
             except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped
+                if faults.is_environment_error(err):
+                    raise  # a permission, not a corrupt file: nothing is set aside
                 reason = (str(err).splitlines() or [""])[0]
                 reason = reason.split(" See full TensorStore details")[0][:200]
                 warnings.warn(

@@ -1,8 +1,11 @@
-"""The `aes-rl` command line: train, resume, eval, render, plot, bench.
+"""The `aes-rl` command line: train, resume, eval, render, plot, analyze, bench.
 
 Built with tyro from typed functions, so `--help` documents every option from the code.
 Argument errors print ONE line (`aes-rl: error: ...`) and exit with status 2, before anything
-is written.
+is written. Other exit statuses: 3 the non-finite guard stopped the run; 4 another process runs
+in the run directory; 5 no space left on the device, 6 disk quota exceeded, 7 read-only
+filesystem, 8 permission denied, 9 another OS error (`aes_rl.faults`; one line each, the last
+checkpoint intact); 130 a second Ctrl-C.
 """
 
 from __future__ import annotations
@@ -334,6 +337,35 @@ def plot(
     print(f"wrote {plot_lib.plot_runs(run_dirs, out, metric, x)}")
 
 
+def analyze(
+    run_dir: tyro.conf.Positional[Path],
+    out: Annotated[
+        Path | None,
+        tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: RUN_DIR/analysis)"),
+    ] = None,
+    after: int = 3,
+) -> None:
+    """Diagnostics of a run's arrivals, per setting (seeds pooled) and for ES and RL arrivals:
+    the distribution of p, below-f_mu arrivals told with p > 0.3, the ES variance around the
+    tells, how far the ES mean moved during a job, ES returns right after RL arrivals. Prints
+    markdown tables and writes PATH.md, PATH.csv (per seed too) and PATH.png.
+
+    Args:
+        run_dir: The run (or sweep) directory.
+        out: Output path without suffix (.md, .csv and .png are written).
+        after: ES members drawn after each RL arrival that count as "right after" it.
+    """
+    from aes_rl import analyze as analyze_lib
+
+    if after < 1:
+        raise UsageError(f"after: must be >= 1, got {after}")
+    if out is not None:
+        _check_out(Path(out).with_suffix(".png"), "out")
+    text, paths = analyze_lib.analyze(run_dir, out, after)
+    print(text, end="")
+    print("wrote " + ", ".join(str(p) for p in paths))
+
+
 def bench(quick: bool = False) -> None:
     """Run the benchmark suite (benchmarks/suite.py of a source checkout); updates RESULTS.md.
 
@@ -354,6 +386,7 @@ COMMANDS = {
     "eval": eval,
     "render": render,
     "plot": plot,
+    "analyze": analyze,
     "bench": bench,
 }
 
@@ -379,6 +412,7 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 POSITIONAL_DIRS = {
     "resume": "aes-rl resume RUN_DIR [OPTIONS]",
     "plot": "aes-rl plot RUN_DIR [RUN_DIR ...] [OPTIONS]",
+    "analyze": "aes-rl analyze RUN_DIR [OPTIONS]",
 }
 RUN_DIR_FLAGS = ("--run-dir", "--run-dirs", "--run_dir", "--run_dirs")
 
@@ -416,6 +450,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(err.getvalue())
         raise
     sys.stderr.write(err.getvalue())
+    from aes_rl import faults
     from aes_rl.checkpoint import CheckpointError
     from aes_rl.run import EXIT_NONFINITE, NonFiniteError
 
@@ -426,6 +461,13 @@ def main(argv: list[str] | None = None) -> None:
     except NonFiniteError as error:
         print(f"aes-rl: stopped: {error}", file=sys.stderr)
         raise SystemExit(EXIT_NONFINITE) from None
+    except (faults.RunBusy, faults.StorageError, OSError) as error:
+        if os.environ.get("AES_RL_DEBUG"):
+            raise
+        if isinstance(error, OSError):  # met outside a run's own writes (its status too)
+            error = faults.plain_error(error)
+        print(f"aes-rl: error: {error}", file=sys.stderr)
+        raise SystemExit(error.status) from None
     except (ValueError, CheckpointError) as error:
         if os.environ.get("AES_RL_DEBUG"):
             raise

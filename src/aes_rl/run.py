@@ -13,7 +13,8 @@ A run directory holds:
 - `checkpoints/`: orbax-managed whole-state checkpoints (`aes_rl.checkpoint`);
 - `policy_seed<k>.npz` (`policy_row<i>.npz` in a sweep): the latest mean policy of each row,
   loadable without the state;
-- `tb/` (optional): TensorBoard events with the paper's tags test/mean, train/individuals, train/p.
+- `tb/` (optional): TensorBoard events with the paper's tags test/mean, train/individuals, train/p;
+- `run.lock`: the lock that keeps a second process off a live run (`aes_rl.faults`).
 
 The compiled loop never talks to the host; everything here happens between chunks. SIGINT or
 SIGTERM stops after the running chunk and saves; a second signal exits at once (the previous
@@ -22,6 +23,9 @@ On a run over several processes (`aes_rl.hosts`) every process runs this driver:
 counters and metrics are gathered to all of them after each chunk, so they stop, evaluate and
 save at the same chunk; process 0 alone writes the files above (each process writes its own
 rows into the checkpoints).
+A kill at any moment leaves a run that `resume` continues (before its first checkpoint is
+complete: from its beginning); an OS-level write error (a full disk, ...) stops it with one
+line and the last checkpoint intact (`aes_rl.faults`).
 The names of the split-out modules stay importable from here (`run.RunSettings`, ...).
 """
 
@@ -39,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aes_rl import checkpoint, hosts, loop, sweep
+from aes_rl import checkpoint, faults, hosts, loop, sweep
 from aes_rl.config import Config
 from aes_rl.metrics import (  # noqa: F401 - re-exported
     ARRIVAL_FIELDS,
@@ -58,6 +62,7 @@ from aes_rl.rundir import (  # noqa: F401 - re-exported
     check_run_dir,
     check_settings,
     check_writable,
+    mark_checkpointed,
     open_run,
     read_run,
     resolve_clock,
@@ -99,30 +104,66 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
     """Run (or continue) `cfg` in `settings.run_dir` until the step budget is spent.
 
     Raises NonFiniteError (nothing of the bad chunk saved or logged) if the ES state, the
-    critic or the actors hold a NaN or an inf after a chunk. On several processes
-    (`aes_rl.hosts`) every process calls this with the same arguments; only the main one
-    writes the run directory's files.
+    critic or the actors hold a NaN or an inf after a chunk; `faults.RunBusy` if another
+    process runs in the directory; `faults.StorageError` (one line, the last checkpoint
+    intact) on an OS-level error such as a full disk. On several processes (`aes_rl.hosts`)
+    every process calls this with the same arguments; only the main one writes the run
+    directory's files.
     """
     run_dir = Path(settings.run_dir)
     check_settings(cfg, settings)
     rows = sweep.expand(cfg, settings.grid, settings.seeds)
     if hosts.count() > 1:
         _check_hosts(cfg, len(rows))
-    stored = check_run_dir(run_dir)
+    check_run_dir(run_dir)  # a directory that holds no run: refused before anything is written
     check_writable(run_dir)
+    lock = _lock(run_dir)
+    try:
+        return _train(cfg, settings, rows, run_dir)
+    except Exception as err:
+        ours = (RunError, checkpoint.CheckpointError, NonFiniteError)  # already one line
+        failure = None if isinstance(err, ours) else faults.storage_error(err, run_dir)
+        if failure is None:
+            raise
+        raise failure from err
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock(run_dir: Path) -> faults.RunLock | None:
+    """The run directory's lock (`faults.RunLock`), taken by the main process; every process
+    of the run is refused when it is held."""
+    lock, busy = None, None
+    if hosts.is_main():
+        try:
+            lock = faults.RunLock.acquire(run_dir)
+        except faults.RunBusy as err:
+            busy = err
+    if hosts.any_process(busy is not None):
+        raise busy or faults.RunBusy(f"run_dir: {run_dir} has a run in progress (see process 0)")
+    return lock
+
+
+def _train(cfg: Config, settings: RunSettings, rows: list[Row], run_dir: Path) -> RunResult:
+    """`train` once the run directory is this process's (its lock held)."""
+    stored = check_run_dir(run_dir)  # again, under the lock
     loop.bound_compiled_programs()  # a process that trains many configurations, one by one
     cfg, calibration = resolve_clock(cfg, stored)
     record = open_run(cfg, settings, run_dir, calibration, stored)
-    stored_steps = None if stored is None else stored.settings.steps
+    if stored is None and hosts.is_main():  # a new run: a kill from here on leaves a run
+        write_record(run_dir, record, 0)  # that `aes-rl resume` continues
     hosts.sync("aes_rl.open_run")
     if settings.debug_nans:
         jax.config.update("jax_debug_nans", True)
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", settings.keep, settings.save_buffer)
     try:  # nothing of the stored run is rewritten until its state is restored
-        chunk_i, state, wall = _restore(cfg, settings, rows, run_dir, stored_steps, ckpt)
+        chunk_i, state, wall = _restore(cfg, settings, rows, run_dir, stored, ckpt)
+        if chunk_i > 0:  # restored from a checkpoint (a record written before the marker)
+            record["checkpointed"] = True
         if hosts.is_main():
             write_record(run_dir, record, chunk_i)
-        out = _Outputs.open(settings, rows, chunk_i)
+        out = _Outputs.open(settings, rows, chunk_i, record)
     except BaseException:
         ckpt.close()
         raise
@@ -133,18 +174,27 @@ def train(cfg: Config, settings: RunSettings) -> RunResult:
         ckpt.close()
 
 
-def _restore(cfg, settings, rows, run_dir: Path, stored_steps: int | None, ckpt):
+def _restore(cfg, settings, rows, run_dir: Path, stored, ckpt):
     """The rows' state: fresh, or restored from the latest valid checkpoint of a stored run
-    (`stored_steps`: its budget; None: a new run). Returns (chunk, state, wall-clock seconds
-    so far)."""
+    (`stored`: its record; None: a new run). A stored run killed before its first checkpoint
+    was complete starts from its beginning (its logged chunks are dropped); one whose
+    checkpoints are gone is refused. Returns (chunk, state, wall-clock seconds so far)."""
+    stored_steps = None if stored is None else stored.settings.steps
     state = loop.init_batch([r.cfg for r in rows], [r.seed for r in rows])
     if not ckpt.steps():
-        logged = run_dir / "metrics.csv"
-        has_rows = logged.exists() and len(logged.read_text().splitlines()) > 1
-        if stored_steps is not None and has_rows:
+        if stored is not None and stored.record.get("checkpointed"):
             raise RunError(
                 f"resume: {run_dir} has logged chunks (metrics.csv) but no checkpoint to "
-                "continue from; start a new run directory"
+                "continue from (its checkpoints are gone); start a new run directory"
+            )
+        if stored is not None and hosts.is_main():
+            logged = run_dir / "metrics.csv"
+            n = len(logged.read_text().splitlines()) - 1 if logged.exists() else 0
+            dropped = f"; its {n} row(s) in metrics.csv are dropped" if n > 0 else ""
+            print(
+                f"resume: {run_dir} has no complete checkpoint yet (stopped before its first "
+                f"save finished); starting the run from its beginning{dropped}",
+                file=sys.stderr,
             )
         return 0, state, 0.0
     chunk_i, state, meta = ckpt.restore_latest(state, reject=_nonfinite_reason(cfg))
@@ -187,9 +237,12 @@ class _Outputs:
     arrivals: CsvLog | None
     tb: dict | None
     progress: Progress
+    record: dict | None = None  # config.json's record (main process)
 
     @classmethod
-    def open(cls, settings: RunSettings, rows: list[Row], chunk_i: int) -> _Outputs:
+    def open(
+        cls, settings: RunSettings, rows: list[Row], chunk_i: int, record: dict | None = None
+    ) -> _Outputs:
         run_dir, main = Path(settings.run_dir), hosts.is_main()
         warmup = min(r.cfg.warmup_steps for r in rows)
         return cls(
@@ -199,7 +252,13 @@ class _Outputs:
             CsvLog(run_dir / "arrivals.csv", ARRIVAL_FIELDS, chunk_i) if main else None,
             tb_writers(run_dir, rows) if settings.tensorboard and main else None,
             Progress(settings.steps, warmup, settings.progress and main),
+            record if main else None,
         )
+
+    def saved(self, run_dir: Path) -> None:
+        """A checkpoint is complete: config.json records that the run has one."""
+        if self.record is not None:
+            mark_checkpointed(run_dir, self.record)
 
     def write(self, new_rows: list[dict], arrivals: list[dict]) -> None:
         if self.metrics is not None:
@@ -233,10 +292,13 @@ def _drive(cfg, settings, rows_of_run, state, chunk_i, wall, ckpt, out: _Outputs
             chunk_i += 1
             done_this_call += 1
             _stop_if_nonfinite(cfg, state, chunk_i, rows_of_run, ckpt)
+            steps = hosts.fetch(state.counters.total_steps)
+            due = eval_due(settings, chunk_i, counters.total_steps, steps)
             evals = None
-            if chunk_i % settings.eval_every == 0:
+            if due.any():
                 key = jax.random.fold_in(jax.random.key(12345), chunk_i)
-                evals = hosts.fetch(evaluate(loop.mean_params(cfg, state), key))
+                got = hosts.fetch(evaluate(loop.mean_params(cfg, state), key))
+                evals = [g if d else None for g, d in zip(got, due)]
             new_rows, arrivals = chunk_rows(
                 cfg, state, m, chunk_i, wall, rows_of_run, evals, ticks_before
             )
@@ -256,9 +318,24 @@ def _drive(cfg, settings, rows_of_run, state, chunk_i, wall, ckpt, out: _Outputs
             interrupted = hosts.any_process(stop.requested) or limit
             if chunk_i % settings.save_every == 0 or finished or interrupted:
                 _save(ckpt, cfg, state, chunk_i, wall, rows_of_run, run_dir)
+                out.saved(run_dir)
             if interrupted:
                 break
+    if done_this_call == 0 and chunk_i > 0:  # a finished run, resumed: its policies again
+        _export_policies(cfg, state, rows_of_run, run_dir)  # (a kill may have cut them)
     return RunResult(cfg, state, chunk_i, rows, interrupted, run_dir)
+
+
+def eval_due(settings: RunSettings, chunk: int, before: np.ndarray, after: np.ndarray):
+    """[rows] bool: which rows the chunk that took the counted steps from `before` to `after`
+    evaluates. By chunks (`eval_every`), every row alike; by counted steps
+    (`eval_every_steps` > 0), a row whose steps passed a multiple of it, and every row that
+    reached the budget (its final evaluation)."""
+    before, after = np.asarray(before), np.asarray(after)
+    every = settings.eval_every_steps
+    if every <= 0:
+        return np.full(after.shape, chunk % settings.eval_every == 0)
+    return (after // every > before // every) | (after >= settings.steps)
 
 
 def _nonfinite_reason(cfg: Config):
@@ -298,6 +375,10 @@ def _save(ckpt, cfg: Config, state, chunk_i: int, wall: float, rows: list[Row], 
         "total_steps": [int(x) for x in hosts.fetch(state.counters.total_steps)],
     }
     ckpt.save(chunk_i, state, meta)
+    _export_policies(cfg, state, rows, run_dir)
+
+
+def _export_policies(cfg: Config, state, rows: list[Row], run_dir) -> None:
     means = hosts.fetch(loop.mean_params(cfg, state))
     if hosts.is_main():
         for i, row in enumerate(rows):

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-from aes_rl import checkpoint, loop, sweep
+from aes_rl import checkpoint, faults, loop, sweep
 from aes_rl.config import RATE_FIELDS, STRUCTURAL, Config
 
 
@@ -29,6 +29,7 @@ class RunSettings:
     grid: sweep.Grid = ()  # swept traced fields and their values (`aes_rl.sweep`); () no sweep
     eval_episodes: int = 5
     eval_every: int = 1  # chunks
+    eval_every_steps: int = 0  # > 0: evaluate a row as its counted steps pass each multiple
     save_every: int = 1  # chunks
     keep: int = 3  # checkpoints kept
     save_buffer: bool = True
@@ -55,6 +56,9 @@ def check_settings(cfg: Config, settings: RunSettings) -> None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**31 - 1:
             raise RunError(f"{name}: must be an int in [1, 2^31-1], got {value!r}")
+    every = settings.eval_every_steps
+    if not isinstance(every, int) or isinstance(every, bool) or not 0 <= every <= 2**31 - 1:
+        raise RunError(f"eval_every_steps: must be an int in [0, 2^31-1], got {every!r}")
     if settings.rows not in loop.ROW_MODES:
         raise RunError(f"rows: unknown {settings.rows!r}; allowed: {', '.join(loop.ROW_MODES)}")
     for name in ("save_buffer", "progress", "tensorboard", "debug_nans"):
@@ -174,8 +178,10 @@ def check_run_dir(run_dir: Path) -> StoredRun | None:
     path = run_dir / "config.json"
     if not path.exists():
         if run_dir.is_dir():
-            probe = ".write_test."  # another process's `check_writable`
-            foreign = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(probe))
+            # what a run makes before its config.json: another process's `check_writable`
+            # probe, the lock of `faults.RunLock`, config.json's temporary (a run killed then)
+            ours = (".write_test.", faults.LOCK_NAME, "config.json.tmp")
+            foreign = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(ours))
             if foreign:
                 raise RunError(
                     f"run_dir: {run_dir} is not empty and holds no run (no config.json; it "
@@ -216,6 +222,8 @@ def open_run(
     stored_record, stored_settings = stored.record, stored.settings
     if "calibration" in stored_record and calibration is None:
         record["calibration"] = stored_record["calibration"]
+    if stored_record.get("checkpointed"):
+        record["checkpointed"] = True
     diff = structure_diff(stored.cfg, cfg)
     if tuple(stored_settings.seeds) != tuple(settings.seeds):
         diff.append(
@@ -251,3 +259,12 @@ def write_record(run_dir: Path, record: dict, chunk: int) -> None:
             stacklevel=3,
         )
     _write_json(run_dir / "config.json", record)
+
+
+def mark_checkpointed(run_dir: Path, record: dict) -> None:
+    """After a run's first complete checkpoint: config.json says it has one (`checkpointed`),
+    so a run whose checkpoints are later lost is never started over its logs, while one killed
+    before its first save finished starts from its beginning."""
+    if not record.get("checkpointed"):
+        record["checkpointed"] = True
+        _write_json(run_dir / "config.json", record)
