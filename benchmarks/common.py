@@ -376,27 +376,6 @@ class Stats:
 # ------------------------------------------------------------------ statistics over seeds
 
 
-def iqm(xs: Sequence[float]) -> float:
-    """Interquartile mean: the mean of the middle half (a quarter trimmed at each end)."""
-    import numpy as np
-
-    xs = np.sort(np.asarray(xs, float))
-    k = int(0.25 * len(xs))
-    return float(xs[k : len(xs) - k].mean())
-
-
-def bootstrap_ci(xs: Sequence[float], stat: Callable, n: int = 10_000,
-                 seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of `stat` over seeds resampled with replacement."""
-    import numpy as np
-
-    xs = np.asarray(xs, float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(xs), (n, len(xs)))
-    stats = np.array([stat(xs[d]) for d in draws])
-    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
-
-
 def t_interval(xs: Sequence[float]) -> tuple[float, float, float]:
     """(mean, low, high): the mean over seeds and its 95% Student-t interval.
 
@@ -862,7 +841,8 @@ class Partial:
 
 
 def train_run(label: str, cfg, steps: int, seeds: Sequence[int], eval_episodes: int,
-              run_root: str | None, final_episodes: int = 0) -> LearningRun:
+              run_root: str | None, final_episodes: int = 0,
+              eval_every_steps: int = 0) -> LearningRun:
     """One `run.train` in a fresh run directory under `run_root` (default: a /tmp dir).
 
     Checkpoints only at the end, without the replay buffer (the benchmark never resumes).
@@ -876,6 +856,7 @@ def train_run(label: str, cfg, steps: int, seeds: Sequence[int], eval_episodes: 
     run_dir = tempfile.mkdtemp(prefix=f"{label}_", dir=root)
     settings = run.RunSettings(run_dir=run_dir, steps=steps, seeds=tuple(seeds),
                                eval_episodes=eval_episodes, save_every=10**9, keep=1,
+                               eval_every_steps=eval_every_steps,
                                save_buffer=False, progress=False)
     log(f"training {label}: {cfg.algo} on {cfg.env}/{cfg.backend}, {steps} counted steps, "
         f"seeds {list(seeds)}, chunks of {cfg.ticks_per_chunk} ticks -> {run_dir}")

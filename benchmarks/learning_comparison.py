@@ -6,10 +6,15 @@ critic, barriers and mean evaluation). Seeds run as separate runs sharing one co
 (`--seed-batch separate`, the default: each seed's wall-clock is its own, and finished seeds
 are kept by `--partial`) or as rows of one run (`--seed-batch vmapped`; how rows run is
 `run.RunSettings.rows`).
+Every algorithm is evaluated on the same schedule of counted steps (`--eval-every-steps`:
+each seed as its steps pass each multiple, and at the end), so none gets more evaluations than
+another (chunks are sized to about a fifth of that interval for every algorithm).
 Reported per env: the final policy's return (ES mean; TD3's actor) on fresh deterministic
-episodes as mean and IQM over seeds with 95% bootstrap intervals, critic steps per counted
-step, modeled time (`paper` clock) and wall-clock. Curves against counted steps, modeled time
-and wall-clock go to `benchmarks/learning_comparison_<env>.png` (data in `.csv`).
+episodes as IQM and mean over seeds with 95% stratified-bootstrap intervals and the
+probability that an AES-RL seed beats a seed of each other algorithm (`aes_rl.stats`, with
+rliable), critic steps per counted step, modeled time and wall-clock. Curves against counted
+steps, modeled time and wall-clock go to `benchmarks/learning_comparison_<env>.png` (data in
+`.csv`).
 """
 
 from __future__ import annotations
@@ -23,14 +28,18 @@ from typing import Literal
 
 import numpy as np
 
-from aes_rl.config import preset
-from aes_rl.flags import Algo, BackendName, EnvName
+from aes_rl import stats
+from aes_rl.config import ALGOS, preset
+from aes_rl.flags import BackendName, EnvName
 from benchmarks import common
 
 NAME = "learning_comparison"
 # Rough counted steps per tick (hopper, W=5), only to size chunks to about `--chunks` of them.
 STEPS_PER_TICK = {"td3": 1.0, "aes-rl": 0.8, "acem-rl": 0.8, "one-plus-one": 0.8,
                   "p-cem-rl": 2.5, "cem-rl": 0.6}
+# What may be compared: every algorithm, and P-CEM-RL with the authors' parallel critic.
+VARIANTS = {a: (a, {}) for a in ALGOS} | {"p-cem-rl+pc": ("p-cem-rl", {"parallel_critic": True})}
+Variant = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
 
 
 @dataclass
@@ -39,8 +48,8 @@ class Args(common.BenchFlags):
     """Environments."""
     backend: BackendName = "spring"
     """Brax physics backend."""
-    algos: tuple[Algo, ...] = ("aes-rl", "p-cem-rl", "td3")
-    """Algorithms."""
+    algos: tuple[Variant, ...] = ("aes-rl", "p-cem-rl", "td3")
+    """Algorithms (p-cem-rl+pc: P-CEM-RL with a parallel critic worker)."""
     steps: int = 100_000
     """Budget in counted env steps per seed."""
     seed: int = 0
@@ -57,10 +66,12 @@ class Args(common.BenchFlags):
     """The clock of every run (docs/algorithm.md §8)."""
     warmup_steps: int = 10_000
     """Random-action warm-up steps."""
-    chunks: int = 20
-    """About this many evaluation points."""
+    chunks: int = 100
+    """Chunks of about steps / chunks counted steps each (for every algorithm)."""
+    eval_every_steps: int = 5_000
+    """Evaluate each seed as its counted steps pass each multiple of this (and at the end)."""
     eval_episodes: int = 5
-    """Episodes per chunk evaluation."""
+    """Episodes per evaluation on the schedule."""
     final_episodes: int = 10
     """Episodes of the final evaluation of each seed's final policy."""
     seed_batch: Literal["separate", "vmapped"] = "separate"
@@ -78,17 +89,18 @@ class Args(common.BenchFlags):
 
 def parse_args(argv=None) -> Args:
     args = common.parse(Args, argv, f"benchmarks.{NAME}", __doc__)
-    common.quick(args, steps=600, num_seeds=2, chunks=1, envs=args.envs[:1], eval_episodes=2,
-                 final_episodes=2, warmup_steps=500)
+    common.quick(args, steps=600, num_seeds=2, chunks=3, envs=args.envs[:1], eval_episodes=2,
+                 final_episodes=2, warmup_steps=500, eval_every_steps=300)
     if args.out is None:
         base = common.figures_dir(args)
         args.out = str(base / f"learning_comparison{'_quick' if args.quick else ''}")
     return args
 
 
-def make_config(env: str, algo: str, args):
+def make_config(env: str, variant: str, args):
+    algo, extra = VARIANTS[variant]
     overrides = dict(backend=args.backend, **args.net_overrides,
-                     warmup_steps=args.warmup_steps, cost_model=args.cost_model)
+                     warmup_steps=args.warmup_steps, cost_model=args.cost_model, **extra)
     if algo not in ("td3", "cem-rl"):
         overrides["num_slots"] = args.num_slots
     guess = STEPS_PER_TICK.get(algo, 1.0) * (args.num_slots / 5 if algo != "td3" else 1.0)
@@ -102,10 +114,12 @@ X_AXES = (("total_steps", "counted env steps (per seed)"),
 
 
 def mean_curve(run: common.LearningRun, x: str):
-    """Per chunk: mean of `x` over seeds, and mean / min / max over seeds of the evaluation."""
+    """Per evaluation of the schedule (the k-th of every seed): mean of `x` over seeds, and
+    mean / min / max over seeds of the evaluation."""
     curves = []
     for seed in run.seeds():
-        rows = sorted((r for r in run.rows if r["seed"] == seed), key=lambda r: r["chunk"])
+        rows = sorted((r for r in run.rows if r["seed"] == seed and not math.isnan(
+            r["eval_mean"])), key=lambda r: r["chunk"])
         curves.append(([float(r[x]) for r in rows], [float(r["eval_mean"]) for r in rows]))
     n = min(len(c[0]) for c in curves)
     xs = [statistics.mean(c[0][i] for c in curves) for i in range(n)]
@@ -152,15 +166,24 @@ def write_csv(path: Path, runs: list[common.LearningRun]) -> None:
                             f"{r['critic_per_step']:.4f}", f"{r['wall_time']:.1f}"])
 
 
-def summary_row(env: str, run: common.LearningRun, cfg) -> list:
-    finals = [statistics.mean(x) for x in run.final_returns]
+def finals_of(run: common.LearningRun) -> np.ndarray:
+    """[seeds]: each seed's final policy, mean over its final episodes."""
+    return np.array([statistics.mean(x) for x in run.final_returns])
+
+
+def summary_row(env: str, run: common.LearningRun, cfg, ref: np.ndarray | None) -> list:
+    """`ref`: AES-RL's finals on this env (None: not run), for P(AES-RL > this)."""
+    finals = finals_of(run)
     steps = [int(run.final(s)["total_steps"]) for s in run.seeds()]
-    lo, hi = common.bootstrap_ci(finals, np.mean)
-    ilo, ihi = common.bootstrap_ci(finals, common.iqm)
+    agg = stats.aggregates({run.label: finals[:, None]})[run.label]
+    better = (stats.fmt(stats.probability_of_improvement(ref[:, None], finals[:, None]), 2)
+              if ref is not None and run.label != "aes-rl" else "-")
     last = [run.final(s) for s in run.seeds()]
-    return [env, run.label, len(finals), cfg.num_slots, min(steps), statistics.mean(finals),
-            f"[{lo:.1f}, {hi:.1f}]", common.iqm(finals), f"[{ilo:.1f}, {ihi:.1f}]", min(finals),
-            max(finals), statistics.mean(r["critic_per_step"] for r in last),
+    evals = statistics.mean(sum(not math.isnan(r["eval_mean"]) for r in run.rows
+                                if r["seed"] == s) for s in run.seeds())
+    return [env, run.label, len(finals), cfg.num_slots, min(steps), stats.fmt(agg["iqm"]),
+            stats.fmt(agg["mean"]), better, min(finals), max(finals), evals,
+            statistics.mean(r["critic_per_step"] for r in last),
             statistics.mean(r["time"] for r in last), run.wall_s]
 
 
@@ -177,7 +200,8 @@ def algo_run(env: str, algo: str, cfg, args, partial: common.Partial) -> common.
         got = partial.get(key)
         if got is None:
             run = common.train_run(algo, cfg, args.steps, seeds, args.eval_episodes,
-                                   args.run_root, final_episodes=args.final_episodes)
+                                   args.run_root, final_episodes=args.final_episodes,
+                                   eval_every_steps=args.eval_every_steps)
             got = dict(rows=run.rows, wall_s=run.wall_s, chunk_wall_s=run.chunk_wall_s,
                        run_dir=Path(run.run_dir).name, final_returns=run.final_returns)
             partial.put(key, got)
@@ -198,15 +222,16 @@ def main(argv=None) -> None:
     wall_scope = "all seeds together" if args.seed_batch == "vmapped" else "one seed"
     rows, per_seed, pngs = [], [], []
     for env in args.envs:
-        runs = []
-        for algo in args.algos:
+        runs, ref = [], None
+        for algo in sorted(dict.fromkeys(args.algos), key=lambda a: a != "aes-rl"):
             cfg = make_config(env, algo, args)
             run = algo_run(env, algo, cfg, args, partial)
             runs.append(run)
-            rows.append(summary_row(env, run, cfg))
+            ref = finals_of(run) if algo == "aes-rl" else ref
+            rows.append(summary_row(env, run, cfg, ref))
             for seed, rets in zip(run.seeds(), run.final_returns):
                 per_seed.append([env, algo, seed, int(run.final(seed)["total_steps"]),
-                                 statistics.mean(rets), max(run.curve(seed)[1])])
+                                 statistics.mean(rets), np.nanmax(run.curve(seed)[1])])
         out = Path(f"{args.out}_{env}")
         write_csv(out.with_suffix(".csv"), runs)
         plot(out.with_suffix(".png"), runs,
@@ -214,11 +239,12 @@ def main(argv=None) -> None:
              f"{len(args.seeds)} seeds, {args.cost_model} clock", wall_scope)
         pngs.append(_rel(out.with_suffix(".png")))
     table = common.md_table(
-        ["env", "algo", "seeds", "W", "counted steps (min over seeds)", "final return (mean)",
-         "mean 95% CI", "IQM", "IQM 95% CI", "min", "max", "critic / counted step",
-         "modeled time", f"run wall-clock s ({wall_scope})"], rows)
+        ["env", "algo", "seeds", "W", "counted steps (min over seeds)",
+         "final return IQM [95%]", "mean [95%]", "P(AES-RL > it) [95%]", "min", "max",
+         "evaluations per seed", "critic / counted step", "modeled time",
+         f"run wall-clock s ({wall_scope})"], rows)
     seeds_table = common.md_table(["env", "algo", "seed", "counted steps", "final return",
-                                   "best chunk eval"], per_seed)
+                                   "best scheduled eval"], per_seed)
     notes = [
         f"Brax {', '.join(args.envs)}, backend {args.backend}; every algorithm with actor and "
         f"critic nets {args.nets} (small nets for CPU; the paper uses 400x300 for its ES "
@@ -232,8 +258,13 @@ def main(argv=None) -> None:
         "P-CEM-RL population 10 with 5 RL members, serial critic stage, batch 256, the same W "
         "slots with barriers; TD3 lr 3e-4, policy delay 2, exploration noise 0.1, buffer 1e6.",
         f"Final return: each seed's final policy (the ES mean; TD3's actor) on "
-        f"{args.final_episodes} fresh deterministic episodes; mean and IQM (the middle half of "
-        "the seeds) with 95% percentile bootstrap intervals over seeds (10,000 resamples).",
+        f"{args.final_episodes} fresh deterministic episodes; IQM (the middle half of the "
+        "seeds) and mean with 95% stratified-bootstrap percentile intervals over seeds "
+        f"(rliable, {stats.REPS} resamples, seeded); P(AES-RL > it): the chance that an "
+        "AES-RL seed's final return beats one of this algorithm's (rliable's probability of "
+        "improvement). Every algorithm was evaluated on one schedule of counted steps: "
+        f"{args.eval_episodes} episodes each time a seed passed a multiple of "
+        f"{args.eval_every_steps} counted steps, and at the end.",
         "Critic / counted step: critic steps per counted step after the warm-up, at the end. "
         "Modeled time: ticks of the clock (td3: an env step and an update per tick). Run "
         f"wall-clock ({wall_scope}): the whole `run.train` call (init, compiles, chunks, "

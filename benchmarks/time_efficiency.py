@@ -24,6 +24,7 @@ interval (a Student-t interval of the logarithms); the sweep runs every seed too
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import statistics
 from dataclasses import dataclass
@@ -93,6 +94,9 @@ class Args(common.BenchFlags):
     """Counted env steps of each run of the sweep."""
     sweep_variants: tuple[Variant, ...] = ("aes-rl", "p-cem-rl", "p-cem-rl+pc")
     """Variants of the sweep."""
+    critic_costs: tuple[float, ...] = (1.0,)
+    """Costs of a critic step in actor steps, each swept over every ratio (1: the paper clock's
+    simplification; 1.5: a critic step updates two Q networks through the target actor)."""
     partial: str | None = None
     """Where finished runs are kept (a .json file, or a directory with one file per run): the
     same command run again (after a crash or an interrupt) skips them."""
@@ -105,13 +109,14 @@ def parse_args(argv=None) -> Args:
     return args
 
 
-def ratio_rates(ratio: float) -> dict:
-    """The clock where a gradient step costs `ratio` env steps; a tick is the cheaper one."""
-    if ratio >= 1:
-        return dict(env_steps_per_tick=ratio, actor_steps_per_tick=1.0,
-                    critic_steps_per_tick=1.0)
-    return dict(env_steps_per_tick=1.0, actor_steps_per_tick=1 / ratio,
-                critic_steps_per_tick=1 / ratio)
+def ratio_rates(ratio: float, critic_cost: float = 1.0) -> dict:
+    """The clock where an actor step costs `ratio` env steps and a critic step `critic_cost`
+    actor steps; a tick is the cheaper of an actor step and an env step."""
+    if critic_cost <= 0:
+        raise ValueError(f"critic_costs: must be > 0, got {critic_cost:g}")
+    actor = 1.0 if ratio >= 1 else 1 / ratio
+    return dict(env_steps_per_tick=max(ratio, 1.0), actor_steps_per_tick=actor,
+                critic_steps_per_tick=actor / critic_cost)
 
 
 def make_config(env: str, variant: str, args, **clock_overrides):
@@ -312,43 +317,47 @@ def sweep(args, partial: common.Partial) -> tuple[str, dict]:
     variants = tuple(dict.fromkeys(args.sweep_variants))  # each once, in the order given
     got: dict[tuple, list[dict]] = {}
     times: dict[tuple, list[float]] = {}
-    for ratio in args.ratios:
+    for cost, ratio, variant in itertools.product(args.critic_costs, args.ratios, variants):
+        cfg = make_config(args.sweep_env, variant, args, **ratio_rates(ratio, cost))
+        compiled = None
+        runs = []
+        for seed in args.seeds:
+            key = (f"sweep/{args.sweep_env}/{ratio:g}/{variant}/{seed}"
+                   + (f"/critic{cost:g}" if cost != 1 else ""))
+            r = partial.get(key)
+            if r is None:
+                common.log(f"[{NAME}] sweep ratio {ratio:g} critic cost {cost:g} "
+                           f"{variant} seed {seed}")
+                if compiled is None:
+                    compiled, _ = compiled_chunk(cfg, seed)
+                r = run_to_budget(cfg, compiled, seed, args.sweep_steps, None, None)
+                partial.put(key, r)
+            runs.append(r)
+        # modeled time in gradient-step units, so ratios compare across clocks: a tick
+        # lasts as long as the actor steps it holds (1 from ratio 1 up, 1 / ratio below)
+        per_tick = cfg.actor_steps_per_tick
+        times[cost, ratio, variant] = [r["ticks"] * per_tick for r in runs]
+        got[cost, ratio, variant] = runs
+    rows, out = [], {}
+    for cost, ratio in itertools.product(args.critic_costs, args.ratios):
+        base = times.get((cost, ratio, "aes-rl"))
         for variant in variants:
-            cfg = make_config(args.sweep_env, variant, args, **ratio_rates(ratio))
-            compiled = None
-            runs = []
-            for seed in args.seeds:
-                key = f"sweep/{args.sweep_env}/{ratio:g}/{variant}/{seed}"
-                r = partial.get(key)
-                if r is None:
-                    common.log(f"[{NAME}] sweep ratio {ratio:g} {variant} seed {seed}")
-                    if compiled is None:
-                        compiled, _ = compiled_chunk(cfg, seed)
-                    r = run_to_budget(cfg, compiled, seed, args.sweep_steps, None, None)
-                    partial.put(key, r)
-                runs.append(r)
-            # modeled time in gradient-step units, so ratios compare across clocks: a tick
-            # lasts as long as the actor steps it holds (1 from ratio 1 up, 1 / ratio below)
-            per_tick = cfg.actor_steps_per_tick
-            times[ratio, variant] = [r["ticks"] * per_tick for r in runs]
-            got[ratio, variant] = runs
-    rows, out = [], {v: [] for v in variants if v != "aes-rl"}
-    for ratio in args.ratios:
-        base = times.get((ratio, "aes-rl"))
-        for variant in variants:
-            runs, ts = got[ratio, variant], times[ratio, variant]
+            runs, ts = got[cost, ratio, variant], times[cost, ratio, variant]
             rel = (common.ratio_interval([t / b for t, b in zip(ts, base)]) if base
                    else (math.nan,) * 3)
             if variant != "aes-rl":
-                out[variant].append(rel)
-            rows.append([ratio, variant, len(runs), statistics.fmean(r["steps"] for r in runs),
+                label = variant + (f", critic step {cost:g}x" if cost != 1 else "")
+                out.setdefault(label, []).append(rel)
+            rows.append([ratio, cost, variant, len(runs),
+                         statistics.fmean(r["steps"] for r in runs),
                          statistics.fmean(r["ticks"] for r in runs), statistics.fmean(ts),
                          rel[0], common.fmt_interval(*rel[1:]),
                          statistics.fmean(r["utilisation"] for r in runs),
                          statistics.fmean(r["critic_per_step"] for r in runs),
                          statistics.fmean(r["wall_s"] for r in runs)])
     table = common.md_table(
-        ["grad/env cost ratio", "variant", "seeds", "counted steps (mean)", "ticks (mean)",
+        ["grad/env cost ratio", "critic/actor step cost", "variant", "seeds",
+         "counted steps (mean)", "ticks (mean)",
          "time (gradient steps, mean)", "time vs aes-rl (geometric mean)", "95% CI",
          "utilisation", "critic / counted step", "wall s (mean)"], rows)
     return table, out

@@ -226,13 +226,6 @@ def test_t_interval_is_the_students_t_interval_of_the_mean():
     assert common.fmt_interval(0.25, 1.5) == "[0.25, 1.5]"
 
 
-def test_iqm_trims_a_quarter_at_each_end_and_the_bootstrap_brackets_the_mean():
-    assert common.iqm([100, 1, 2, 3, 4, 5, 6, -50]) == pytest.approx(3.5)  # mean of 2..5
-    lo, hi = common.bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0], lambda x: x.mean())
-    assert 1.0 <= lo < 3.0 < hi <= 5.0
-    assert common.bootstrap_ci([7.0, 7.0, 7.0], lambda x: x.mean()) == (7.0, 7.0)
-
-
 def _te_run(ticks, wall=1.0, hit=None, util=1.0, cps=1.0, steps=100):
     return dict(ticks=ticks, wall_s=wall, hit=hit, utilisation=util, critic_per_step=cps,
                 steps=steps, critic_steps=cps * steps)
@@ -283,9 +276,33 @@ def test_time_efficiency_sweep_divides_by_aes_rl_of_the_same_ratio_and_seed():
     assert lo < 0.5 and hi > 4
     # time in gradient steps: at ratio 0.5 a tick is one env step, as long as 2 gradient
     # steps (mean ticks 200 -> 400); at ratio 4 a tick is one gradient step (65 -> 65)
-    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[6].strip()
-            for line in table.splitlines()[2:]}
+    cells = [[c.strip() for c in line.split("|")] for line in table.splitlines()[2:]]
+    rows = {(c[1], c[3]): c[7] for c in cells}
     assert rows["0.5", "aes-rl"] == "400" and rows["4", "aes-rl"] == "65"
+
+
+def test_time_efficiency_critic_cost_prices_a_critic_step_in_actor_steps():
+    from benchmarks import time_efficiency as te
+
+    # ratio 4: a tick is one actor step; a critic step at 1.5x gets 2/3 of a step per tick
+    assert te.ratio_rates(4, 1.5) == dict(env_steps_per_tick=4, actor_steps_per_tick=1.0,
+                                          critic_steps_per_tick=1 / 1.5)
+    # ratio 0.5: a tick is one env step, 2 actor steps, 2 / 1.5 critic steps
+    assert te.ratio_rates(0.5, 1.5)["critic_steps_per_tick"] == pytest.approx(2 / 1.5)
+    assert te.ratio_rates(3) == te.ratio_rates(3, 1.0)  # the paper clock's simplification
+    with pytest.raises(ValueError, match="critic_costs"):
+        te.ratio_rates(3, 0)
+    args = te.parse_args(["--envs", "probe", "--ratios", "4", "--num-seeds", "1",
+                          "--sweep-env", "probe", "--sweep-variants", "aes-rl", "p-cem-rl",
+                          "--critic-costs", "1", "1.5", "--no-write"])
+    partial = common.Partial(None)
+    for key, t in {"4/aes-rl/0": 50, "4/p-cem-rl/0": 100, "4/aes-rl/0/critic1.5": 50,
+                   "4/p-cem-rl/0/critic1.5": 150}.items():
+        partial.put(f"sweep/probe/{key}", _te_run(t))
+    table, rel = te.sweep(args, partial)  # kept runs under each cost's own key
+    assert rel["p-cem-rl"][0][0] == pytest.approx(2.0)
+    assert rel["p-cem-rl, critic step 1.5x"][0][0] == pytest.approx(3.0)
+    assert [c.split("|")[2].strip() for c in table.splitlines()[2:]] == ["1", "1", "1.5", "1.5"]
 
 
 def test_time_efficiency_variants_of_one_computation_share_one_device_clock(monkeypatch):

@@ -182,6 +182,16 @@ def test_train_resume_eval_plot_end_to_end(capsys, tmp_path):
     events = b"".join(p.read_bytes() for p in (run_dir / "tb").rglob("events.*"))
     for tag in (b"test/mean", b"train/individuals", b"train/p"):
         assert tag in events
+    # arrivals carry the counted steps of their tick: within the chunk's steps, in tick order
+    with (run_dir / "arrivals.csv").open() as f:
+        arrivals = list(csv.DictReader(f))
+    end = {(r["chunk"], r["seed"]): int(r["total_steps"]) for r in rows}
+    for seed in ("0", "1"):
+        mine = sorted((a for a in arrivals if a["seed"] == seed), key=lambda a: int(a["tick"]))
+        steps = [int(a["total_steps"]) for a in mine]
+        assert steps == sorted(steps) and steps[-1] <= end[mine[-1]["chunk"], seed]
+        first = [a for a in mine if a["chunk"] == "2"][0]
+        assert int(first["total_steps"]) > end["1", seed]  # after chunk 1 ended
     code, out, err = call(capsys, "resume", str(run_dir), "--steps", "500", "--quiet")
     assert code == 0, err
     with (run_dir / "metrics.csv").open() as f:
@@ -309,9 +319,7 @@ def test_paper_comparison_and_ablation_write_tables(tmp_path, capsys):
     assert len(finals) == 2 and all(np.isfinite(finals))
 
 
-def test_a_policy_file_holding_pickles_is_refused_without_suggesting_to_load_them(
-    capsys, tmp_path
-):
+def test_a_policy_file_holding_pickles_is_refused_without_suggesting_to_load_them(capsys, tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, params=np.array([{"a": 1}], dtype=object), meta=np.array("{}"))
     code, _, err = call(capsys, "eval", str(bad))
@@ -320,3 +328,25 @@ def test_a_policy_file_holding_pickles_is_refused_without_suggesting_to_load_the
         f"aes-rl: error: policy: cannot read {bad}: not a policy file (a plain .npz archive; "
         "pickled data is never loaded)"
     )
+
+
+def test_tensorboard_tags_arrivals_with_counted_steps_as_the_authors_do():
+    from aes_rl import tensorboard
+
+    class Writer:
+        def __init__(self):
+            self.calls = []
+
+        def add_scalar(self, tag, value, step):
+            self.calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+    w = Writer()
+    row = dict(row=0, total_steps=1200, eval_mean=5.0, f_mu=1.0, utilisation=1.0, var_mean=0.1)
+    arrival = dict(row=0, tick=37, total_steps=1150, p=0.25, **{"return": 3.0})
+    tensorboard.write({0: w}, [row], [arrival])
+    assert ("train/individuals", 3.0, 1150) in w.calls and ("train/p", 0.25, 1150) in w.calls
+    assert ("test/mean", 5.0, 1200) in w.calls
+    assert all(step != 37 for _, _, step in w.calls)  # never the tick

@@ -104,3 +104,41 @@ def test_swimmer_steps_on_the_generalized_backend():
     state = jax.jit(env.step)(env.reset(jax.random.key(0)), jnp.ones(2))
     assert np.all(np.isfinite(np.asarray(state.obs))) and np.isfinite(float(state.reward))
     assert float(state.info["terminated"]) == 0.0
+
+
+class _Recorder:
+    """A stand-in Brax env that remembers the action its step was given."""
+
+    def __init__(self, inner):
+        self.inner, self.seen = inner, []
+
+    def reset(self, rng):
+        return self.inner.reset(rng)
+
+    def step(self, state, action):
+        self.seen.append(np.asarray(action))
+        return self.inner.step(state, action)
+
+
+def test_actions_are_in_control_units_and_reach_brax_in_its_own_range():
+    from aes_rl.envs import ProbeEnv, TimeLimit
+
+    rec = _Recorder(ProbeEnv(3, 2))
+    env = TimeLimit(rec, 10, max_action=0.4)
+    env.step(env.reset(jax.random.key(0)), jnp.array([0.4, -0.2]))
+    np.testing.assert_allclose(rec.seen[-1], [1.0, -0.5])  # divided by the control bound
+    plain = TimeLimit(rec, 10)
+    plain.step(plain.reset(jax.random.key(0)), jnp.array([0.4, -0.2]))
+    np.testing.assert_array_equal(rec.seen[-1], np.float32([0.4, -0.2]))  # bound 1: as given
+
+
+def test_humanoid_acts_in_gym_units_and_the_actor_knows_it():
+    """Brax's humanoid rescales [-1, 1] to its +-0.4 control range; Gym's Humanoid-v2 takes
+    +-0.4 directly, and so does the authors' actor (max_action 0.4)."""
+    from aes_rl import loop
+    from aes_rl.config import preset
+
+    assert make_env("humanoid").max_action == 0.4
+    assert make_env("hopper").max_action == 1.0
+    s = loop.build(preset("humanoid", actor_hidden=(8,), critic_hidden=(8,)))
+    assert s.actor.max_action == 0.4

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from aes_rl.envs import BACKENDS, BRAX_ENVS, ENV_NAMES, PROBE_ENVS
+from aes_rl.networks import INITS
 
 # The built-in algorithms (`aes_rl.algorithms` registers them, and may register more).
 ALGOS = ("aes-rl", "acem-rl", "one-plus-one", "p-cem-rl", "cem-rl", "td3")
@@ -44,6 +45,7 @@ STRUCTURAL = (
     "num_slots",
     "actor_hidden",
     "critic_hidden",
+    "weight_init",
     "buffer_size",
     "pop_size",
     "es",
@@ -100,6 +102,7 @@ class Config:
     num_slots: int = 5  # W worker slots (the paper's actor workers)
     actor_hidden: tuple[int, ...] = (400, 300)
     critic_hidden: tuple[int, ...] = (400, 300)
+    weight_init: str = "torch"  # torch (the authors' nn.Linear default) | flax (nn.Dense's)
     buffer_size: int = 200_000
     batch_size: int = 256
     warmup_steps: int = 10_000  # counted steps of random-action ES rollouts
@@ -209,6 +212,7 @@ class Config:
         for name in ("actor_hidden", "critic_hidden"):
             if name in d:
                 d[name] = tuple(d[name])
+        d.setdefault("weight_init", "flax")  # runs stored before the field started flax's way
         if "env_kwargs" in d:
             d["env_kwargs"] = tuple(sorted(dict(d["env_kwargs"]).items()))
         return cls(**d)
@@ -269,6 +273,12 @@ FIELDS: dict[str, Field] = {
     "num_slots": Field("W worker slots, the paper's actor workers.", 1, INT_MAX),
     "actor_hidden": Field("Actor hidden layer widths.", 1, INT_MAX),
     "critic_hidden": Field("Twin-critic hidden layer widths.", 1, INT_MAX),
+    "weight_init": Field(
+        "How actor and critic layers start: torch (PyTorch's default nn.Linear, the authors': "
+        "weights and biases U(+-1/sqrt(fan_in))) or flax (nn.Dense's: lecun-normal weights, "
+        "1.73x torch's std, zero biases; every run before this field existed).",
+        choices=INITS,
+    ),
     "buffer_size": Field("Replay buffer capacity in transitions.", 1, INT_MAX),
     "batch_size": Field("TD3 minibatch size (<= buffer_size).", 1, INT_MAX),
     "warmup_steps": Field(

@@ -51,12 +51,23 @@ def _strong(tree):
     return jax.tree.map(strong, tree)
 
 
-class TimeLimit(brax_base.Wrapper):
-    """Counts steps and separates true termination from time-limit truncation."""
+# Brax envs whose step maps an action in [-1, 1] onto the actuators' control range, with that
+# range's bound: humanoid's is 0.4, as in Gym's Humanoid-v2, whose actions the authors' actor
+# emits directly (max_action 0.4, TD3's noise in those units). The others take [-1, 1] as is.
+_CTRL_SCALED = {"humanoid": 0.4}
 
-    def __init__(self, env: brax_base.Env, episode_length: int):
+
+class TimeLimit(brax_base.Wrapper):
+    """Counts steps and separates true termination from time-limit truncation.
+
+    Actions are in the env's own units, [-max_action, max_action] (docs/algorithm.md §7): for
+    a Brax env that rescales [-1, 1] onto its control range, the wrapper divides by the range's
+    bound first, so the policy acts in control units as the authors' MuJoCo actors do."""
+
+    def __init__(self, env: brax_base.Env, episode_length: int, max_action: float = 1.0):
         super().__init__(env)
         self.episode_length = int(episode_length)
+        self.max_action = float(max_action)
 
     def reset(self, rng: jax.Array) -> State:
         state = self.env.reset(rng)
@@ -65,6 +76,8 @@ class TimeLimit(brax_base.Wrapper):
         return _strong(state.replace(info=info, done=zero, reward=zero))
 
     def step(self, state: State, action: jax.Array) -> State:
+        if self.max_action != 1.0:
+            action = action / self.max_action
         nstate = self.env.step(state, action)
         steps = state.info["steps"] + 1
         terminated = nstate.done.astype(jnp.float32)
@@ -95,7 +108,12 @@ def make_env(name: str, backend: str = "spring", episode_length: int = 1000, **k
 
     with _devices_of_this_process():
         env = brax_envs.get_environment(name, backend=backend, **kwargs)
-    return TimeLimit(env, episode_length)
+    if name in _CTRL_SCALED:
+        ctrl = env.sys.actuator.ctrl_range
+        bound = _CTRL_SCALED[name]
+        if not (abs(ctrl[:, 1] - bound).max() < 1e-6 and abs(ctrl[:, 0] + bound).max() < 1e-6):
+            raise RuntimeError(f"{name}: expected a control range of +-{bound} in this Brax")
+    return TimeLimit(env, episode_length, _CTRL_SCALED.get(name, 1.0))
 
 
 @contextlib.contextmanager

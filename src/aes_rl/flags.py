@@ -112,6 +112,10 @@ class RunFlags:
     """Deterministic episodes of the mean policy per evaluation."""
     eval_every: int = 1
     """Evaluate the mean policy every this many chunks."""
+    eval_every_steps: int = 0
+    """Instead, evaluate each row when its counted steps pass a multiple of this (and at the
+    end): every algorithm on the same schedule of counted steps, whatever its chunk covers.
+    0: by chunks."""
     save_every: int = 1
     """Checkpoint every this many chunks (and always at the end or on Ctrl-C)."""
     keep: int = 3
@@ -165,6 +169,7 @@ class RunFlags:
             grid=grid,
             eval_episodes=self.eval_episodes,
             eval_every=self.eval_every,
+            eval_every_steps=self.eval_every_steps,
             save_every=self.save_every,
             keep=self.keep,
             save_buffer=not self.no_buffer,

@@ -133,6 +133,8 @@ class Slots:
     is_rl: jax.Array  # [W] bool, current job is an RL member's
     random: jax.Array  # [W] bool, current rollout uses uniform random actions (warm-up)
     member: jax.Array  # [W] i32, index in the generation (synchronous algorithms)
+    drawn_mean: jax.Array  # [W, d] f32, the ES mean when the slot drew its job (diagnostics)
+    drawn_tells: jax.Array  # [W] i32, arrivals told (filed) before the slot drew its job
     side: SideEnvs | None  # parallel mean evaluation (None when sequential)
 
 
@@ -202,6 +204,8 @@ class TickMetrics(NamedTuple):
     f_mu: jax.Array  # [] f32
     env_path: jax.Array  # [] i32, the env steps this row's tick needed (`_step_envs`): 0 none,
     # 1 its few acting slots, 2 all W; side by side the batch takes the widest any row needs
+    info: Any  # `families.diagnostics.ArrivalInfo`: what each arrival was told against
+    total_steps: jax.Array  # [] i32, counted steps at the end of the tick (its arrivals' x axis)
 
 
 class Family(NamedTuple):
@@ -226,7 +230,7 @@ class Family(NamedTuple):
     critic_update: Callable  # (s, learner, batch, policy, key) -> learner
     after_critic: Callable  # (s, slots, critic steps taken) -> slots
     end_jobs: Callable  # (s, state, done, k_phase, k_tell, k_jobs)
-    #   -> (state, arrived, p, told, arrived member was RL)
+    #   -> (state, arrived, p, told, arrived member was RL, `diagnostics.ArrivalInfo`)
     mean: Callable  # (s, state) -> the policy the run reports (ES mean; td3: the actor)
     finite_parts: Callable  # (s, state) -> [3] bool: ES state, critic, actors finite
     var: Callable  # (s, state) -> mean ES variance (0 without an ES)
@@ -314,8 +318,9 @@ def build(cfg: Config) -> Setup:
 def _build(structure: Config) -> Setup:
     cfg = structure
     env = make_env(cfg.env, cfg.backend, cfg.episode_length, **dict(cfg.env_kwargs))
-    actor = ActorSpec(env.observation_size, env.action_size, tuple(cfg.actor_hidden))
-    critic = CriticSpec(env.observation_size, env.action_size, tuple(cfg.critic_hidden))
+    obs, act = env.observation_size, env.action_size
+    actor = ActorSpec(obs, act, tuple(cfg.actor_hidden), "tanh", env.max_action, cfg.weight_init)
+    critic = CriticSpec(obs, act, tuple(cfg.critic_hidden), weight_init=cfg.weight_init)
     from aes_rl import algorithms
 
     algorithm = algorithms.get(cfg.algo)
@@ -456,6 +461,8 @@ def init(cfg: Config, key: jax.Array, hp: HParams | None = None) -> TrainState:
         is_rl=z(dtype=bool),
         random=z(dtype=bool),
         member=z(dtype=jnp.int32),
+        drawn_mean=jnp.tile(mu0, (w, 1)),
+        drawn_tells=z(dtype=jnp.int32),
         side=_init_side(s, k_env),
     )
     i32 = functools.partial(jnp.asarray, dtype=jnp.int32)
@@ -606,7 +613,8 @@ def assign_jobs(
     state, (x, phase, rl, valid, member, target) = s.family.draw(s, state, free, k_draw)
     sl = state.slots
     phase = jnp.where(valid, phase, WAIT)
-    warm = state.counters.total_steps < s.h.warmup_steps
+    c = state.counters
+    warm = c.total_steps < s.h.warmup_steps
     sl = sl.replace(
         phase=jnp.where(free, phase, sl.phase),
         counter=jnp.where(free, 0, sl.counter),
@@ -615,6 +623,8 @@ def assign_jobs(
         is_rl=jnp.where(free, rl, sl.is_rl),
         random=jnp.where(free, warm & (phase == ROLLOUT), sl.random),
         member=jnp.where(free, member, sl.member),
+        drawn_mean=jnp.where(free[:, None], _mean(s, state)[None, :], sl.drawn_mean),
+        drawn_tells=jnp.where(free, c.arrivals - c.nonfinite_arrivals, sl.drawn_tells),
         ep_ret=jnp.where(free, 0.0, sl.ep_ret),
         ep_len=jnp.where(free, 0, sl.ep_len),
         eval_sum=jnp.where(free & (phase == MEAN_EVAL), 0.0, sl.eval_sum),
@@ -1036,12 +1046,13 @@ def tick(s: Setup, state: TrainState, _=None) -> tuple[TrainState, TickMetrics]:
     state = fam.train_actors(s, state, k_train)
     state, done, env_path = _step_envs(s, state, k_act)
     state = _train_critic(s, state, k_critic)
-    state, arrived, ps, told, arrived_rl = fam.end_jobs(s, state, done, k_phase, k_tell, k_jobs)
+    ended = fam.end_jobs(s, state, done, k_phase, k_tell, k_jobs)
+    state, arrived, ps, told, arrived_rl, info = ended
     c = state.counters
     state = state.replace(counters=c.replace(ticks=c.ticks + 1, busy=c.busy + busy))
     sl = state.slots
     metrics = TickMetrics(
-        arrived, sl.ret, sl.length, ps, arrived_rl, told, state.counters.f_mu, env_path
+        arrived, sl.ret, sl.length, ps, arrived_rl, told, c.f_mu, env_path, info, c.total_steps
     )
     return state, metrics
 

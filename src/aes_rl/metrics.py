@@ -34,6 +34,7 @@ METRICS_FIELDS = (
     "f_mu",
     "eval_mean",
     "eval_std",
+    "eval_nonfinite",
     "rl_share",
     "critic_steps",
     "critic_per_step",
@@ -43,7 +44,22 @@ METRICS_FIELDS = (
     "nonfinite_arrivals",
     "nonfinite_transitions",
 )
-ARRIVAL_FIELDS = ("chunk", "seed", "row", "tick", "slot", "return", "length", "p", "is_rl", "told")
+ARRIVAL_FIELDS = (
+    "chunk",
+    "seed",
+    "row",
+    "tick",
+    "total_steps",  # counted steps at the end of the arrival's tick
+    "slot",
+    "return",
+    "length",
+    "p",
+    "is_rl",
+    "told",
+)
+# What the arrival was told against (`families.diagnostics`; read by `aes-rl analyze`).
+ARRIVAL_INFO = ("f_mu", "var_before", "var_after", "mu_shift", "tells_during")
+ARRIVAL_FIELDS += ARRIVAL_INFO
 
 
 def metrics_fields(grid: sweep.Grid) -> tuple[str, ...]:
@@ -59,7 +75,7 @@ def chunk_rows(
     chunk: int,
     wall: float,
     rows_of_run: list[Row],
-    evals: np.ndarray | None,
+    evals: list | np.ndarray | None,  # per row: its episode returns, None when not due
     ticks_before: np.ndarray,
 ):
     """Per-row summary rows and per-arrival rows of one chunk (host side)."""
@@ -89,8 +105,7 @@ def chunk_rows(
                 individual_max=float(rets.max()) if rets.size else math.nan,
                 p_mean=float(ps.mean()) if ps.size else math.nan,
                 f_mu=float(c.f_mu[i]) if has_f_mu else math.nan,
-                eval_mean=float(evals[i].mean()) if evals is not None else math.nan,
-                eval_std=float(evals[i].std()) if evals is not None else math.nan,
+                **eval_summary(evals[i] if evals is not None else None),  # None: not due
                 rl_share=n_rl / (n_rl + n_es) if n_rl + n_es > 0 else 0.0,
                 critic_steps=int(c.critic_steps[i]),
                 critic_per_step=critic_per_step(
@@ -110,15 +125,32 @@ def chunk_rows(
                     seed=seed,
                     row=row.index,
                     tick=int(ticks_before[i]) + int(t),
+                    total_steps=int(m.total_steps[i][t]),
                     slot=int(w),
                     **{"return": float(m.ret[i][t, w])},
                     length=int(m.length[i][t, w]),
                     p=float(m.p[i][t, w]),
                     is_rl=int(m.is_rl[i][t, w]),
                     told=int(m.told[i][t, w]),
+                    **{k: getattr(m.info, k)[i][t, w].item() for k in ARRIVAL_INFO},
                 )
             )
     return rows, arrivals
+
+
+def eval_summary(returns: np.ndarray | None) -> dict:
+    """`eval_mean` and `eval_std` of an evaluation's episodes with a finite return, and
+    `eval_nonfinite`, how many were left out (NaN or inf); mean and std are NaN when every
+    episode was left out, or when the chunk had no evaluation (`returns` None)."""
+    if returns is None:
+        return dict(eval_mean=math.nan, eval_std=math.nan, eval_nonfinite=0)
+    returns = np.asarray(returns)
+    finite = returns[np.isfinite(returns)]
+    return dict(
+        eval_mean=float(finite.mean()) if finite.size else math.nan,
+        eval_std=float(finite.std()) if finite.size else math.nan,
+        eval_nonfinite=int(returns.size - finite.size),
+    )
 
 
 def critic_per_step(cfg: Config, critic_steps: int, total_steps: int) -> float:

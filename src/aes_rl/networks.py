@@ -8,6 +8,7 @@ structure and converts between the two views with `jax.flatten_util.ravel_pytree
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -16,19 +17,44 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "leaky_relu": lambda x: nn.leaky_relu(x, 0.01)}
+# How a layer's weights and biases start (docs/algorithm.md §1):
+# - "torch": PyTorch's default `nn.Linear`, the authors' networks: weights and biases both
+#   U(-1/sqrt(fan_in), 1/sqrt(fan_in)), so std 1/sqrt(3 fan_in);
+# - "flax": flax's `nn.Dense` default: weights lecun_normal (truncated normal, std
+#   1/sqrt(fan_in), sqrt(3) = 1.73x torch's), biases zero.
+INITS = ("torch", "flax")
+
+
+def _uniform(bound: float) -> Callable:
+    def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def dense(width: int, fan_in: int, weight_init: str) -> nn.Dense:
+    """A dense layer of `width` outputs on `fan_in` inputs, initialised by `weight_init`
+    (INITS)."""
+    if weight_init == "flax":
+        return nn.Dense(width)
+    if weight_init == "torch":
+        bound = 1.0 / math.sqrt(fan_in)
+        return nn.Dense(width, kernel_init=_uniform(bound), bias_init=_uniform(bound))
+    raise ValueError(f"weight_init: must be one of {INITS}, got {weight_init!r}")
 
 
 class MLP(nn.Module):
     hidden: Sequence[int]
     out: int
     activation: str
+    weight_init: str = "torch"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         act = ACTIVATIONS[self.activation]
         for width in self.hidden:
-            x = act(nn.Dense(width)(x))
-        return nn.Dense(self.out)(x)
+            x = act(dense(width, x.shape[-1], self.weight_init)(x))
+        return dense(self.out, x.shape[-1], self.weight_init)(x)
 
 
 class TwinCritic(nn.Module):
@@ -36,12 +62,13 @@ class TwinCritic(nn.Module):
 
     hidden: Sequence[int]
     activation: str = "leaky_relu"
+    weight_init: str = "torch"
 
     @nn.compact
     def __call__(self, obs: jax.Array, act: jax.Array) -> tuple[jax.Array, jax.Array]:
         x = jnp.concatenate([obs, act], axis=-1)
-        q1 = MLP(self.hidden, 1, self.activation, name="q1")(x)[..., 0]
-        q2 = MLP(self.hidden, 1, self.activation, name="q2")(x)[..., 0]
+        q1 = MLP(self.hidden, 1, self.activation, self.weight_init, name="q1")(x)[..., 0]
+        q2 = MLP(self.hidden, 1, self.activation, self.weight_init, name="q2")(x)[..., 0]
         return q1, q2
 
 
@@ -54,10 +81,11 @@ class ActorSpec:
     hidden: tuple[int, ...] = (400, 300)
     activation: str = "tanh"
     max_action: float = 1.0
+    weight_init: str = "torch"  # INITS
 
     @property
     def module(self) -> MLP:
-        return MLP(self.hidden, self.act_dim, self.activation)
+        return MLP(self.hidden, self.act_dim, self.activation, self.weight_init)
 
     def init_tree(self, key: jax.Array):
         return self.module.init(key, jnp.zeros((self.obs_dim,)))
@@ -100,10 +128,11 @@ class CriticSpec:
     act_dim: int
     hidden: tuple[int, ...] = (400, 300)
     activation: str = "leaky_relu"
+    weight_init: str = "torch"  # INITS
 
     @property
     def module(self) -> TwinCritic:
-        return TwinCritic(self.hidden, self.activation)
+        return TwinCritic(self.hidden, self.activation, self.weight_init)
 
     def init(self, key: jax.Array):
         return self.module.init(key, jnp.zeros((self.obs_dim,)), jnp.zeros((self.act_dim,)))

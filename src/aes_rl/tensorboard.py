@@ -24,7 +24,9 @@ def write(tb: dict, rows, arrivals) -> None:
         w.add_scalar("train/var_mean", row["var_mean"], step)
     for a in arrivals:
         w = tb[a["row"]]
-        w.add_scalar("train/individuals", a["return"], a["tick"])
-        w.add_scalar("train/p", a["p"], a["tick"])
+        # against counted steps, as the authors log them (they tag an arrival with the steps
+        # at the end of its rollout; ours, at the end of the tick its tell is in)
+        w.add_scalar("train/individuals", a["return"], a["total_steps"])
+        w.add_scalar("train/p", a["p"], a["total_steps"])
     for w in tb.values():
         w.flush()

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from aes_rl import loop
+from aes_rl.families import diagnostics
 from aes_rl.loop import ROLLOUT, TRAIN, Setup, TrainState
 
 
@@ -89,9 +90,12 @@ def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
     state, job_end, mean_rets = loop.advance_phases(
         s, state, done, k_phase, chain=True, eval_after_rollout=s.cfg.n_mean_evals > 0
     )
+    before = state
     state, ps, told = tell(s, state, job_end, mean_rets)
+    f_mu = mean_rets if s.cfg.n_mean_evals > 0 else None
+    info = diagnostics.es_info(s, before, state, f_mu)
     state, arrived_rl = loop.next_jobs(s, state, job_end, k_jobs)
-    return state, job_end, ps, told, arrived_rl
+    return state, job_end, ps, told, arrived_rl, info
 
 
 FAMILY = loop.es_family(

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from aes_rl import loop
+from aes_rl.families import diagnostics
 from aes_rl.loop import (
     CRITIC,
     MEAN_EVAL,
@@ -201,9 +202,12 @@ def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
         s, state, done, k_phase, chain=chained, critic_then_train=chained
     )
     ps = jnp.zeros(done.shape)
+    before = state
     state, arrived, told = file(s, state, job_end, mean_rets, k_tell)
+    # no f_mu is told; a generation is told only once all its members are filed
+    info = diagnostics.es_info(s, before, state, None, jnp.zeros(done.shape, jnp.int32))
     state, arrived_rl = loop.next_jobs(s, state, job_end, k_jobs)
-    return state, arrived, ps, told, arrived_rl
+    return state, arrived, ps, told, arrived_rl, info
 
 
 FAMILY = loop.es_family(

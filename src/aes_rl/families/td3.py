@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from aes_rl import loop
 from aes_rl import td3 as td3_lib
+from aes_rl.families import diagnostics
 from aes_rl.loop import ROLLOUT, Family, Setup, TrainState
 
 
@@ -81,7 +82,8 @@ def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
     c = c.replace(arrivals=c.arrivals + loop.count(done))
     state = state.replace(slots=sl, counters=c)
     arrived_rl = jnp.ones_like(done)  # every TD3 episode is its actor's
-    return state, done, jnp.zeros(done.shape), jnp.zeros_like(done), arrived_rl
+    info = diagnostics.no_es_info(done.shape[0])
+    return state, done, jnp.zeros(done.shape), jnp.zeros_like(done), arrived_rl, info
 
 
 def mean(s: Setup, state: TrainState) -> jax.Array:
