@@ -5,10 +5,10 @@ import math
 
 import numpy as np
 import pytest
+from helpers import probe_cfg
 
 from aes_rl import run
 from aes_rl.rundir import RunError, RunSettings
-from tests.helpers import probe_cfg
 
 
 def test_due_rows_by_hand():
