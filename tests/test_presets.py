@@ -1,0 +1,30 @@
+"""The Brax presets of P (docs/findings.md, "Presets"): a quarter of the authors' values."""
+
+import pytest
+
+from aes_rl.config import AUTHORS_MEAN_PARAM, BRAX_P_FACTOR, FIELDS, preset
+from aes_rl.envs import BRAX_ENVS
+
+
+def test_the_authors_values_are_kept_as_they_are():
+    assert AUTHORS_MEAN_PARAM == {
+        "halfcheetah": 2000.0,
+        "hopper": 600.0,
+        "walker2d": 800.0,
+        "ant": 960.0,
+        "humanoid": 960.0,
+        "swimmer": 48.0,
+    }
+
+
+@pytest.mark.parametrize("env", BRAX_ENVS)
+def test_every_brax_env_gets_a_quarter_of_the_authors_p(env):
+    assert BRAX_P_FACTOR == 0.25
+    assert preset(env).mean_param == 0.25 * AUTHORS_MEAN_PARAM[env]
+
+
+def test_the_measured_values_and_the_override():
+    assert preset("walker2d").mean_param == 200.0  # measured: docs/findings.md
+    assert preset("hopper").mean_param == 150.0
+    assert preset("walker2d", mean_param=800.0).mean_param == 800.0  # the authors' regime
+    assert "walker2d 800" in FIELDS["mean_param"].help  # --help says what the authors used
