@@ -76,8 +76,9 @@ def _stored(run_dir: Path) -> tuple[dict, list[str]]:
 def _differing(configs: list[dict], swept: list[list[str]]) -> list[str]:
     """Fields that label a setting beyond its own grid: those whose value differs between
     the directories, and those another directory sweeps."""
-    names = [k for k in configs[0] if k not in UNLABELLED]
     anywhere = {k for grid in swept for k in grid}
+    names = [k for k in configs[0] if k not in UNLABELLED]
+    names += sorted(anywhere - set(names))
     return [k for k in names if k in anywhere or len({json.dumps(c.get(k)) for c in configs}) > 1]
 
 
@@ -92,7 +93,7 @@ def settings(run_dirs: list[Path], past: int) -> list[Setting]:
     fixed = _differing(configs, swept)
     out: list[Setting] = []
     for run_dir, cfg, grid in zip(run_dirs, configs, swept):
-        head = " ".join(f"{k}={_value(cfg[k])}" for k in fixed if k not in grid)
+        values = {k: _value(cfg[k]) for k in fixed if k not in grid}
         by_row = analyze.settings_of(run_dir)
         rows = [r for r in read_metrics(run_dir) if not math.isnan(r["eval_mean"])]
         if not rows:
@@ -102,7 +103,9 @@ def settings(run_dirs: list[Path], past: int) -> list[Setting]:
             swept = by_row.get(int(r["row"]), ("", 0))[0]
             groups.setdefault(swept, []).append(r)
         for swept, rs in groups.items():
-            label = " ".join(x for x in (head, swept) if x) or run_dir.name
+            values.update(pair.split("=", 1) for pair in swept.split())
+            order = fixed + [k for k in values if k not in fixed]  # columns of metrics.csv too
+            label = " ".join(f"{k}={values[k]}" for k in order if k in values) or run_dir.name
             out.append(_setting(label, run_dir, rs, past))
     return out
 
@@ -203,7 +206,7 @@ def write_png(records: list[dict], path: Path) -> None:
         seeds = [v for k, v in r.items() if k.startswith("final_seed")]
         ax.plot(seeds, [i] * len(seeds), "x", color="C1", ms=4)
     ax.set_yticks(range(len(records)), [r["setting"] for r in records], fontsize=7)
-    ax.set_xlabel("final return of the mean policy: IQM, 95% interval (o), seeds (x)")
+    ax.set_xlabel("final return: IQM, 95% interval (o); seeds (x)")
     ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path)
