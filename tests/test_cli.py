@@ -350,3 +350,18 @@ def test_tensorboard_tags_arrivals_with_counted_steps_as_the_authors_do():
     assert ("train/individuals", 3.0, 1150) in w.calls and ("train/p", 0.25, 1150) in w.calls
     assert ("test/mean", 5.0, 1200) in w.calls
     assert all(step != 37 for _, _, step in w.calls)  # never the tick
+
+
+def test_eval_leaves_nonfinite_episodes_out_and_counts_them(capsys, tmp_path):
+    from helpers import probe_cfg
+
+    from aes_rl import checkpoint, loop
+
+    cfg = probe_cfg(env_kwargs=(("nan_prob", 0.5),))
+    flat = np.asarray(loop.build(cfg).actor.init_flat(__import__("jax").random.key(0)))
+    path = checkpoint.export_policy(tmp_path / "p.npz", cfg, flat, seed=0)
+    code, out, err = call(capsys, "eval", str(path), "--episodes", "16")
+    assert code == 0, err
+    assert "with a non-finite return left out" in out  # about half of 16 episodes
+    mean = float(out.split("return ")[1].split(" +-")[0])
+    assert np.isfinite(mean) and mean < 0  # the probe's finite episodes score below 0

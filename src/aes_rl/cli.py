@@ -241,6 +241,7 @@ def eval(  # the command's name shadows the builtin on purpose
     import numpy as np
 
     from aes_rl import checkpoint, run
+    from aes_rl.metrics import eval_summary
 
     if episodes < 1:
         raise UsageError(f"episodes: must be >= 1, got {episodes}")
@@ -253,11 +254,13 @@ def eval(  # the command's name shadows the builtin on purpose
         env = _policy_env(meta)
         keys = jax.random.split(jax.random.key(seed), episodes)
         rets, lengths = _episodes(env, spec, jnp.asarray(flat), keys, meta["episode_length"])
-        rets = np.asarray(rets)
+        summary = eval_summary(np.asarray(rets))  # non-finite episodes counted, left out
+        bad = summary["eval_nonfinite"]
         print(
             f"{path}: {meta['algo']} on {meta['env']} ({meta['backend']}): return "
-            f"{rets.mean():.2f} +- {rets.std():.2f} over {episodes} episodes "
+            f"{summary['eval_mean']:.2f} +- {summary['eval_std']:.2f} over {episodes} episodes "
             f"(mean length {np.asarray(lengths).mean():.0f})"
+            + (f"; {bad} with a non-finite return left out" if bad else "")
         )
 
 
