@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -122,9 +123,15 @@ def _setting(label: str, run_dir: Path, rows: list[dict], past: int) -> Setting:
     return Setting(label, run_dir, rows_, finals, pasts, float(np.mean(steps)))
 
 
+@functools.lru_cache(maxsize=16)
+def _arrivals(run_dir: Path) -> analyze.Table:
+    """arrivals.csv of a directory (callers only slice it, never write into it)."""
+    return analyze.read_arrivals(run_dir)
+
+
 def diagnostics(s: Setting) -> dict[str, float]:
     """The pooled `aes-rl analyze` figures of this setting's rows (NaN where not recorded)."""
-    a = analyze.read_arrivals(s.run_dir)
+    a = _arrivals(s.run_dir)  # read once per directory, not once per setting
     mask = np.isin(a["row"], s.rows)
     a = {k: v[mask] for k, v in a.items()}
     pooled = analyze.table(a, {r: ("", r) for r in s.rows}, 3)  # one group: every row
