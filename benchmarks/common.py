@@ -339,11 +339,11 @@ def compile_jitted(jitted: Callable, *args) -> tuple[Callable, float]:
     Call the returned executable for steady-state timing: calling `jitted` itself would look
     up (or build) its own executable again. Before compiling, the programs JAX and the loop
     cache are dropped if the process nears Linux's limit on memory mappings
-    (`loop.bound_compiled_programs`): a benchmark compiles one program per configuration.
+    (`program.bound_compiled_programs`): a benchmark compiles one program per configuration.
     """
-    from aes_rl import loop
+    from aes_rl import program
 
-    if loop.bound_compiled_programs():
+    if program.bound_compiled_programs():
         log("dropped the cached compiled programs (the process neared Linux's limit on memory "
             "mappings); those still in use are rebuilt")
     t0 = time.perf_counter()
@@ -528,7 +528,7 @@ def hlo_sources(hlo_text: str) -> dict[str, list[tuple[str, str, int]]]:
     return out
 
 
-# The parts of a tick (`aes_rl.loop.tick`): the function the tick calls for each part, and
+# The parts of a tick (`aes_rl.engine.tick`): the function the tick calls for each part, and
 # within the env steps, what an instruction's stack passes through.
 TICK_PARTS = (
     ("actor steps", ("_train_actors", "train_actors")),
@@ -849,7 +849,7 @@ def train_run(label: str, cfg, steps: int, seeds: Sequence[int], eval_episodes: 
     `final_episodes` > 0: afterwards, evaluate each seed's final policy (ES mean, TD3 actor) on
     that many fresh deterministic episodes (a key unused by the per-chunk evaluations).
     """
-    from aes_rl import loop, run
+    from aes_rl import program, run
 
     root = Path(run_root) if run_root else Path(tempfile.gettempdir()) / "aes_rl_bench"
     root.mkdir(parents=True, exist_ok=True)
@@ -870,7 +870,7 @@ def train_run(label: str, cfg, steps: int, seeds: Sequence[int], eval_episodes: 
     log(f"  {label}: {result.chunks} chunks in {wall:.0f} s")
     finals: list[list[float]] = []
     if final_episodes > 0:
-        evaluate = loop.make_evaluate(cfg, final_episodes)
-        rets = evaluate(loop.mean_params(cfg, result.state), jax.random.key(987_654_321))
+        evaluate = program.make_evaluate(cfg, final_episodes)
+        rets = evaluate(program.mean_params(cfg, result.state), jax.random.key(987_654_321))
         finals = [[float(x) for x in row] for row in jax.device_get(rets)]
     return LearningRun(label, rows, wall, chunk_wall, run_dir, finals)

@@ -68,14 +68,14 @@ from aes_rl import hosts
 if a["processes"] > 1:
     hosts.initialize(a["coordinator"], a["processes"], a["process_id"])
 import jax
-from aes_rl import loop
+from aes_rl import program
 from aes_rl.config import preset
 cfg = preset(a["env"], "aes-rl", backend=a["backend"], num_slots=a["num_slots"],
              actor_hidden=tuple(a["actor_hidden"]), critic_hidden=tuple(a["critic_hidden"]),
              warmup_steps=a["warmup"], ticks_per_chunk=a["ticks"])
 n = a["rows"]
-state = loop.init_batch(cfg, tuple(range(n)))
-chunk = loop.make_train_chunk(cfg, n, a["ticks"], rows="map")
+state = program.init_batch(cfg, tuple(range(n)))
+chunk = program.make_train_chunk(cfg, n, a["ticks"], rows="map")
 while min(hosts.fetch(state.counters.total_steps)) < cfg.warmup_steps:
     state, m = chunk(state)
 for _ in range(max(1, a["settle"] // a["ticks"])):

@@ -1,11 +1,11 @@
 """Loop overhead: a tick's time against the sum of its parts, each measured alone.
 
 AES-RL on hopper (spring), W slots. The tick is timed inside the library's compiled chunk
-(`loop.make_train_chunk`, a `lax.scan` over ticks) from a state past the warm-up. Each part is
+(`program.make_train_chunk`, a `lax.scan` over ticks) from a state past the warm-up. Each part is
 timed alone inside its own `lax.scan` of the same length, on inputs taken from that state:
 
 - env: one env step of all W slots with their own policies' actions (`vmap(actor.apply)` then
-  `vmap(env.step)`), as a tick does where more than `loop.acting_capacity(W)` slots act; and
+  `vmap(env.step)`), as a tick does where more than `engine.acting_capacity(W)` slots act; and
   of that many slots, as a tick does where fewer act (a tick where none acts takes none);
 - actor: `actor_steps_per_tick` actor-only TD3 steps vmapped over the W slots (the tick runs
   this block only when some slot is training; then all W slots compute, masked);
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from aes_rl import loop, replay, td3
+from aes_rl import engine, program, replay, td3
 from aes_rl.config import preset
 from aes_rl.flags import Algo
 from benchmarks import common
@@ -63,17 +63,17 @@ def parse_args(argv=None) -> Args:
 # ------------------------------------------------------------------ the tick, instrumented
 
 
-def _probe_tick(s: loop.Setup, state: loop.TrainState, _):
+def _probe_tick(s: engine.Setup, state: engine.TrainState, _):
     """One library tick, plus what it ran: any training slot, critic steps taken, an arrival,
     and the path of its env steps (`TickMetrics.env_path`)."""
-    any_train = jnp.any(state.slots.phase == loop.TRAIN)
+    any_train = jnp.any(state.slots.phase == engine.TRAIN)
     before = state.counters.critic_steps
-    state, m = loop.tick(s, state)
+    state, m = engine.tick(s, state)
     return state, (any_train, state.counters.critic_steps - before, jnp.any(m.arrived),
                    m.env_path)
 
 
-def tick_mix(s: loop.Setup, one: loop.TrainState, ticks: int, repeats: int) -> dict:
+def tick_mix(s: engine.Setup, one: engine.TrainState, ticks: int, repeats: int) -> dict:
     """Fractions of ticks that ran the actor block, critic steps per tick, arrival ticks, and
     fractions of ticks whose env steps stepped the few acting slots or all W."""
     run = jax.jit(lambda st: jax.lax.scan(functools.partial(_probe_tick, s), st, None,
@@ -145,7 +145,7 @@ def part_critic(s, one, batch, ticks, repeats):
         learner, _ = td3.critic_step(learner, batch, policy, k, s.hp, s.actor, s.critic)
         return td3.soft_update_critic(learner, s.h.tau), key
 
-    policy = loop.mean_params(s.cfg, jax.tree.map(lambda x: x[None], one))[0]
+    policy = program.mean_params(s.cfg, jax.tree.map(lambda x: x[None], one))[0]
     return _scan_timer(body, (one.learner, jax.random.key(1)), (batch, policy), ticks, repeats)
 
 
@@ -194,10 +194,10 @@ def main(argv=None) -> None:
     cfg = preset(args.env, args.algo, backend=args.backend, num_slots=args.num_slots,
                  **args.net_overrides,
                  warmup_steps=args.warmup_steps, ticks_per_chunk=args.ticks, **CLOCK)
-    s = loop.build(cfg)
-    state = loop.init_batch(cfg, (0,))
+    s = program.build(cfg)
+    state = program.init_batch(cfg, (0,))
     common.log(f"[{NAME}] compiling the chunk ({args.ticks} ticks)")
-    compiled, chunk_compile_s = common.compile_jitted(loop.make_train_chunk(cfg, 1, args.ticks),
+    compiled, chunk_compile_s = common.compile_jitted(program.make_train_chunk(cfg, 1, args.ticks),
                                                       state)
     common.log(f"[{NAME}] running past the warm-up")
     while common.counters(state)["total_steps"] < cfg.warmup_steps + args.settle_steps:
@@ -215,7 +215,7 @@ def main(argv=None) -> None:
     batch = replay.sample(one.buffer, jax.random.key(5), b)
     trans = jax.tree.map(lambda x: x[:w], one.buffer.data)
     n_actor_batches = int(cfg.actor_steps_per_tick) * w
-    cap = loop.acting_capacity(w)
+    cap = engine.acting_capacity(w)
     parts = {}
     for label, fn, extra in (
             ("env step + policy actions (W)", part_env, ()),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aes_rl import loop
+from aes_rl import program
 from aes_rl.config import preset
 from aes_rl.flags import Algo
 from benchmarks import common
@@ -46,8 +46,8 @@ def measure(w: int, args) -> dict:
                  **args.net_overrides,
                  warmup_steps=args.warmup_steps, ticks_per_chunk=args.ticks,
                  env_steps_per_tick=1, actor_steps_per_tick=10, critic_steps_per_tick=2)
-    state = loop.init_batch(cfg, (0,))
-    compiled, compile_s = common.compile_jitted(loop.make_train_chunk(cfg, 1, args.ticks), state)
+    state = program.init_batch(cfg, (0,))
+    compiled, compile_s = common.compile_jitted(program.make_train_chunk(cfg, 1, args.ticks), state)
     while common.counters(state)["total_steps"] < cfg.warmup_steps + args.settle_steps:
         state, _ = compiled(state)
     state, times, before, after = common.timed_chunks(compiled, state, args.repeats)

@@ -43,7 +43,7 @@ from typing import Literal
 import jax
 import numpy as np
 
-from aes_rl import loop, run
+from aes_rl import program, run
 from aes_rl.config import MEAN_RULES, VAR_RULES, preset
 from benchmarks import common
 
@@ -137,12 +137,12 @@ def rows_alone(args, cfg, seeds) -> tuple[int, list[dict]]:
     """Each seed as a one-row program, every seed timed over the same ticks: those after the
     warm-up of the slowest seed and `settle_ticks` more. Returns (chunks before that window,
     per seed figures)."""
-    state = loop.init_batch(cfg, (seeds[0],))
-    compiled, compile_s = common.compile_jitted(loop.make_train_chunk(cfg, 1, args.ticks), state)
+    state = program.init_batch(cfg, (seeds[0],))
+    compiled, compile_s = common.compile_jitted(program.make_train_chunk(cfg, 1, args.ticks), state)
     warm = []
     for seed in seeds:
         common.log(f"row scaling: seed {seed} alone, to the end of its warm-up")
-        warm.append(chunks_to_warm(cfg, loop.init_batch(cfg, (seed,)), compiled))
+        warm.append(chunks_to_warm(cfg, program.init_batch(cfg, (seed,)), compiled))
     start = max(n for _, n in warm) + max(1, args.settle_ticks // args.ticks)
     out = []
     for seed, (state, n) in zip(seeds, warm):
@@ -169,8 +169,8 @@ def row_scaling(args) -> tuple[str, list[dict]]:
     for mode in args.rows:
         for n in (n for n in args.num_rows if n > 1):
             common.log(f"row scaling: {n} rows, {mode}")
-            state = loop.init_batch(cfg, seeds[:n])
-            chunk = loop.make_train_chunk(cfg, n, args.ticks, rows=mode)
+            state = program.init_batch(cfg, seeds[:n])
+            chunk = program.make_train_chunk(cfg, n, args.ticks, rows=mode)
             compiled, compile_s = common.compile_jitted(chunk, state)
             for _ in range(start):  # the window the rows were timed in alone
                 state, _ = compiled(state)
@@ -228,12 +228,12 @@ def sweep_vs_one_by_one(args) -> tuple[str, dict]:
                                save_buffer=False, **kw)
 
     jax.config.update("jax_enable_compilation_cache", False)  # every compile is a compile
-    loop.clear_caches()
+    program.clear_caches()
     t0 = time.perf_counter()
     run.train(cfg, settings("sweep", grid=grid))
     one_program = time.perf_counter() - t0
     shared = time.perf_counter()
-    loop.clear_caches()
+    program.clear_caches()
     for m in MEAN_RULES:
         for v in VAR_RULES:
             run.train(cfg.replace(mean_rule=m, var_rule=v), settings(f"shared-{m}-{v}"))
@@ -241,7 +241,7 @@ def sweep_vs_one_by_one(args) -> tuple[str, dict]:
     each = time.perf_counter()
     for m in MEAN_RULES:
         for v in VAR_RULES:
-            loop.clear_caches()
+            program.clear_caches()
             run.train(cfg.replace(mean_rule=m, var_rule=v), settings(f"each-{m}-{v}"))
     each = time.perf_counter() - each
     jax.config.update("jax_enable_compilation_cache", True)
@@ -256,15 +256,15 @@ def sweep_vs_one_by_one(args) -> tuple[str, dict]:
 CHILD = """
 import json, sys, time
 import jax
-from aes_rl import loop
+from aes_rl import engine, program
 from aes_rl.config import preset
 a = json.loads(sys.argv[1])
 cfg = preset(a["env"], "aes-rl", backend=a["backend"], num_slots=a["num_slots"],
              actor_hidden=tuple(a["actor_hidden"]), critic_hidden=tuple(a["critic_hidden"]),
              warmup_steps=a["warmup"], ticks_per_chunk=a["ticks"])
 n = a["rows"]
-state = loop.init_batch(cfg, tuple(range(n)))
-chunk = loop.make_train_chunk(cfg, n, a["ticks"])
+state = program.init_batch(cfg, tuple(range(n)))
+chunk = program.make_train_chunk(cfg, n, a["ticks"])
 state, _ = chunk(state); jax.block_until_ready(state)
 times = []
 for _ in range(a["repeats"]):
@@ -328,7 +328,7 @@ def main(argv=None) -> None:
         "rows should cost little there; on this CPU every row's work is real work. `vmap` "
         "is the fixed-work tick: each branch of the tick (job assignment, tell, env resets, "
         "barriers) runs for the whole batch in the ticks where some row needs it "
-        "(`loop.row_cond`), so a tick costs the same for every row; `select` is a plain "
+        "(`engine.row_cond`), so a tick costs the same for every row; `select` is a plain "
         "vmap of the tick, where each branch is a select every row pays every tick. 'ticks "
         "where some row's job ended' is how often the job-end branches (tell, assignment) "
         "ran for the batch. `map` runs the rows one after another inside the program, each "
@@ -344,7 +344,7 @@ def main(argv=None) -> None:
     if args.sweep_steps:
         notes.insert(1, f"Sweep: {args.sweep_steps} counted steps per row, persistent "
                      "compilation cache off, compiles and per-chunk evaluations included; rows "
-                     f"mode auto ({loop.row_mode()} on this backend).")
+                     f"mode auto ({program.row_mode()} on this backend).")
     if not args.devices:
         notes.pop()
     session.finish(f"Rows in one program ({args.env}, {args.backend})", tables, notes)

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import jax
 
-from aes_rl import loop
+from aes_rl import program
 from aes_rl.config import preset
 from aes_rl.envs import make_env
 from aes_rl.flags import BackendName, EnvName
@@ -99,8 +99,8 @@ def td3_loop_rates(name: str, backend: str, args) -> dict:
     cfg = preset(name, "td3", backend=backend, **args.net_overrides,
                  warmup_steps=args.warmup_steps,
                  ticks_per_chunk=args.ticks)
-    state = loop.init_batch(cfg, (0,))
-    compiled, compile_s = common.compile_jitted(loop.make_train_chunk(cfg, 1, args.ticks), state)
+    state = program.init_batch(cfg, (0,))
+    compiled, compile_s = common.compile_jitted(program.make_train_chunk(cfg, 1, args.ticks), state)
     while common.counters(state)["total_steps"] < cfg.warmup_steps + cfg.batch_size:
         state, _ = compiled(state)
     (state, _), _ = common.timed(compiled, state)  # one untimed steady-state chunk

@@ -33,7 +33,7 @@ from typing import ClassVar, Literal
 import jax
 import numpy as np
 
-from aes_rl import clock, loop
+from aes_rl import clock, program
 from aes_rl.config import preset
 from aes_rl.flags import BackendName, EnvName
 from benchmarks import common
@@ -131,7 +131,7 @@ def run_to_budget(cfg, compiled, seed: int, budget: int, target: float | None,
                   evaluate) -> dict:
     """Chunks until the counted steps reach `budget`; ticks and wall-clock at the first chunk
     whose mean-policy evaluation reaches `target` (None: no evaluation)."""
-    state = loop.init_batch(cfg, (seed,))
+    state = program.init_batch(cfg, (seed,))
     wall, hit = 0.0, None
     while common.counters(state)["total_steps"] < budget:
         (state, _), dt = common.timed(compiled, state)
@@ -139,7 +139,7 @@ def run_to_budget(cfg, compiled, seed: int, budget: int, target: float | None,
         if target is not None and hit is None:
             c = common.counters(state)
             key = jax.random.fold_in(jax.random.key(7), c["ticks"])
-            ret = float(np.mean(evaluate(loop.mean_params(cfg, state), key)))
+            ret = float(np.mean(evaluate(program.mean_params(cfg, state), key)))
             if ret >= target:
                 hit = (c["ticks"], wall, c["total_steps"])
     c = common.counters(state)
@@ -151,9 +151,9 @@ def run_to_budget(cfg, compiled, seed: int, budget: int, target: float | None,
 
 
 def compiled_chunk(cfg, seed: int):
-    state = loop.init_batch(cfg, (seed,))
+    state = program.init_batch(cfg, (seed,))
     compiled, compile_s = common.compile_jitted(
-        loop.make_train_chunk(cfg, 1, cfg.ticks_per_chunk), state)
+        program.make_train_chunk(cfg, 1, cfg.ticks_per_chunk), state)
     return compiled, compile_s
 
 
@@ -229,7 +229,7 @@ def one_config(env, clock_name, variant, args, partial: common.Partial,
                 compiled, compile_s = compiled_chunk(cfg, seed)
                 head["compile_s"] = head["compile_s"] or compile_s
                 partial.put(key, head)
-                evaluate = loop.make_evaluate(cfg, args.eval_episodes)
+                evaluate = program.make_evaluate(cfg, args.eval_episodes)
             common.log(f"[{NAME}] {env} {clock_name} {variant} seed {seed}: to {args.steps} "
                        "steps")
             got = run_to_budget(cfg, compiled, seed, args.steps, args.target, evaluate)

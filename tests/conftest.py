@@ -23,6 +23,6 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 @pytest.fixture(autouse=True)
 def _bounded_compiled_programs():
     yield
-    from aes_rl import loop
+    from aes_rl import program
 
-    loop.bound_compiled_programs()
+    program.bound_compiled_programs()

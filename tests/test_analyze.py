@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import probe_cfg, probe_flags
 
-from aes_rl import analyze, cli, loop
+from aes_rl import analyze, cli, program
 from aes_rl.es import aes
 
 FIELDS = "chunk,seed,row,tick,slot,return,length,p,is_rl,told"
@@ -202,8 +202,8 @@ def test_analyze_on_a_trained_run_writes_the_table_and_the_png(trained, capsys):
 
 def test_a_generation_tells_nothing_during_its_members_jobs():
     cfg = probe_cfg("cem-rl", pop_size=4, rl_members=2, warmup_steps=40)
-    state = loop.init_batch(cfg, [0])
-    _, m = loop.make_train_chunk(cfg, 1, 300)(state)
+    state = program.init_batch(cfg, [0])
+    _, m = program.make_train_chunk(cfg, 1, 300)(state)
     arrived, info = np.asarray(m.arrived[0]), jax.tree.map(lambda x: np.asarray(x[0]), m.info)
     assert arrived.sum() > 8
     assert np.all(info.mu_shift[arrived] == 0) and np.all(info.tells_during[arrived] == 0)

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from aes_rl import checkpoint, cli, loop
+from aes_rl import checkpoint, cli, program
 from aes_rl.config import ALGOS, preset
 
 pytestmark = pytest.mark.slow
@@ -37,8 +37,8 @@ def hopper_cfg(algo, **kw):
 @pytest.mark.parametrize("algo", ALGOS)
 def test_every_algorithm_runs_chunks_on_brax_hopper(algo):
     cfg = hopper_cfg(algo)
-    state = loop.init_batch(cfg, [0])
-    chunk = loop.make_train_chunk(cfg, 1)
+    state = program.init_batch(cfg, [0])
+    chunk = program.make_train_chunk(cfg, 1)
     for _ in range(3):
         state, m = chunk(state)
     c = jax.device_get(state.counters)
@@ -47,14 +47,14 @@ def test_every_algorithm_runs_chunks_on_brax_hopper(algo):
     assert int(c.arrivals[0]) > 0
     rets = np.asarray(m.ret[0])[np.asarray(m.arrived[0])]
     assert np.all(np.isfinite(rets)) and rets.size > 0
-    assert np.all(np.isfinite(np.asarray(loop.mean_params(cfg, state))))
+    assert np.all(np.isfinite(np.asarray(program.mean_params(cfg, state))))
     if algo != "td3":
         assert int(c.actor_steps[0]) > 0  # RL members trained after the warm-up
 
 
 def test_render_command_writes_an_offline_replay_of_a_brax_policy(tmp_path, capsys):
     cfg = hopper_cfg("aes-rl")
-    flat = loop.build(cfg).actor.init_flat(jax.random.key(0))
+    flat = program.build(cfg).actor.init_flat(jax.random.key(0))
     policy = checkpoint.export_policy(tmp_path / "policy.npz", cfg, flat)
     out = tmp_path / "hop.html"
     cli.main(["render", str(policy), "--out", str(out)])

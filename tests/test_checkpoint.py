@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import assert_trees_equal, probe_cfg, wait_for
 
-from aes_rl import checkpoint, loop, run
+from aes_rl import checkpoint, program, run
 
 HERE = Path(__file__).parent
 
@@ -51,7 +51,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     for f in (tmp_path / "checkpoints" / "3" / "state").rglob("*"):
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"garbage")  # every file of the newest state is destroyed
-    template = loop.init_batch(cfg, [0])
+    template = program.init_batch(cfg, [0])
     with pytest.warns(UserWarning, match="checkpoint 3 is corrupt"):
         chunk, state, _ = ckpt.restore_latest(template)
     assert chunk == 2
@@ -96,8 +96,8 @@ def test_exported_policy_acts_like_the_mean_in_the_state(tmp_path):
     cfg = probe_cfg()
     out = run.train(cfg, settings(tmp_path, max_chunks=2))
     obs = jax.random.uniform(jax.random.key(0), (7, 3), minval=-1, maxval=1)
-    mean = loop.mean_params(cfg, out.state)[0]
-    want = loop.build(cfg).actor.apply(mean, obs)
+    mean = program.mean_params(cfg, out.state)[0]
+    want = program.build(cfg).actor.apply(mean, obs)
     got = run.policy_actions(tmp_path / "policy_seed0.npz", obs)
     np.testing.assert_array_equal(got, want)
     assert (tmp_path / "policy_seed0.npz").stat().st_size < 20_000

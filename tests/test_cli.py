@@ -1,6 +1,7 @@
 """The `aes-rl` command line and the experiment modules, as a new user meets them."""
 
 import csv
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from helpers import probe_flags
 from PIL import Image
 
-from aes_rl import cli
+from aes_rl import algorithms, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,7 +50,6 @@ def call(capsys, *argv):
         (["train", "--algo", "p-cem-rl", "--es", "evosax:Foo"], "es: unknown 'evosax:Foo'"),
         (["train", "--critic-lr", "nan"], "critic_lr: must be finite and in (0, 1], got nan"),
         (["train", "--keep", "0"], "keep: must be an int in [1, 2^31-1], got 0"),
-        (["train", "--mean-eval", "both"], "mean_eval: unknown 'both'; allowed: sequential, para"),
         (["train", "--cost-model", "gpu"], "cost_model: unknown 'gpu'; allowed: paper, device"),
         (["train", "--rows", "both"], "'--rows'"),
         (["train", "--parallel-critic"], "parallel_critic: only p-cem-rl has a parallel-critic"),
@@ -153,6 +153,25 @@ def test_help_documents_every_option(capsys):
     for command in ("resume", "eval", "render", "plot", "bench"):
         code, out, _ = call(capsys, command, "--help")
         assert code == 0 and "usage: aes-rl " + command in out
+
+
+def test_algo_takes_a_newly_registered_algorithm_and_names_the_allowed_ones(capsys, monkeypatch):
+    runs = []
+    monkeypatch.setattr(cli, "_run", lambda algo, env, *rest: runs.append((algo, env)))
+    algorithms.register(dataclasses.replace(algorithms.get("aes-rl"), name="my-aes"))
+    try:
+        code, out, _ = call(capsys, "train", "--algo", "my-aes", "--help")
+        assert code == 0 and "one-plus-one,p-cem-rl,cem-rl,td3,my-aes}" in out
+        assert call(capsys, "train", "--algo", "my-aes", "--env", "probe")[0] == 0
+        assert runs == [("my-aes", "probe")]
+        code, _, err = call(capsys, "train", "--algo", "nope")
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert "invalid choice 'nope' for argument '--algo'" in err and "'my-aes'" in err
+    finally:
+        algorithms.unregister("my-aes")
+    code, _, err = call(capsys, "train", "--algo", "my-aes")
+    assert code == 2 and "invalid choice 'my-aes'" in err and "'td3'" in err
+    assert runs == [("my-aes", "probe")]
 
 
 def test_train_resume_eval_plot_end_to_end(capsys, tmp_path):
@@ -355,10 +374,10 @@ def test_tensorboard_tags_arrivals_with_counted_steps_as_the_authors_do():
 def test_eval_leaves_nonfinite_episodes_out_and_counts_them(capsys, tmp_path):
     from helpers import probe_cfg
 
-    from aes_rl import checkpoint, loop
+    from aes_rl import checkpoint, program
 
     cfg = probe_cfg(env_kwargs=(("nan_prob", 0.5),))
-    flat = np.asarray(loop.build(cfg).actor.init_flat(__import__("jax").random.key(0)))
+    flat = np.asarray(program.build(cfg).actor.init_flat(__import__("jax").random.key(0)))
     path = checkpoint.export_policy(tmp_path / "p.npz", cfg, flat, seed=0)
     code, out, err = call(capsys, "eval", str(path), "--episodes", "16")
     assert code == 0, err

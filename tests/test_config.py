@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aes_rl import loop, run
-from aes_rl.config import ALGOS, FIELDS, INT_MAX, Config, preset
+from aes_rl import algorithms, config, engine, program, run
+from aes_rl.config import ALGOS, FIELDS, HYPER, INT_MAX, STRUCTURAL, Config, preset
+from aes_rl.envs import ENV_NAMES
 
 FIELD_NAMES = [f.name for f in dataclasses.fields(Config) if f.name != "env_kwargs"]
 KINDS = {f.name: f.type for f in dataclasses.fields(Config)}
@@ -84,7 +85,7 @@ def test_any_value_of_any_field_is_accepted_and_builds_or_is_refused_in_one_line
         return
     assert getattr(cfg, name) == value
     # accepted means usable: the loop's pieces (env, nets, strategy with its params) build
-    loop.build(cfg)
+    program.build(cfg)
     assert Config.from_dict(cfg.to_dict()) == cfg
 
 
@@ -116,8 +117,8 @@ def test_values_inside_the_declared_ranges_are_accepted(algo, data):
         changes["n_parents"] = data.draw(st.integers(0, min(changes["acem_ring"], 10)))
     cfg = preset("probe", algo, **dict(PROBE, **changes))
     assert all(getattr(cfg, k) == v for k, v in changes.items())
-    assert loop.build(cfg).cfg == cfg.structure()
-    assert loop.HParams.of(cfg).warmup_steps == cfg.warmup_steps
+    assert program.build(cfg).cfg == cfg.structure()
+    assert engine.HParams.of(cfg).warmup_steps == cfg.warmup_steps
 
 
 @pytest.mark.parametrize(
@@ -187,3 +188,67 @@ def test_preset_overrides_follow_the_authors_per_algorithm_configs():
     assert preset("swimmer", "aes-rl").rho == 0.1
     assert preset("hopper", "p-cem-rl").batch_size == 256
     assert preset("hopper", "cem-rl").batch_size == 100
+
+
+# Fields that are neither traced nor structural: static under jit, but a continued run may
+# change them (the program recompiles). Pinned, so that a new mark is a deliberate change.
+STATIC = {
+    "batch_size",
+    "cost_model",
+    "env_steps_per_tick",
+    "actor_steps_per_tick",
+    "critic_steps_per_tick",
+    "stagger",
+    "parallel_critic",
+    "ticks_per_chunk",
+}
+
+
+def test_each_field_is_declared_once_and_every_table_is_read_from_its_declaration():
+    fields = dataclasses.fields(Config)
+    assert list(FIELDS) == [f.name for f in fields]
+    for f in fields:
+        spec = FIELDS[f.name]
+        assert f.metadata["spec"] is spec  # the dataclass field carries its one declaration
+        assert spec.help.strip().endswith("."), f.name  # every field says what it means
+        assert not (spec.traced and spec.structural), f.name
+        kind = KINDS[f.name]
+        if spec.choices is not None:
+            assert kind == "str" and spec.low is None and spec.high is None, f.name
+        if spec.low is not None or spec.high is not None:
+            assert kind in ("int", "float") or kind.startswith("tuple[int"), f.name
+        if spec.traced:  # a scalar in the state's HParams
+            assert kind in ("int", "float", "str"), f.name
+        assert set(spec.per_env) <= set(ENV_NAMES), f.name
+    assert HYPER == tuple(f.name for f in fields if FIELDS[f.name].traced)
+    assert STRUCTURAL == tuple(f.name for f in fields if FIELDS[f.name].structural)
+    assert {f.name for f in fields} - set(HYPER) - set(STRUCTURAL) == STATIC
+    # the state's traced record holds the same fields in the same order
+    assert tuple(f.name for f in dataclasses.fields(engine.HParams)) == HYPER
+    Config()  # every default is inside its declared range
+    with pytest.raises(ValueError, match="traced or structural, not both"):
+        config.field(1, "Both.", traced=True, structural=True)
+
+
+def test_the_presets_take_what_a_field_declares_for_an_env_over_the_algorithms_preset():
+    for env in ENV_NAMES:
+        for algo in ALGOS:
+            cfg = preset(env, algo)
+            for name, value in config.env_defaults(env).items():
+                assert getattr(cfg, name) == value, (env, algo, name)
+    assert preset("probe", "p-cem-rl").buffer_size == 20_000  # the algorithm's is 1e6
+    assert preset("hopper", "p-cem-rl").buffer_size == 1_000_000
+    assert preset("swimmer").backend == "generalized"
+
+
+def test_algo_choices_are_the_registrys_when_asked():
+    assert FIELDS["algo"].choices == ALGOS == algorithms.names()
+    my_aes = dataclasses.replace(algorithms.get("aes-rl"), name="my-aes")
+    algorithms.register(my_aes)
+    try:
+        assert "my-aes" in FIELDS["algo"].choices and "my-aes" in config.ALGOS
+        assert Config(algo="my-aes").algorithm is my_aes
+    finally:
+        algorithms.unregister("my-aes")
+    with pytest.raises(ValueError, match=r"^algo: unknown 'my-aes'; allowed: aes-rl, acem-rl"):
+        Config(algo="my-aes")

@@ -135,10 +135,10 @@ def test_actions_are_in_control_units_and_reach_brax_in_its_own_range():
 def test_humanoid_acts_in_gym_units_and_the_actor_knows_it():
     """Brax's humanoid rescales [-1, 1] to its +-0.4 control range; Gym's Humanoid-v2 takes
     +-0.4 directly, and so does the authors' actor (max_action 0.4)."""
-    from aes_rl import loop
+    from aes_rl import program
     from aes_rl.config import preset
 
     assert make_env("humanoid").max_action == 0.4
     assert make_env("hopper").max_action == 1.0
-    s = loop.build(preset("humanoid", actor_hidden=(8,), critic_hidden=(8,)))
+    s = program.build(preset("humanoid", actor_hidden=(8,), critic_hidden=(8,)))
     assert s.actor.max_action == 0.4

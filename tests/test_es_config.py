@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aes_rl import loop, sweep
+from aes_rl import program, sweep
 from aes_rl.config import HYPER, STRUCTURAL, preset
 
 
@@ -20,11 +20,11 @@ def test_acem_fields_reach_the_ring_strategy_and_shape_its_state():
         damp_limit=0.01,
         damp_tau=0.25,
     )
-    params = loop.build(cfg).strategy.tell_many.keywords["params"]
+    params = program.build(cfg).strategy.tell_many.keywords["params"]
     assert (params.ring_size, params.n_parents, params.scale_var) == (4, 1, True)
     damp = [float(v) for v in (params.damp_init, params.damp_limit, params.damp_tau)]
     np.testing.assert_allclose(damp, [0.5, 0.01, 0.25], rtol=1e-6)
-    state = loop.init_batch(cfg, (0,))
+    state = program.init_batch(cfg, (0,))
     assert state.es.ring_x.shape[1] == 4  # [rows, K, d]
     assert float(state.es.damp[0]) == pytest.approx(0.5)
 
@@ -37,7 +37,7 @@ def test_one_plus_one_fields_set_its_success_rule():
     cfg = preset(
         "probe", "one-plus-one", success_window=2, success_threshold=0.4, success_factor=0.5
     )
-    s = loop.build(cfg)
+    s = program.build(cfg)
     st = s.strategy.init(jnp.zeros(3))
     assert st.window.shape == (2,)
     x = jnp.ones((1, 3))
@@ -51,7 +51,7 @@ def test_one_plus_one_fields_set_its_success_rule():
 
 def test_cem_parents_and_damping_reach_the_generation_strategy():
     cfg = preset("probe", "p-cem-rl", pop_size=4, rl_members=2, n_parents=1, damp_init=0.25)
-    s = loop.build(cfg)
+    s = program.build(cfg)
     es = s.strategy.init(jax.random.key(0), jnp.zeros(3))
     assert float(es.damp) == pytest.approx(0.25)
     xs = jnp.arange(12.0).reshape(4, 3)

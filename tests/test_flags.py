@@ -1,11 +1,13 @@
 """One front-end convention: the CLI, the experiments and the benchmarks spell settings alike."""
 
+import dataclasses
 import importlib
+import typing
 
 import pytest
 
 from aes_rl import cli, flags
-from aes_rl.config import MEAN_RULES, VAR_RULES, whole_number
+from aes_rl.config import FIELDS, MEAN_RULES, VAR_RULES, whole_number
 from experiments import ablation, paper_comparison, quickstart
 
 BENCHMARKS = (
@@ -155,3 +157,19 @@ def test_experiment_errors_are_one_line_before_any_work(module, argv, message, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"{module.PROG}: error:") and message in err[0]
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def _arg(overrides_cls, name):
+    """The tyro.conf.arg of an overrides field (its help text)."""
+    return typing.get_type_hints(overrides_cls, include_extras=True)[name].__metadata__[-1]
+
+
+def test_help_and_sweep_eligibility_are_read_from_the_field_declarations():
+    for f in dataclasses.fields(flags.Overrides):
+        spec = FIELDS[f.name]
+        assert _arg(flags.Overrides, f.name).help.startswith(spec.help)
+        if f.name in ("actor_hidden", "critic_hidden") or f.type == "bool":
+            continue  # no sweep form: widths are structure, booleans are flags
+        swept = "Several values are swept" in _arg(flags.SweepOverrides, f.name).help
+        assert swept == spec.traced, f.name
+    assert {f.name for f in dataclasses.fields(flags.Overrides)} == set(FIELDS) - flags.OWN

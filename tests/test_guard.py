@@ -10,7 +10,7 @@ import pytest
 from helpers import probe_cfg
 from test_loop import countdown_cfg
 
-from aes_rl import checkpoint, cli, loop, run
+from aes_rl import checkpoint, cli, program, run
 from aes_rl.families import generation
 
 
@@ -21,8 +21,8 @@ def settings(path, **kw):
 
 
 def chunks(cfg, n, seeds=(0,)):
-    state = loop.init_batch(cfg, seeds)
-    chunk = loop.make_train_chunk(cfg, len(seeds))
+    state = program.init_batch(cfg, seeds)
+    chunk = program.make_train_chunk(cfg, len(seeds))
     out = []
     for _ in range(n):
         state, m = chunk(state)
@@ -56,7 +56,7 @@ def test_nonfinite_arrivals_are_not_told_and_never_reach_the_buffer(algo, slots)
     n = int(buf.size)
     for field in buf.data:
         assert np.isfinite(field[:n]).all()
-    assert loop.nonfinite_parts(cfg, state) == []
+    assert program.nonfinite_parts(cfg, state) == []
 
 
 def test_a_generation_with_nonfinite_members_ranks_them_last():
@@ -118,14 +118,14 @@ def test_resume_skips_checkpoints_holding_nonfinite_values(tmp_path):
     cfg = probe_cfg()
     run.train(cfg, settings(tmp_path, max_chunks=2))
     ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints")
-    template = loop.init_batch(cfg, [0])
+    template = program.init_batch(cfg, [0])
     _, good, meta = ckpt.restore_latest(template)
     poisoned = good.replace(es=good.es.replace(mean=good.es.mean.at[0, 3].set(jnp.nan)))
     ckpt.save(3, poisoned, dict(meta, chunk=3))
     with pytest.warns(UserWarning, match="checkpoint 3 is not resumable \\(non-finite ES state\\)"):
         chunk, state, _ = ckpt.restore_latest(template, reject=run._nonfinite_reason(cfg))
     assert chunk == 2 and ckpt.steps() == [1, 2, 3]  # skipped, kept in place (not corrupt)
-    assert loop.nonfinite_parts(cfg, state) == []
+    assert program.nonfinite_parts(cfg, state) == []
 
 
 def test_a_checkpoint_of_another_format_is_refused_in_one_line_and_kept(tmp_path):

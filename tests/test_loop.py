@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from helpers import assert_trees_equal, probe_cfg, sub_jaxprs
 
-from aes_rl import loop
+from aes_rl import engine, program
+from aes_rl.engine import envstep
 from aes_rl.es import aes
 
 # countdown episodes of exactly L steps; warm-up never ends, so every job is an ES rollout.
@@ -27,8 +28,8 @@ def countdown_cfg(algo="aes-rl", **kw):
 
 
 def run(cfg, ticks, seeds=(0,)):
-    state = loop.init_batch(cfg, seeds)
-    return loop.make_train_chunk(cfg, len(seeds), ticks)(state)
+    state = program.init_batch(cfg, seeds)
+    return program.make_train_chunk(cfg, len(seeds), ticks)(state)
 
 
 def test_each_slot_arrives_exactly_when_its_staggered_counters_say():
@@ -55,10 +56,10 @@ def test_without_staggering_all_slots_arrive_together():
 
 def test_same_tick_arrivals_equal_telling_them_one_by_one():
     cfg = countdown_cfg(stagger=False)
-    chunk = loop.make_train_chunk(cfg, 1, 11)  # ticks 0..10: just before the joint arrival
-    state = chunk(loop.init_batch(cfg, [3]))[0]
+    chunk = program.make_train_chunk(cfg, 1, 11)  # ticks 0..10: just before the joint arrival
+    state = chunk(program.init_batch(cfg, [3]))[0]
     before = jax.tree.map(lambda x: x[0], state.es)
-    after, m = loop.make_train_chunk(cfg, 1, 1)(state)
+    after, m = program.make_train_chunk(cfg, 1, 1)(state)
     assert int(m.arrived.sum()) == 4
     sl = jax.tree.map(lambda x: x[0], after.slots)
     mean_rets = sl.eval_sum / sl.eval_count
@@ -108,8 +109,8 @@ def test_critic_never_ahead_of_counted_steps_and_rl_share_converges_to_rho():
         cfg = probe_cfg(
             num_slots=3, critic_steps_per_tick=8, rho=rho, actor_steps_per_tick=50, n_mean_evals=1
         )
-        state = loop.init_batch(cfg, [0])
-        chunk = loop.make_train_chunk(cfg, 1, 100)
+        state = program.init_batch(cfg, [0])
+        chunk = program.make_train_chunk(cfg, 1, 100)
         for _ in range(4):
             state, _ = chunk(state)
             c = state.counters
@@ -134,12 +135,12 @@ def test_two_seeds_in_one_program_equal_the_seeds_run_apart():
 
 def test_same_seed_is_bit_identical_and_the_chunk_compiles_once():
     cfg = probe_cfg("td3")
-    chunk = loop.make_train_chunk(cfg, 1, 50)
-    a = chunk(chunk(loop.init_batch(cfg, [0]))[0])[0]
-    b = chunk(chunk(loop.init_batch(cfg, [0]))[0])[0]
+    chunk = program.make_train_chunk(cfg, 1, 50)
+    a = chunk(chunk(program.init_batch(cfg, [0]))[0])[0]
+    b = chunk(chunk(program.init_batch(cfg, [0]))[0])[0]
     assert chunk._cache_size() == 1  # four calls, one trace and compile
     assert_trees_equal(a, b)
-    c = chunk(chunk(loop.init_batch(cfg, [1]))[0])[0]
+    c = chunk(chunk(program.init_batch(cfg, [1]))[0])[0]
     assert not np.array_equal(a.learner.actor, c.learner.actor)
 
 
@@ -158,13 +159,13 @@ def test_same_seed_is_bit_identical_and_the_chunk_compiles_once():
 def test_every_algorithm_learns_the_probe(algo, slots):
     """Random actions score about -4.2 over 10 steps; the optimum is 0."""
     cfg = probe_cfg(algo, num_slots=slots, ticks_per_chunk=400)
-    state = loop.init_batch(cfg, [0])
-    evaluate = loop.make_evaluate(cfg, 10)
-    start = float(evaluate(loop.mean_params(cfg, state), jax.random.key(9)).mean())
-    chunk = loop.make_train_chunk(cfg, 1)
+    state = program.init_batch(cfg, [0])
+    evaluate = program.make_evaluate(cfg, 10)
+    start = float(evaluate(program.mean_params(cfg, state), jax.random.key(9)).mean())
+    chunk = program.make_train_chunk(cfg, 1)
     for _ in range(4):
         state, _ = chunk(state)
-    final = float(evaluate(loop.mean_params(cfg, state), jax.random.key(9)).mean())
+    final = float(evaluate(program.mean_params(cfg, state), jax.random.key(9)).mean())
     assert final > -0.35, (start, final)
     assert final > start + 0.5
 
@@ -173,17 +174,17 @@ def test_an_evosax_strategy_drives_the_synchronous_loop():
     from aes_rl.es.strategies import EvosaxState
 
     cfg = probe_cfg("p-cem-rl", es="evosax:SNES", num_slots=4, ticks_per_chunk=400, var_init=0.01)
-    state = loop.init_batch(cfg, [0])
+    state = program.init_batch(cfg, [0])
     assert isinstance(state.es, EvosaxState)
-    mean0 = np.asarray(loop.mean_params(cfg, state))
-    evaluate = loop.make_evaluate(cfg, 10)
+    mean0 = np.asarray(program.mean_params(cfg, state))
+    evaluate = program.make_evaluate(cfg, 10)
     start = float(evaluate(mean0, jax.random.key(1)).mean())
-    chunk = loop.make_train_chunk(cfg, 1)
+    chunk = program.make_train_chunk(cfg, 1)
     for _ in range(4):
         state, _ = chunk(state)
-    final = float(evaluate(loop.mean_params(cfg, state), jax.random.key(1)).mean())
+    final = float(evaluate(program.mean_params(cfg, state), jax.random.key(1)).mean())
     assert int(state.counters.arrivals[0]) >= 3 * cfg.pop_size  # several generations told
-    assert not np.allclose(np.asarray(loop.mean_params(cfg, state)), mean0)
+    assert not np.allclose(np.asarray(program.mean_params(cfg, state)), mean0)
     assert final > start + 0.5 and final > -0.35
 
 
@@ -256,25 +257,22 @@ def _scans(jaxpr, length: int):
             yield from _scans(sub, length)
 
 
-@pytest.mark.parametrize(
-    "algo, mean_eval",
-    [("aes-rl", "sequential"), ("aes-rl", "parallel"), ("p-cem-rl", "sequential")],
-)
-def test_the_env_steps_read_the_actors_as_layers_made_before_their_loop(algo, mean_eval):
+@pytest.mark.parametrize("algo", ["aes-rl", "p-cem-rl"])
+def test_the_env_steps_read_the_actors_as_layers_made_before_their_loop(algo):
     """Inside a tick's env-step loops (all W slots; the few acting ones, `acting_capacity`)
     no equation reads the slots' flat actor vectors [W, d]: the layers they act with are made
     once before the loop (on a GPU, reading them from the flat vectors copied every slot's
     weights into another layout at every env step)."""
-    cfg = probe_cfg(algo, num_slots=3, env_steps_per_tick=4, mean_eval=mean_eval)
-    s = loop.build(cfg)
-    state = loop.init(cfg, jax.random.key(0))
+    cfg = probe_cfg(algo, num_slots=3, env_steps_per_tick=4)
+    s = program.build(cfg)
+    state = program.init(cfg, jax.random.key(0))
     flat = state.slots.params.shape
-    jaxpr = jax.make_jaxpr(lambda st: loop.tick(s, st))(state).jaxpr
-    # the env steps (the actor and critic loops have other lengths): all W slots, and with
-    # sequential mean evaluations also the path of the few (here 1 of 3)
+    jaxpr = jax.make_jaxpr(lambda st: engine.tick(s, st))(state).jaxpr
+    # the env steps (the actor and critic loops have other lengths): all W slots, and the
+    # path of the few (here 1 of 3)
     loops = list(_scans(jaxpr, 4))
-    few = loop.acting_capacity(3)
-    assert few == 1 and len(loops) == (2 if mean_eval == "sequential" else 1)
+    few = engine.acting_capacity(3)
+    assert few == 1 and len(loops) == 2
     widths = []
     for eqn in loops:
         shapes = list(_input_shapes(eqn.params["jaxpr"].jaxpr))
@@ -282,53 +280,53 @@ def test_the_env_steps_read_the_actors_as_layers_made_before_their_loop(algo, me
         # the layers are what they read: [slots, in, out] kernels
         h = cfg.actor_hidden
         widths += [k for k in (3, few) if (k, h[0], h[1]) in shapes]
-    assert sorted(widths) == sorted({3, few} if mean_eval == "sequential" else {3})
+    assert sorted(widths) == [few, 3]
 
 
 def test_compiled_programs_are_dropped_only_near_the_memory_map_limit(monkeypatch):
     """A compiled chunk holds memory mappings while the caches keep it; `clear_caches` gives
     them back, and `bound_compiled_programs` clears only past its fraction of the limit."""
-    held, allowed = loop.memory_maps()
+    held, allowed = program.memory_maps()
     if not allowed:
         pytest.skip("no /proc: no limit on memory mappings to guard")
     cfg = probe_cfg(num_slots=3, rho=0.25)
-    state = loop.init_batch(cfg, (0,))
-    jax.block_until_ready(loop.make_train_chunk(cfg, 1, 20)(state))
-    with_program = loop.memory_maps()[0]
-    loop.clear_caches()
-    assert loop.memory_maps()[0] < with_program - 100  # the chunk's code mappings are gone
+    state = program.init_batch(cfg, (0,))
+    jax.block_until_ready(program.make_train_chunk(cfg, 1, 20)(state))
+    with_program = program.memory_maps()[0]
+    program.clear_caches()
+    assert program.memory_maps()[0] < with_program - 100  # the chunk's code mappings are gone
 
     cleared = []
-    monkeypatch.setattr(loop, "clear_caches", lambda: cleared.append(True))
-    monkeypatch.setattr(loop, "memory_maps", lambda: (600, 1000))
-    assert loop.bound_compiled_programs(0.6) is False and not cleared  # 600 <= 0.6 * 1000
-    assert loop.bound_compiled_programs(0.5) is True and cleared == [True]
-    monkeypatch.setattr(loop, "memory_maps", lambda: (0, 0))  # no /proc: never clears
-    assert loop.bound_compiled_programs(0.0) is False and cleared == [True]
+    monkeypatch.setattr(program, "clear_caches", lambda: cleared.append(True))
+    monkeypatch.setattr(program, "memory_maps", lambda: (600, 1000))
+    assert program.bound_compiled_programs(0.6) is False and not cleared  # 600 <= 0.6 * 1000
+    assert program.bound_compiled_programs(0.5) is True and cleared == [True]
+    monkeypatch.setattr(program, "memory_maps", lambda: (0, 0))  # no /proc: never clears
+    assert program.bound_compiled_programs(0.0) is False and cleared == [True]
 
 
 def _run_ticks_recording(cfg, ticks: int, monkeypatch):
     """`ticks` ticks of one row, recording at each tick's start how many slots act and, for
     every env step taken, how many slots it stepped (in execution order)."""
     events = []
-    real = loop._env_step
+    real = engine.env_step
 
     def recorded(s, state, sl, *args, **kw):
         jax.debug.callback(lambda n: events.append(("step", int(n))), sl.phase.shape[0],
                            ordered=True)
         return real(s, state, sl, *args, **kw)
 
-    monkeypatch.setattr(loop, "_env_step", recorded)
-    s = loop.build(cfg)
+    monkeypatch.setattr(envstep, "env_step", recorded)
+    s = program.build(cfg)
 
     def tick(st, _):
         ph = st.slots.phase
-        n = jnp.sum((ph == loop.ROLLOUT) | (ph == loop.MEAN_EVAL))
+        n = jnp.sum((ph == engine.ROLLOUT) | (ph == engine.MEAN_EVAL))
         jax.debug.callback(lambda k: events.append(("tick", int(k))), n, ordered=True)
-        st, m = loop.tick(s, st)
+        st, m = engine.tick(s, st)
         return st, m.env_path
 
-    state = loop.init(cfg, jax.random.key(1))
+    state = program.init(cfg, jax.random.key(1))
     state, paths = jax.jit(lambda st: jax.lax.scan(tick, st, None, length=ticks))(state)
     jax.effects_barrier()
     monkeypatch.undo()
@@ -348,7 +346,7 @@ def test_a_tick_steps_only_the_envs_its_acting_slots_need(monkeypatch):
         num_slots=4, env_steps_per_tick=3, actor_steps_per_tick=1, warmup_steps=20,
         buffer_size=3_998,
     )
-    cap = loop.acting_capacity(4)
+    cap = engine.acting_capacity(4)
     _, per_tick, paths = _run_ticks_recording(cfg, 150, monkeypatch)
     seen = set()
     for (n_acting, widths), path in zip(per_tick, paths, strict=True):
@@ -368,23 +366,23 @@ def test_stepping_the_few_acting_slots_equals_stepping_all_of_them(monkeypatch):
         num_slots=4, env_steps_per_tick=3, actor_steps_per_tick=1, warmup_steps=20,
         buffer_size=3_997,
     )
-    s = loop.build(cfg)
-    real = loop.acting_capacity
+    s = program.build(cfg)
+    real = engine.acting_capacity
     steps = {}
     for name, cap in (("few", real), ("all", lambda w: w)):
-        monkeypatch.setattr(loop, "acting_capacity", cap)
-        step = jax.jit(lambda st: loop._step_envs(s.bind(st.hp), st, jax.random.key(7)))
-        steps[name] = step.lower(loop.init(cfg, jax.random.key(0))).compile()  # with `cap`
+        monkeypatch.setattr(envstep, "acting_capacity", cap)
+        step = jax.jit(lambda st: engine.step_envs(s.bind(st.hp), st, jax.random.key(7)))
+        steps[name] = step.lower(program.init(cfg, jax.random.key(0))).compile()  # with `cap`
     monkeypatch.undo()
     advance = jax.jit(
-        lambda st: jax.lax.scan(lambda x, _: (loop.tick(s, x)[0], None), st, None, length=3)[0]
+        lambda st: jax.lax.scan(lambda x, _: (engine.tick(s, x)[0], None), st, None, length=3)[0]
     )
-    state = loop.init(cfg, jax.random.key(2))
+    state = program.init(cfg, jax.random.key(2))
     compared = set()
     for _ in range(60):
         state = advance(state)
         ph = np.asarray(state.slots.phase)
-        n = int(np.sum((ph == loop.ROLLOUT) | (ph == loop.MEAN_EVAL)))
+        n = int(np.sum((ph == engine.ROLLOUT) | (ph == engine.MEAN_EVAL)))
         (few, few_done, _), (all_, all_done, _) = steps["few"](state), steps["all"](state)
         np.testing.assert_array_equal(few_done, all_done)
         for a, b in zip(jax.tree.leaves(few), jax.tree.leaves(all_)):

@@ -1,8 +1,18 @@
 """The Brax presets of P (docs/findings.md, "Presets"): a quarter of the authors' values."""
 
+import dataclasses
+
 import pytest
 
-from aes_rl.config import AUTHORS_MEAN_PARAM, BRAX_P_FACTOR, FIELDS, preset
+from aes_rl import algorithms
+from aes_rl.config import (
+    AUTHORS_MEAN_PARAM,
+    BRAX_P_FACTOR,
+    FIELDS,
+    MEAN_PARAM,
+    preset,
+    preset_default_text,
+)
 from aes_rl.envs import BRAX_ENVS
 
 
@@ -28,3 +38,22 @@ def test_the_measured_values_and_the_override():
     assert preset("hopper").mean_param == 150.0
     assert preset("walker2d", mean_param=800.0).mean_param == 800.0  # the authors' regime
     assert "walker2d 800" in FIELDS["mean_param"].help  # --help says what the authors used
+
+
+def test_an_algorithms_preset_is_its_registry_records_and_the_env_declarations_come_over_it():
+    mine = dataclasses.replace(
+        algorithms.get("aes-rl"), name="my-aes", preset=lambda env: dict(rho=0.3, buffer_size=7000)
+    )
+    algorithms.register(mine)
+    try:
+        assert preset("hopper", "my-aes").rho == 0.3
+        assert preset("hopper", "my-aes").buffer_size == 7000
+        assert preset("probe", "my-aes").buffer_size == 20_000  # the test env's declared size
+        assert preset("walker2d", "my-aes").mean_param == 200.0  # declared per env
+    finally:
+        algorithms.unregister("my-aes")
+
+
+def test_the_help_lists_p_per_env_from_its_declaration():
+    assert FIELDS["mean_param"].per_env == MEAN_PARAM
+    assert preset_default_text("mean_param").startswith("halfcheetah 500, hopper 150, walker2d 200")

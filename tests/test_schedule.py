@@ -10,9 +10,9 @@ import pytest
 from helpers import probe_cfg
 from test_loop import countdown_cfg
 
-from aes_rl import clock, loop, run, td3
+from aes_rl import clock, engine, program, replay, run, td3
 from aes_rl.config import preset
-from aes_rl.loop import CRITIC, MEAN_EVAL, ROLLOUT, TRAIN, WAIT, Rate
+from aes_rl.engine import CRITIC, MEAN_EVAL, ROLLOUT, TRAIN, WAIT, Rate
 
 
 def first(tree):
@@ -22,11 +22,11 @@ def first(tree):
 def trace(cfg, ticks):
     """Per tick (before it runs): stage, slot phases and members, counters, the generation's
     rows and slot 0's policy. One compiled one-tick chunk, called `ticks` times."""
-    state = loop.init_batch(cfg, [0])
-    step = loop.make_train_chunk(cfg, 1, 1)
+    state = program.init_batch(cfg, [0])
+    step = program.make_train_chunk(cfg, 1, 1)
     rows = []
     for t in range(ticks):
-        sl = first(state.slots.replace(env=None, critic=None, opt=None, side=None))
+        sl = first(state.slots.replace(env=None, critic=None, opt=None))
         g, c = first(state.gen), first(state.counters)
         rows.append(
             dict(
@@ -152,8 +152,8 @@ def test_cem_rl_interleaves_critic_actor_and_rollout_per_member():
 
 def test_an_rl_job_trains_against_the_critic_as_it_was_when_the_job_started():
     cfg = probe_cfg(num_slots=3, warmup_steps=100, actor_steps_per_tick=1)
-    state = loop.init_batch(cfg, [0])
-    step = loop.make_train_chunk(cfg, 1, 1)
+    state = program.init_batch(cfg, [0])
+    step = program.make_train_chunk(cfg, 1, 1)
     seen = 0
     for _ in range(400):
         before = first(state.slots.replace(env=None, opt=None))
@@ -192,8 +192,8 @@ def test_the_critic_worker_trains_in_jobs_against_the_mean_at_each_jobs_start():
         critic_job_steps=j,
         rl_history=2,
     )
-    state = loop.init_batch(cfg, [0])
-    step = loop.make_train_chunk(cfg, 1, 1)
+    state = program.init_batch(cfg, [0])
+    step = program.make_train_chunk(cfg, 1, 1)
     starts = ends = ahead = copies = stale = 0
     for _ in range(300):
         job0, c0 = first(state.critic_job), first(state.counters)
@@ -234,8 +234,8 @@ def test_critic_jobs_of_one_step_are_a_fresh_mean_and_critic_every_step():
         critic_steps_per_tick=4,
         critic_job_steps=1,
     )
-    state = loop.init_batch(cfg, [0])
-    step = loop.make_train_chunk(cfg, 1, 1)
+    state = program.init_batch(cfg, [0])
+    step = program.make_train_chunk(cfg, 1, 1)
     for _ in range(200):
         state, _ = step(state)
         c = first(state.counters)
@@ -246,16 +246,16 @@ def test_critic_jobs_of_one_step_are_a_fresh_mean_and_critic_every_step():
 
 def test_training_uses_the_snapshot_not_the_live_critic():
     cfg = probe_cfg(num_slots=2, warmup_steps=60, actor_steps_per_tick=1)
-    state = loop.init_batch(cfg, [0])
-    step = loop.make_train_chunk(cfg, 1, 1)
+    state = program.init_batch(cfg, [0])
+    step = program.make_train_chunk(cfg, 1, 1)
     while not bool(jnp.any(state.slots.phase[0] == TRAIN)):
         state, _ = step(state)
     one = jax.tree.map(lambda x: x[0], state)
-    s = loop.build(cfg)
+    s = program.build(cfg)
     key = jax.random.key(5)
-    a = loop._train_actors(s, one, key).slots.params
+    a = engine.train_actors(s, one, key).slots.params
     other = one.replace(learner=jax.tree.map(lambda x: x * 0.0 + 1.0, one.learner))
-    b = loop._train_actors(s, other, key).slots.params
+    b = engine.train_actors(s, other, key).slots.params
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(np.asarray(a), np.asarray(one.slots.params))  # it trained
 
@@ -279,7 +279,7 @@ def test_an_es_job_takes_the_ticks_its_cost_says(rate, ticks):
         num_slots=2,
         env_steps_per_tick=rate,
     )
-    _, m = loop.make_train_chunk(cfg, 1, 60)(loop.init_batch(cfg, [0]))
+    _, m = program.make_train_chunk(cfg, 1, 60)(program.init_batch(cfg, [0]))
     arrivals = np.flatnonzero(np.asarray(m.arrived[0])[:, 0])
     assert arrivals[0] == ticks - 1 and set(np.diff(arrivals)) == {ticks}
 
@@ -295,7 +295,7 @@ def test_an_rl_job_takes_b_a_over_the_actor_rate():
         actor_steps_per_tick=1 / 3,
         ticks_per_chunk=100,
     )
-    _, m = loop.make_train_chunk(cfg, 1, 1200)(loop.init_batch(cfg, [0]))
+    _, m = program.make_train_chunk(cfg, 1, 1200)(program.init_batch(cfg, [0]))
     arrived, is_rl = np.asarray(m.arrived[0]), np.asarray(m.is_rl[0])
     gaps = {True: set(), False: set()}
     for w in range(cfg.num_slots):
@@ -312,7 +312,7 @@ def test_td3_time_is_an_env_step_and_an_update_per_tick(tmp_path):
     out = run.train(cfg, run.RunSettings(str(tmp_path), steps=300, progress=False))
     row = out.rows[-1]
     assert row["time"] == pytest.approx(row["ticks"] * (1 / 10 + 1 / 0.5))
-    assert loop.tick_cost(probe_cfg("aes-rl")) == 1.0
+    assert program.tick_cost(probe_cfg("aes-rl")) == 1.0
 
 
 def test_paper_clock_is_the_default_and_rates_select_custom():
@@ -409,44 +409,28 @@ def test_a_calibrated_clock_is_stored_and_survives_resume(tmp_path, monkeypatch)
 def test_critic_steps_of_a_critic_step_are_what_td3_computes():
     """The serial critic's update equals td3.critic_step with the member as target policy."""
     cfg = countdown_cfg("p-cem-rl", warmup_steps=40, n_mean_evals=1, stagger=False)
-    state = loop.init_batch(cfg, [0])
-    state = loop.make_train_chunk(cfg, 1, 17)(state)[0]  # inside the first critic job
+    state = program.init_batch(cfg, [0])
+    state = program.make_train_chunk(cfg, 1, 17)(state)[0]  # inside the first critic job
     one = jax.tree.map(lambda x: x[0], state)
     assert int(one.slots.phase[0]) == CRITIC
-    s = loop.build(cfg)
+    s = program.build(cfg)
     key = jax.random.key(3)
-    got = loop._train_critic(s, one, key).learner
+    got = engine.train_critic(s, one, key).learner
     want = one.learner
     policy = one.slots.params[0]
     for k in jax.random.split(key, 2):
         k_batch, k_noise = jax.random.split(k)
-        batch = loop.replay.sample(one.buffer, k_batch, cfg.batch_size)
+        batch = replay.sample(one.buffer, k_batch, cfg.batch_size)
         want, _ = td3.critic_step(want, batch, policy, k_noise, s.hp, s.actor, s.critic)
         want = td3.soft_update_critic(want, cfg.tau)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("mode,gap", [("sequential", 4 + 3 * 4), ("parallel", 4 + 4)])
-def test_parallel_mean_evaluation_runs_the_episodes_side_by_side(mode, gap):
+def test_mean_evaluation_runs_its_episodes_one_after_another():
     """Countdown episodes of L = 4 steps, 3 mean-evaluation episodes: an ES job is the rollout
-    then 3 episodes one after another (16 ticks), or side by side (8 ticks)."""
-    cfg = countdown_cfg(n_mean_evals=3, stagger=False, num_slots=2, mean_eval=mode)
-    state, m = loop.make_train_chunk(cfg, 1, 50)(loop.init_batch(cfg, [0]))
+    then 3 episodes one after another (16 ticks), as the authors' workers run them."""
+    cfg = countdown_cfg(n_mean_evals=3, stagger=False, num_slots=2)
+    state, m = program.make_train_chunk(cfg, 1, 50)(program.init_batch(cfg, [0]))
     arrivals = np.flatnonzero(np.asarray(m.arrived[0])[:, 0])
-    assert arrivals[0] == gap - 1 and set(np.diff(arrivals)) == {gap}
-    if mode == "parallel":
-        # f_mu is the mean of the 3 side-by-side returns of the last told slot (slot 1)
-        side = first(state.slots.side.replace(env=None))
-        last_tick = np.flatnonzero(np.asarray(m.arrived[0]).any(axis=1))[-1]
-        assert np.asarray(m.arrived[0])[last_tick].tolist() == [True, True]
-        f_mu = float(np.asarray(state.counters.f_mu)[0])
-        assert f_mu == pytest.approx(float(side.ret[1].mean()), rel=1e-6)
-        assert not side.alive.any() and np.all(side.ret < 0)  # 3 finished probe episodes
-
-
-def test_parallel_mean_evaluation_shortens_the_pcem_mean_stage():
-    cfg = countdown_cfg("p-cem-rl", n_mean_evals=3, stagger=False, mean_eval="parallel")
-    rows, _ = trace(cfg, 16)
-    stages = "".join("CAEM"[r["stage"]] for r in rows)
-    assert stages == "E" * 12 + "M" * 4  # 3 episodes of the mean in one episode's time
+    assert arrivals[0] == 4 + 3 * 4 - 1 and set(np.diff(arrivals)) == {4 + 3 * 4}

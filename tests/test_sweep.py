@@ -1,15 +1,14 @@
 """Sweeps: traced hyper-parameters, many settings as rows of ONE compiled program."""
 
 import csv
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_equal, probe_cfg, probe_flags, sub_jaxprs
+from helpers import assert_trees_equal, probe_cfg, probe_flags
 
-from aes_rl import cli, loop, run, sweep
+from aes_rl import cli, engine, program, run, sweep
 from aes_rl.config import HYPER, STRUCTURAL
 
 
@@ -19,8 +18,8 @@ def one_row(state, i):
 
 def assert_row_equals_alone(state, metrics, i, alone, alone_metrics, exact: bool):
     """Row i of a batched run equals the same setting run alone (one row, un-batched):
-    bit for bit when rows run one after another (`map`); to rounding side by side (`vmap`,
-    `select`: batched kernels may round differently)."""
+    bit for bit when rows run one after another (`map`); to rounding side by side (`vmap`:
+    batched kernels may round differently)."""
     row = one_row(state, i)
     if exact:
         assert_trees_equal(row, alone)
@@ -52,11 +51,6 @@ def assert_row_equals_alone(state, metrics, i, alone, alone_metrics, exact: bool
             dict(mean_rule=["fixed-sigmoid", "baseline-absolute"], warmup_steps=[20, 40]),
             "vmap",
         ),
-        (
-            "aes-rl",
-            dict(mean_rule=["fixed-sigmoid", "baseline-absolute"], warmup_steps=[20, 40]),
-            "select",
-        ),
         ("p-cem-rl", dict(rl_members=[1, 2], warmup_steps=[100, 200]), "map"),
         ("p-cem-rl", dict(rl_members=[1, 2], warmup_steps=[100, 200]), "vmap"),
         ("td3", dict(critic_lr=[1e-3, 3e-3], policy_delay=[2, 3]), "map"),
@@ -68,18 +62,18 @@ def test_rows_of_a_sweep_share_one_compile_and_each_equals_its_separate_run(algo
     expanded = sweep.expand(base, tuple((k, tuple(v)) for k, v in grid.items()), (0, 1))
     cfgs, seeds = [r.cfg for r in expanded], [r.seed for r in expanded]
     n = len(expanded)
-    chunk = loop.make_train_chunk(cfgs[0], n, 60, rows=rows)
-    assert all(loop.make_train_chunk(c, n, 60, rows=rows) is chunk for c in cfgs)
-    state, metrics = chunk(loop.init_batch(cfgs, seeds))
+    chunk = program.make_train_chunk(cfgs[0], n, 60, rows=rows)
+    assert all(program.make_train_chunk(c, n, 60, rows=rows) is chunk for c in cfgs)
+    state, metrics = chunk(program.init_batch(cfgs, seeds))
     assert chunk._cache_size() == 1  # every setting: one trace, one compile
     for name, values in grid.items():  # each row carries its own traced values
         got = np.asarray(getattr(state.hp, name))
-        want = [getattr(loop.HParams.of(r.cfg), name) for r in expanded]
+        want = [getattr(engine.HParams.of(r.cfg), name) for r in expanded]
         np.testing.assert_allclose(got, np.asarray(want))
         assert len(set(got.tolist())) == len(values)
     for i in (0, n - 1):  # the first and the last row, each run alone
         r = expanded[i]
-        alone, alone_m = loop.make_train_chunk(r.cfg, 1, 60)(loop.init_batch(r.cfg, [r.seed]))
+        alone, alone_m = program.make_train_chunk(r.cfg, 1, 60)(program.init_batch(r.cfg, [r.seed]))
         assert_row_equals_alone(state, metrics, i, alone, alone_m, exact=rows == "map")
     if rows != "map" and algo != "td3":
         # The rows' jobs differ, so branches ran for rows that did not need them (td3's rows
@@ -99,166 +93,15 @@ def test_rows_of_a_sweep_share_one_compile_and_each_equals_its_separate_run(algo
     assert not all(np.array_equal(x, y) for x, y in leaves)
 
 
-def _conds(jaxpr, branches: int) -> int:
-    """`cond`s with this many branches anywhere in a jaxpr (`lax.cond` has two)."""
-    n = 0
-    for eqn in jaxpr.eqns:
-        n += eqn.primitive.name == "cond" and len(eqn.params["branches"]) == branches
-        n += sum(_conds(sub, branches) for sub in sub_jaxprs(eqn))
-    return n
-
-
-# One algorithm per family: the tick's branches are the family's and the loop's.
-@pytest.mark.parametrize("algo", ["aes-rl", "p-cem-rl", "td3"])
-def test_rows_side_by_side_keep_every_branch_of_the_tick(algo):
-    """Under `vmap` a cond on a row's predicate becomes a select: every row would pay every
-    branch (job assignment, tell, env resets, barriers) every tick. Side-by-side rows keep each
-    branch a branch, entered for the batch when some row needs it (`loop.row_cond`): a cond,
-    or a three-way switch where the branch has its own copy for ticks every row takes it (a
-    branch nested in such a one is then counted twice)."""
-    cfg = probe_cfg(algo, num_slots=1 if algo == "td3" else 4, warmup_steps=20)
-    one_state = loop.init_batch(cfg, [0])
-    state = loop.init_batch(cfg, [0, 1])
-    alone = jax.make_jaxpr(loop.make_train_chunk(cfg, 1, 3))(one_state)
-    rows = jax.make_jaxpr(loop.make_train_chunk(cfg, 2, 3, rows="vmap"))(state)
-    assert _conds(alone.jaxpr, 3) == 0
-    assert _conds(rows.jaxpr, 2) + _conds(rows.jaxpr, 3) >= _conds(alone.jaxpr, 2) > 0
-    assert _conds(rows.jaxpr, 3) > 0  # the critic's steps: every row's branch (all_rows)
-    # What a plain vmap of the tick (`select`) does instead (the checks above can fail):
-    plain = jax.make_jaxpr(loop.make_train_chunk(cfg, 2, 3, rows="select"))(state)
-    assert _conds(plain.jaxpr, 2) == _conds(plain.jaxpr, 3) == 0
-
-
-def test_row_cond_enters_its_branch_only_when_some_row_needs_it():
-    s = dataclasses.replace(loop.build(probe_cfg()), row_axis=loop.ROW_AXIS)
-    entered = []
-
-    def double(x):
-        jax.debug.callback(lambda: entered.append(1))
-        return 2.0 * x
-
-    def rows(pred, x):
-        return loop.row_cond(s, pred, double, lambda v: v, x)
-
-    f = jax.jit(jax.vmap(rows, axis_name=loop.ROW_AXIS))
-    x = jnp.array([1.0, 2.0, 3.0])
-    np.testing.assert_array_equal(f(jnp.array([False, False, False]), x), x)
-    jax.effects_barrier()
-    assert not entered  # no row needed it: not run
-    np.testing.assert_array_equal(f(jnp.array([False, True, False]), x), [1.0, 4.0, 3.0])
-    jax.effects_barrier()
-    assert entered  # one row needed it: run for the batch, the others keep their own
-
-    # A branch every row takes most ticks (all_rows) has a third way, without the select:
-    def every(pred, x):
-        return loop.row_cond(s, pred, double, lambda v: v, x, all_rows=True)
-
-    g = jax.jit(jax.vmap(every, axis_name=loop.ROW_AXIS))
-    for pred in ([False, False, False], [True, False, True], [True, True, True]):
-        expect = np.where(pred, 2.0 * np.asarray(x), x)
-        np.testing.assert_array_equal(g(jnp.array(pred), x), expect)
-    switch = [
-        e
-        for e in jax.make_jaxpr(jax.vmap(every, axis_name=loop.ROW_AXIS))(
-            jnp.array([True, True, True]), x
-        ).eqns
-        if e.primitive.name == "cond"
-    ]
-    assert len(switch) == 1 and len(switch[0].params["branches"]) == 3
-    prims = [{e.primitive.name for e in b.jaxpr.eqns} for b in switch[0].params["branches"]]
-    assert "select_n" in prims[1] and "select_n" not in prims[2]  # some rows / all rows
-
-    # A masked branch (it masks its own writes per slot) runs for the batch without a select:
-    def masked(pred, x):
-        return loop.row_cond(
-            s, pred, lambda v: jnp.where(pred, 2.0 * v, v), lambda v: v, x, masked=True
-        )
-
-    h = jax.vmap(masked, axis_name=loop.ROW_AXIS)
-    for pred in ([False, False, False], [True, False, True]):
-        expect = np.where(pred, 2.0 * np.asarray(x), x)
-        np.testing.assert_array_equal(jax.jit(h)(jnp.array(pred), x), expect)
-    (cond,) = [
-        e
-        for e in jax.make_jaxpr(h)(jnp.array([True, False, True]), x).eqns
-        if e.primitive.name == "cond"
-    ]
-    prims = [{e.primitive.name for e in b.jaxpr.eqns} for b in cond.params["branches"]]
-    assert len(prims) == 2 and "cond" not in prims[1]  # no per-row cond (a select) inside
-    plain = dataclasses.replace(s, row_axis=None)  # one row: a plain cond
-    assert (
-        float(jax.jit(lambda p, v: loop.row_cond(plain, p, double, lambda u: u, v))(True, 3.0))
-        == 6.0
-    )
-
-
-def _bits_equal(a, b) -> jax.Array:
-    """Whether two pytrees hold the same bits (NaNs and signed zeros included)."""
-
-    def leaf(x, y):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x, y = jax.random.key_data(x), jax.random.key_data(y)
-        if jnp.issubdtype(x.dtype, jnp.floating):
-            kind = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[x.dtype.itemsize]
-            x, y = jax.lax.bitcast_convert_type(x, kind), jax.lax.bitcast_convert_type(y, kind)
-        return jnp.array_equal(x, y)
-
-    return jnp.all(jnp.stack([leaf(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]))
-
-
-# The masked branches of the tick (`row_cond(..., masked=True)`): the tells, job assignment,
-# env and side-episode resets, side-episode steps, actor steps and the member/mean copies of
-# advance_phases. Both families that use them, sequential and parallel mean evaluations.
-@pytest.mark.parametrize(
-    "algo,kw",
-    [
-        ("aes-rl", {}),
-        ("aes-rl", dict(mean_eval="parallel")),
-        ("p-cem-rl", dict(pop_size=4, rl_members=2)),
-    ],
-)
-def test_every_masked_branch_leaves_a_row_untouched_where_its_predicate_is_false(
-    monkeypatch, algo, kw
-):
-    """Side by side, a masked branch runs for every row without the per-row select, so a row
-    that did not need it keeps what the branch computed for it. That is right only if the
-    branch changes nothing (bit for bit) where the row's predicate is False; here every masked
-    branch of real ticks is run both ways on its operand whenever its predicate is False."""
-    seen = []
-    real = loop.row_cond
-
-    def checked(s, pred, true_fn, false_fn, operand, all_rows=False, masked=False):
-        if masked:
-            same = _bits_equal(true_fn(operand), false_fn(operand))
-            jax.debug.callback(lambda p, ok: seen.append((bool(p), bool(ok))), pred, same)
-        return real(s, pred, true_fn, false_fn, operand, all_rows=all_rows, masked=masked)
-
-    s = loop.build(probe_cfg())
-    bad = checked(s, jnp.array(False), lambda v: v + 1.0, lambda v: v, jnp.ones(3), masked=True)
-    jax.effects_barrier()
-    assert seen == [(False, False)] and float(bad[0]) == 1.0  # the check can fail
-    seen.clear()
-    monkeypatch.setattr(loop, "row_cond", checked)
-    # A buffer size no other test uses: the programs are traced here, with the checked
-    # row_cond, and no other test's cached programs are dropped or reused.
-    cfg = probe_cfg(algo, num_slots=4, warmup_steps=20, buffer_size=3_999, **kw)
-    jax.block_until_ready(loop.make_train_chunk(cfg, 1, 80)(loop.init_batch(cfg, [0])))
-    jax.effects_barrier()
-    monkeypatch.undo()
-    skipped = [ok for pred, ok in seen if not pred]
-    assert len(skipped) > 50 and any(pred for pred, _ in seen)
-    assert all(skipped)
-
-
 def test_auto_rows_run_one_after_another_on_a_cpu():
-    assert loop.row_mode("auto") == ("map" if jax.default_backend() == "cpu" else "vmap")
-    with pytest.raises(ValueError, match="rows: unknown 'both'; allowed: auto, map, vmap, select"):
-        loop.row_mode("both")
+    assert program.row_mode("auto") == ("map" if jax.default_backend() == "cpu" else "vmap")
+    with pytest.raises(ValueError, match="rows: unknown 'both'; allowed: auto, map, vmap"):
+        program.row_mode("both")
 
 
 def test_a_structural_difference_is_refused_by_init_batch():
     with pytest.raises(ValueError, match="differ in structure"):
-        loop.init_batch([probe_cfg(), probe_cfg(batch_size=32)], [0, 0])
+        program.init_batch([probe_cfg(), probe_cfg(batch_size=32)], [0, 0])
 
 
 def test_traced_fields_never_come_from_the_structure():

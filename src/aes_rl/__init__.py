@@ -8,3 +8,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.2.0"
+
+# The built-in algorithms register themselves (`aes_rl.registry`) before any config is made.
+from aes_rl import algorithms  # noqa: E402, F401

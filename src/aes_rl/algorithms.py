@@ -1,6 +1,6 @@
 """The algorithm registry: what each algorithm is to the slot engine (docs/algorithm.md §6).
 
-An `Algorithm` is a record: the family it runs on (`loop.Family`, a record of pure functions:
+An `Algorithm` is a record: the family it runs on (`engine.Family`, a record of pure functions:
 how free slots draw jobs, what happens when jobs end, the critic's target policy, what the
 run reports; `aes_rl.families`), how it builds its ES from the structure and the traced
 hyper-parameters, the authors' per-environment settings, and the few options its family reads.
@@ -18,6 +18,8 @@ from typing import Any
 from aes_rl.es import strategies
 from aes_rl.es.aes import AESParams
 from aes_rl.es.cem import CEMParams
+from aes_rl.families import FAMILIES
+from aes_rl.registry import FAMILY_NAMES, REGISTRY, get, names, register, unregister  # noqa: F401
 
 
 def _no_options(env: str) -> dict[str, Any]:
@@ -35,7 +37,7 @@ class Algorithm:
     """One algorithm: its family, its ES, its presets, and its family's options."""
 
     name: str
-    family: str  # "async", "generation" or "td3": the key of its `loop.Family` (FAMILIES)
+    family: str  # "async", "generation" or "td3": the key of its `engine.Family` (FAMILIES)
     summary: str
     # (structure-only Config, traced HParams) -> the family's strategy (None: no ES)
     strategy: Callable[[Any, Any], Any]
@@ -55,43 +57,8 @@ class Algorithm:
     parallel_critic_mode: bool = False  # accepts `parallel_critic` (p-cem-rl)
 
 
-REGISTRY: dict[str, Algorithm] = {}
-
-
-def register(algorithm: Algorithm, replace: bool = False) -> Algorithm:
-    """Add an algorithm (by its name) to the registry; `replace` to overwrite one."""
-    if algorithm.family not in FAMILY_NAMES:
-        raise ValueError(
-            f"family: unknown {algorithm.family!r}; allowed: {', '.join(FAMILY_NAMES)}"
-        )
-    if algorithm.name in REGISTRY and not replace:
-        raise ValueError(f"algo: {algorithm.name!r} is already registered")
-    REGISTRY[algorithm.name] = algorithm
-    return algorithm
-
-
-def unregister(name: str) -> None:
-    REGISTRY.pop(name, None)
-
-
-def names() -> tuple[str, ...]:
-    return tuple(REGISTRY)
-
-
-def get(name: str) -> Algorithm:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"algo: unknown {name!r}; allowed: {', '.join(REGISTRY)}") from None
-
-
-FAMILY_NAMES = ("async", "generation", "td3")
-
-
 def family(name: str):
-    """The `loop.Family` record of a family name."""
-    from aes_rl.families import FAMILIES
-
+    """The `engine.Family` record of a family name."""
     return FAMILIES[name]
 
 

@@ -24,14 +24,16 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from aes_rl import faults, hosts, loop, replay
+from aes_rl import faults, hosts, program, replay
 from aes_rl.config import Config
+from aes_rl.engine import TrainState
 from aes_rl.networks import ActorSpec
 
 # 2: counters of non-finite arrivals and transitions; 3: traced hyper-parameters in the state;
-# 4: the baselines' own ES parameters among them; 5: the critic worker's job (`loop.CriticJob`);
-# 6: the slots' snapshots of their draw (`Slots.drawn_mean`, `drawn_tells`)
-FORMAT_VERSION = 6
+# 4: the baselines' own ES parameters among them; 5: the critic worker's job (`engine.CriticJob`);
+# 6: the slots' snapshots of their draw (`Slots.drawn_mean`, `drawn_tells`); 7: the engine
+# split into `aes_rl.engine` (no side episodes: mean evaluations run one after another)
+FORMAT_VERSION = 7
 POLICY_FORMAT = "aes_rl.policy/1"
 
 # orbax logs every save at INFO/WARNING level; the driver prints its own one-line summaries.
@@ -89,12 +91,12 @@ class CheckpointError(RuntimeError):
     """No usable checkpoint (all corrupt or incomplete), or an unreadable one."""
 
 
-def _to_disk(state: loop.TrainState) -> loop.TrainState:
+def _to_disk(state: TrainState) -> TrainState:
     """Typed PRNG keys are stored as their raw uint32 data."""
     return state.replace(key=jax.random.key_data(state.key))
 
 
-def _from_disk(state: loop.TrainState) -> loop.TrainState:
+def _from_disk(state: TrainState) -> TrainState:
     return state.replace(key=jax.random.wrap_key_data(state.key))
 
 
@@ -119,7 +121,7 @@ class Checkpointer:
         self.manager.reload()
         return sorted(self.manager.all_steps())
 
-    def save(self, chunk: int, state: loop.TrainState, meta: dict) -> None:
+    def save(self, chunk: int, state: TrainState, meta: dict) -> None:
         disk = _to_disk(state)
         items: dict[str, Any] = {
             "state": ocp.args.StandardSave(disk.replace(buffer=None)),
@@ -149,7 +151,7 @@ class Checkpointer:
                 f"resume it with the aes_rl version that wrote it)"
             )
 
-    def restore(self, chunk: int, template: loop.TrainState) -> tuple[loop.TrainState, dict]:
+    def restore(self, chunk: int, template: TrainState) -> tuple[TrainState, dict]:
         """Restore step `chunk` into the structure of `template` (a state of the same config)."""
         meta = self.read_meta(chunk)
         if meta.get("format_version") != FORMAT_VERSION:
@@ -175,8 +177,8 @@ class Checkpointer:
         return _from_disk(state.replace(buffer=buffer)), meta
 
     def restore_latest(
-        self, template: loop.TrainState, reject: Callable[[Any], str | None] | None = None
-    ) -> tuple[int, loop.TrainState, dict]:
+        self, template: TrainState, reject: Callable[[Any], str | None] | None = None
+    ) -> tuple[int, TrainState, dict]:
         """The newest checkpoint that restores; corrupt ones are skipped with a warning (and
         moved aside), and so are states `reject(state)` gives a reason for (kept in place)."""
         steps = self.steps()
@@ -234,7 +236,7 @@ class Checkpointer:
 
 
 def empty_buffer(cfg: Config, num_seeds: int) -> replay.ReplayBuffer:
-    setup = loop.build(cfg)
+    setup = program.build(cfg)
     one = replay.init(cfg.buffer_size, setup.env.observation_size, setup.env.action_size)
     return jax.tree.map(lambda x: np.broadcast_to(x, (num_seeds,) + x.shape).copy(), one)
 
@@ -244,7 +246,7 @@ def empty_buffer(cfg: Config, num_seeds: int) -> replay.ReplayBuffer:
 
 def export_policy(path: Path, cfg: Config, flat: np.ndarray, seed: int | None = None) -> Path:
     """Write one actor (flat [d]) with what is needed to run it: a small .npz file."""
-    setup = loop.build(cfg)
+    setup = program.build(cfg)
     a = setup.actor
     meta = dict(
         format=POLICY_FORMAT,

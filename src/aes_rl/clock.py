@@ -38,9 +38,9 @@ def _kernels(cfg: Config) -> dict[str, tuple[Callable, tuple]]:
     """The three jitted kernels a tick is made of, with their arguments: a vmapped env step
     (W slots, policy included), a vmapped actor step (W slots, batch `batch_size` each) and one
     critic step (with its target update)."""
-    from aes_rl import loop
+    from aes_rl import program
 
-    s = loop.build(cfg)
+    s = program.build(cfg)
     w, key = cfg.num_slots, jax.random.key(0)
     k_env, k_actor, k_critic, k_buf = jax.random.split(key, 4)
     flats = jax.vmap(s.actor.init_flat)(jax.random.split(k_actor, w))

@@ -3,21 +3,28 @@
 `Config` is the structure of the compiled loop (static under jit) plus the algorithm's
 hyper-parameters (docs/algorithm.md §2-5). Run settings (seed, run directory, logging
 cadence) are not here: they belong to the driver and the CLI.
+
+Each field is declared once, in `Config`, by `field(default, help, low, high, ...)`: its
+meaning, type, range or choices, its value on particular envs and its mark (traced,
+structural or neither). The rest reads that declaration: `FIELDS` (the declarations by name),
+`HYPER` (the traced fields), `STRUCTURAL` (the fields a continued run may not change),
+`validate`, `preset`, the flags' help and sweep eligibility (`aes_rl.flags`), the resume
+check (`aes_rl.rundir`) and the reference tables (docs/make_reference.py). What differs per
+algorithm is the registry's (`aes_rl.algorithms`, each record's `preset`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from aes_rl import registry
 from aes_rl.envs import BACKENDS, BRAX_ENVS, ENV_NAMES, PROBE_ENVS
 from aes_rl.networks import INITS
 
-# The built-in algorithms (`aes_rl.algorithms` registers them, and may register more).
-ALGOS = ("aes-rl", "acem-rl", "one-plus-one", "p-cem-rl", "cem-rl", "td3")
 COST_MODELS = ("paper", "device", "custom")
-MEAN_EVALS = ("sequential", "parallel")
 RATE_FIELDS = ("env_steps_per_tick", "actor_steps_per_tick", "critic_steps_per_tick")
 # The authors' regime (docs/algorithm.md §8): a TD3 gradient step of 400-300 nets in
 # PyTorch on a GPU, with a Ray call to the replay buffer per step, costs about as much as 10
@@ -46,123 +53,375 @@ MEAN_PARAM = {env: BRAX_P_FACTOR * p for env, p in AUTHORS_MEAN_PARAM.items()} |
     "probe": 1.0,
     "countdown": 1.0,
 }
-# Fields that fix the compiled program's shapes: a resumed run may not change them.
-STRUCTURAL = (
-    "algo",
-    "env",
-    "backend",
-    "episode_length",
-    "num_slots",
-    "actor_hidden",
-    "critic_hidden",
-    "weight_init",
-    "buffer_size",
-    "pop_size",
-    "es",
-    "env_kwargs",
-    "rl_history",
-    "n_mean_evals",
-    "mean_eval",
-    "n_parents",
-    "acem_ring",
-    "acem_scale_var",
-    "success_window",
+INT_MAX = 2**31 - 1  # counters and sizes live in int32 arrays inside the compiled loop
+# evosax 0.3.2 distribution-based strategies the adapter supports (`aes_rl.es.strategies`).
+EVOSAX_STRATEGIES = (
+    "ARS",
+    "CMA_ES",
+    "DES",
+    "ESMC",
+    "HillClimbing",
+    "LES",
+    "Open_ES",
+    "PGPE",
+    "Rm_ES",
+    "Sep_CMA_ES",
+    "SimpleES",
+    "SNES",
 )
-# Numbers and rule choices that fix no shape: the compiled program takes them as traced values
-# (`loop.HParams`, carried in the state), so rows of one program may differ in them (a sweep)
-# and changing them never recompiles. Every other field is structure (docs/algorithm.md §10).
-HYPER = (
-    "warmup_steps",
-    "rho",
-    "pop_control_k",
-    "mean_rule",
-    "var_rule",
-    "mean_param",
-    "fixed_n",
-    "negative_ratio",
-    "var_init",
-    "var_min",
-    "rl_members",
-    "gamma",
-    "tau",
-    "policy_noise",
-    "noise_clip",
-    "critic_lr",
-    "actor_lr",
-    "expl_noise",
-    "policy_delay",
-    "damp_init",
-    "damp_limit",
-    "damp_tau",
-    "success_threshold",
-    "success_factor",
-    "critic_job_steps",
-)
+
+
+def _registry():
+    """The algorithm registry (`aes_rl.registry`, filled by `aes_rl.algorithms`)."""
+    return registry
+
+
+def algo_names() -> tuple[str, ...]:
+    """The registered algorithms, built-in or added by `algorithms.register`, as of now."""
+    return _registry().names()
+
+
+def __getattr__(name: str) -> Any:
+    """`ALGOS`: the registry's names when read (`from aes_rl.config import ALGOS` takes those
+    registered at that moment: the built-in ones)."""
+    if name == "ALGOS":
+        return algo_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """What a Config field means, which values it takes, its value on particular envs and how
+    the compiled loop holds it: validation, presets, CLI help, sweeps and docs read it."""
+
+    help: str
+    low: float | None = None  # inclusive bound, unless low_open
+    high: float | None = None  # inclusive bound, unless high_open
+    low_open: bool = False
+    high_open: bool = False
+    # the allowed strings; a function is called when asked (the registry's algorithms)
+    options: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    # traced: a number or rule choice that fixes no shape; the compiled program takes it as a
+    # traced value (`engine.HParams`, carried in the state), so rows of one program may differ
+    # in it (a sweep) and changing it never recompiles (docs/algorithm.md §10)
+    traced: bool = False
+    # structural: it fixes the compiled program's shapes (the state's layout); a continued
+    # run may not change it. Neither mark: static under jit, but a continued run may change
+    # it (the program recompiles).
+    structural: bool = False
+    # env -> the presets' value there, over the algorithm's preset (`preset`)
+    per_env: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.traced and self.structural:
+            raise ValueError("Field: a field is traced or structural, not both")
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return self.options() if callable(self.options) else self.options
+
+    def range_text(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            high = "2^31-1" if self.high == INT_MAX else f"{self.high:g}"
+            return f"in {left}{self.low:g}, {high}{right}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return "any value"
+
+
+def field(
+    default: Any,
+    help: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
+    traced: bool = False,
+    structural: bool = False,
+    per_env: Mapping[str, Any] | None = None,
+) -> Any:
+    """Declare a Config field: its default (Config()'s value) and its `Field`, kept in the
+    dataclass field's metadata (`FIELDS` reads it there)."""
+    spec = Field(
+        help, low, high, low_open, high_open, choices, traced, structural, dict(per_env or {})
+    )
+    return dataclasses.field(default=default, metadata={"spec": spec})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that defines a run's computation. Every field can be overridden."""
 
-    algo: str = "aes-rl"
-    env: str = "hopper"
-    backend: str = "spring"
-    episode_length: int = 1000
-    env_kwargs: tuple[tuple[str, Any], ...] = ()  # extra make_env keywords (probe envs)
-    num_slots: int = 5  # W worker slots (the paper's actor workers)
-    actor_hidden: tuple[int, ...] = (400, 300)
-    critic_hidden: tuple[int, ...] = (400, 300)
-    weight_init: str = "torch"  # torch (the authors' nn.Linear default) | flax (nn.Dense's)
-    buffer_size: int = 200_000
-    batch_size: int = 256
-    warmup_steps: int = 10_000  # counted steps of random-action ES rollouts
+    algo: str = field("aes-rl", "Algorithm.", choices=algo_names, structural=True)
+    env: str = field(
+        "hopper",
+        "Environment (probe and countdown are tiny pure-JAX test envs).",
+        choices=ENV_NAMES,
+        structural=True,
+    )
+    backend: str = field(
+        "spring",
+        "Brax physics backend (a different simulator each: compare returns within one).",
+        choices=BACKENDS,
+        structural=True,
+        per_env={"swimmer": "generalized"},
+    )
+    episode_length: int = field(
+        1000,
+        "Episode time limit in env steps (paper: 1000).",
+        1,
+        INT_MAX,
+        structural=True,
+        per_env=dict.fromkeys(PROBE_ENVS, 50),
+    )
+    env_kwargs: tuple[tuple[str, Any], ...] = field(
+        (), "Extra make_env keywords (probe envs' options).", structural=True
+    )
+    num_slots: int = field(
+        5, "W worker slots, the paper's actor workers.", 1, INT_MAX, structural=True
+    )
+    actor_hidden: tuple[int, ...] = field(
+        (400, 300), "Actor hidden layer widths.", 1, INT_MAX, structural=True
+    )
+    critic_hidden: tuple[int, ...] = field(
+        (400, 300), "Twin-critic hidden layer widths.", 1, INT_MAX, structural=True
+    )
+    weight_init: str = field(
+        "torch",
+        "How actor and critic layers start: torch (PyTorch's default nn.Linear, the authors': "
+        "weights and biases U(+-1/sqrt(fan_in))) or flax (nn.Dense's: lecun-normal weights, "
+        "1.73x torch's std, zero biases; every run before this field existed).",
+        choices=INITS,
+        structural=True,
+    )
+    buffer_size: int = field(
+        200_000,
+        "Replay buffer capacity in transitions.",
+        1,
+        INT_MAX,
+        structural=True,
+        per_env=dict.fromkeys(PROBE_ENVS, 20_000),
+    )
+    batch_size: int = field(256, "TD3 minibatch size (<= buffer_size).", 1, INT_MAX)
+    warmup_steps: int = field(
+        10_000,
+        "Counted steps of random-action ES rollouts before any RL job or critic step "
+        "(>= 1, so nothing samples an empty buffer).",
+        1,
+        INT_MAX,
+        traced=True,
+        per_env=dict.fromkeys(PROBE_ENVS, 500),
+    )
     # --- the clock: what one tick buys (docs/algorithm.md §8)
-    cost_model: str = "paper"  # paper | device (calibrated) | custom (the three rates below)
-    env_steps_per_tick: float = PAPER_RATES[0]  # env steps a rolling-out slot takes per tick
-    actor_steps_per_tick: float = PAPER_RATES[1]  # actor steps a training slot takes per tick
-    critic_steps_per_tick: float = PAPER_RATES[2]  # steps the critic (worker or slot) per tick
-    # --- mean evaluation and the critic's schedule
-    n_mean_evals: int = 5  # mean-evaluation episodes per individual (async) / generation (sync)
-    mean_eval: str = "sequential"  # sequential (one after another, the authors') | parallel
-    parallel_critic: bool = False  # p-cem-rl: a critic worker against the mean, no serial phase
-    critic_job_steps: int = 1000  # a critic worker's job: steps against one snapshot of the mean
-    rl_history: int = 10  # B_a = sum of the last <= rl_history episode lengths
-    rho: float = 0.5  # target RL share
-    pop_control_k: float = 50.0
-    stagger: bool = True
-    # --- AES-RL rules (section 3-4)
-    mean_rule: str = "baseline-relative"
-    var_rule: str = "adaptive"
-    mean_param: float = 600.0  # P
-    fixed_n: float = 10.0
-    negative_ratio: float = 0.0
-    var_init: float = 1e-3
-    var_min: float = 1e-5
+    cost_model: str = field(
+        "paper",
+        "The clock: paper (the authors' regime: a gradient step costs 10 env steps), device "
+        "(rates measured on this machine at the run's shapes, stored in config.json) or custom "
+        "(the three *_steps_per_tick rates; giving one selects custom).",
+        choices=COST_MODELS,
+    )
+    env_steps_per_tick: float = field(
+        PAPER_RATES[0],
+        "Env steps a rolling-out or mean-evaluating slot takes per tick (fractions allowed).",
+        1e-3,
+        1e3,
+    )
+    actor_steps_per_tick: float = field(
+        PAPER_RATES[1],
+        "Actor-only TD3 steps a training slot takes per tick (fractions allowed).",
+        1e-3,
+        1e3,
+    )
+    critic_steps_per_tick: float = field(
+        PAPER_RATES[2],
+        "Critic steps per tick of the critic worker or the serial critic slot (fractions "
+        "allowed); td3 always takes one joint update per env step, this is only its cost.",
+        1e-3,
+        1e3,
+    )
+    # --- mean evaluation and population control
+    n_mean_evals: int = field(
+        5,
+        "Mean-evaluation episodes per individual (asynchronous algorithms; >= 1 for aes-rl and "
+        "one-plus-one, whose rules compare f with f_mu) or per generation (p-cem-rl, cem-rl).",
+        0,
+        INT_MAX,
+        structural=True,
+    )
+    rl_history: int = field(
+        10,
+        "B_a = sum of the last rl_history individual episode lengths.",
+        1,
+        INT_MAX,
+        structural=True,
+    )
+    rho: float = field(
+        0.5,
+        "Target RL share of the population control P_rl = 0.5 - k (r - rho).",
+        0,
+        1,
+        traced=True,
+    )
+    pop_control_k: float = field(
+        50.0,
+        "Gain k of the population control (0: P_rl = 0.5; negative would reverse it).",
+        0,
+        1e6,
+        traced=True,
+    )
+    stagger: bool = field(True, "Stagger the slots' first episodes so arrivals spread out.")
+    # --- AES-RL rules (sections 3-4)
+    mean_rule: str = field(
+        "baseline-relative", "AES-RL mean update rule for p.", choices=MEAN_RULES, traced=True
+    )
+    var_rule: str = field(
+        "adaptive", "AES-RL variance update rule (divisor n).", choices=VAR_RULES, traced=True
+    )
+    mean_param: float = field(
+        600.0,
+        "P of the mean rule, in return units (Brax presets: a quarter of the authors' "
+        "MuJoCo values, docs/findings.md; theirs: halfcheetah 2000, hopper 600, walker2d "
+        "800, ant 960, humanoid 960, swimmer 48).",
+        0,
+        1e12,
+        low_open=True,
+        traced=True,
+        per_env=MEAN_PARAM,
+    )
+    fixed_n: float = field(
+        10.0,
+        "Divisor n of the fixed variance rule (>= 1; below 1 the update overshoots).",
+        1,
+        1e12,
+        traced=True,
+    )
+    negative_ratio: float = field(0.0, "fixed-linear: scale of p when f < f_mu.", 0, 1, traced=True)
+    var_init: float = field(
+        1e-3,
+        "Initial ES variance v0 (a variance, not a std).",
+        0,
+        1e6,
+        low_open=True,
+        traced=True,
+    )
+    var_min: float = field(1e-5, "Variance floor v_min (<= var_init).", 0, 1e6, traced=True)
     # --- synchronous baselines (section 5)
-    es: str = "cem"  # generation strategy of p-cem-rl/cem-rl: "cem" or "evosax:<Name>"
-    pop_size: int = 10
-    rl_members: int = 5
-    # --- the baselines' own ES parameters (section 5)
-    n_parents: int = 0  # elites of cem and acem-rl's ring tell; 0: half the population / ring
-    acem_ring: int = 10  # K: acem-rl's ring of the latest arrivals
-    acem_scale_var: bool = False  # acem-rl: a 1/K step on the variance too (not the authors')
-    damp_init: float = 1e-3  # cem / acem-rl: initial noise added to the variance
-    damp_limit: float = 1e-5  # ... its limit
-    damp_tau: float = 0.9  # ... and its decay per generation (acem-rl: per K arrivals)
-    success_window: int = 10  # one-plus-one: outcomes in the success-rate window
-    success_threshold: float = 0.2  # one-plus-one: grow v above this success rate
-    success_factor: float = 0.99  # one-plus-one: v /= factor (grow) or v *= factor (shrink)
+    es: str = field(
+        "cem",
+        "Generation ES of p-cem-rl/cem-rl: cem or evosax:NAME with NAME one of "
+        + ", ".join(EVOSAX_STRATEGIES)
+        + ".",
+        structural=True,
+    )
+    pop_size: int = field(
+        10,
+        "Generation size of p-cem-rl/cem-rl (even: antithetic pairs).",
+        2,
+        INT_MAX,
+        structural=True,
+    )
+    rl_members: int = field(5, "RL members per generation (<= pop_size).", 0, INT_MAX, traced=True)
     # --- TD3 (section 2)
-    gamma: float = 0.99
-    tau: float = 0.005
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    critic_lr: float = 1e-3
-    actor_lr: float = 1e-3
-    expl_noise: float = 0.1
-    policy_delay: int = 2
+    gamma: float = field(0.99, "TD3 discount.", 0, 1, traced=True)
+    tau: float = field(
+        0.005, "Polyak rate of the target networks.", 0, 1, low_open=True, traced=True
+    )
+    policy_noise: float = field(
+        0.2, "Std of TD3's target-policy smoothing noise.", 0, 1e6, traced=True
+    )
+    noise_clip: float = field(
+        0.5, "Clip of the target-policy smoothing noise.", 0, 1e6, traced=True
+    )
+    critic_lr: float = field(1e-3, "Critic Adam learning rate.", 0, 1, low_open=True, traced=True)
+    actor_lr: float = field(1e-3, "Actor Adam learning rate.", 0, 1, low_open=True, traced=True)
+    expl_noise: float = field(
+        0.1, "TD3 baseline's exploration noise std, times max_action.", 0, 1e6, traced=True
+    )
+    policy_delay: int = field(
+        2, "TD3 baseline: critic steps per actor and target update.", 1, INT_MAX, traced=True
+    )
+    # --- the baselines' own ES parameters (section 5)
+    n_parents: int = field(
+        0,
+        "Elites (parents) of the CEM tell of p-cem-rl/cem-rl (<= pop_size) and of acem-rl's "
+        "ring tell (<= acem_ring); 0: half the population or ring.",
+        0,
+        INT_MAX,
+        structural=True,
+    )
+    acem_ring: int = field(
+        10,
+        "acem-rl: K, its ring of the latest arrivals (the authors' 10).",
+        1,
+        10_000,
+        structural=True,
+    )
+    acem_scale_var: bool = field(
+        False,
+        "acem-rl: take a 1/K step on the variance too, instead of replacing it by the ring's "
+        "CEM variance at every arrival (the authors').",
+        structural=True,
+    )
+    damp_init: float = field(
+        1e-3, "CEM and acem-rl: initial noise added to the variance.", 0, 1e6, traced=True
+    )
+    damp_limit: float = field(
+        1e-5, "CEM and acem-rl: the limit the variance noise decays to.", 0, 1e6, traced=True
+    )
+    damp_tau: float = field(
+        0.9,
+        "CEM and acem-rl: decay of the variance noise per generation (acem-rl: per K arrivals).",
+        0,
+        1,
+        traced=True,
+    )
+    success_window: int = field(
+        10,
+        "one-plus-one: outcomes in the success-rate window.",
+        1,
+        10_000,
+        structural=True,
+    )
+    success_threshold: float = field(
+        0.2,
+        "one-plus-one: the variance grows above this success rate, else shrinks.",
+        0,
+        1,
+        traced=True,
+    )
+    success_factor: float = field(
+        0.99,
+        "one-plus-one: v /= factor when growing, v *= factor when shrinking.",
+        0,
+        1,
+        low_open=True,
+        traced=True,
+    )
+    # --- the critic worker
+    parallel_critic: bool = field(
+        False,
+        "p-cem-rl only: a critic worker trains continuously against the ES mean (no cap), "
+        "instead of the serial critic phase before each generation's actor training.",
+    )
+    critic_job_steps: int = field(
+        1000,
+        "Critic steps per job of a critic worker (aes-rl, acem-rl, one-plus-one; p-cem-rl with "
+        "parallel_critic): each job trains against the ES mean as it was when the job started, "
+        "and new RL jobs copy the critic as the last job ended (the authors' 1000; 1: a fresh "
+        "mean and critic every step).",
+        1,
+        INT_MAX,
+        traced=True,
+    )
     # --- compilation
-    ticks_per_chunk: int = 1000
+    ticks_per_chunk: int = field(
+        1000, "Ticks per compiled chunk (logging and checkpoint cadence).", 1, INT_MAX
+    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # ints given for float fields are stored as floats
@@ -177,9 +436,7 @@ class Config:
     @property
     def algorithm(self):
         """This config's `algorithms.Algorithm` (the registry's record)."""
-        from aes_rl import algorithms
-
-        return algorithms.get(self.algo)
+        return _registry().get(self.algo)
 
     @property
     def is_async(self) -> bool:
@@ -215,10 +472,14 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> Config:
         known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(known))
+        unknown = sorted(set(d) - set(known) - {"mean_eval"})
         if unknown:
             raise ValueError(f"config: unknown field(s) {', '.join(unknown)}")
         d = dict(d)
+        # Configs stored before mean evaluations side by side were cut (they ran one after
+        # another unless told otherwise, as they still do).
+        if d.pop("mean_eval", "sequential") != "sequential":
+            raise ValueError("config: mean_eval 'parallel' is no longer supported")
         for name in ("actor_hidden", "critic_hidden"):
             if name in d:
                 d[name] = tuple(d[name])
@@ -228,187 +489,11 @@ class Config:
         return cls(**d)
 
 
-INT_MAX = 2**31 - 1  # counters and sizes live in int32 arrays inside the compiled loop
-# evosax 0.3.2 distribution-based strategies the adapter supports (`aes_rl.es.strategies`).
-EVOSAX_STRATEGIES = (
-    "ARS",
-    "CMA_ES",
-    "DES",
-    "ESMC",
-    "HillClimbing",
-    "LES",
-    "Open_ES",
-    "PGPE",
-    "Rm_ES",
-    "Sep_CMA_ES",
-    "SimpleES",
-    "SNES",
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    """What a Config field means and which values it takes (validation and CLI help)."""
-
-    help: str
-    low: float | None = None  # inclusive bound, unless low_open
-    high: float | None = None  # inclusive bound, unless high_open
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple[str, ...] | None = None
-
-    def range_text(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(self.choices)
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            high = "2^31-1" if self.high == INT_MAX else f"{self.high:g}"
-            return f"in {left}{self.low:g}, {high}{right}"
-        if self.low is not None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return "any value"
-
-
-FIELDS: dict[str, Field] = {
-    "algo": Field("Algorithm.", choices=ALGOS),
-    "env": Field(
-        "Environment (probe and countdown are tiny pure-JAX test envs).", choices=ENV_NAMES
-    ),
-    "backend": Field(
-        "Brax physics backend (a different simulator each: compare returns within one).",
-        choices=BACKENDS,
-    ),
-    "episode_length": Field("Episode time limit in env steps (paper: 1000).", 1, INT_MAX),
-    "env_kwargs": Field("Extra make_env keywords (probe envs' options)."),
-    "num_slots": Field("W worker slots, the paper's actor workers.", 1, INT_MAX),
-    "actor_hidden": Field("Actor hidden layer widths.", 1, INT_MAX),
-    "critic_hidden": Field("Twin-critic hidden layer widths.", 1, INT_MAX),
-    "weight_init": Field(
-        "How actor and critic layers start: torch (PyTorch's default nn.Linear, the authors': "
-        "weights and biases U(+-1/sqrt(fan_in))) or flax (nn.Dense's: lecun-normal weights, "
-        "1.73x torch's std, zero biases; every run before this field existed).",
-        choices=INITS,
-    ),
-    "buffer_size": Field("Replay buffer capacity in transitions.", 1, INT_MAX),
-    "batch_size": Field("TD3 minibatch size (<= buffer_size).", 1, INT_MAX),
-    "warmup_steps": Field(
-        "Counted steps of random-action ES rollouts before any RL job or critic step "
-        "(>= 1, so nothing samples an empty buffer).",
-        1,
-        INT_MAX,
-    ),
-    "n_mean_evals": Field(
-        "Mean-evaluation episodes per individual (asynchronous algorithms; >= 1 for aes-rl and "
-        "one-plus-one, whose rules compare f with f_mu) or per generation (p-cem-rl, cem-rl).",
-        0,
-        INT_MAX,
-    ),
-    "cost_model": Field(
-        "The clock: paper (the authors' regime: a gradient step costs 10 env steps), device "
-        "(rates measured on this machine at the run's shapes, stored in config.json) or custom "
-        "(the three *_steps_per_tick rates; giving one selects custom).",
-        choices=COST_MODELS,
-    ),
-    "env_steps_per_tick": Field(
-        "Env steps a rolling-out or mean-evaluating slot takes per tick (fractions allowed).",
-        1e-3,
-        1e3,
-    ),
-    "actor_steps_per_tick": Field(
-        "Actor-only TD3 steps a training slot takes per tick (fractions allowed).", 1e-3, 1e3
-    ),
-    "critic_steps_per_tick": Field(
-        "Critic steps per tick of the critic worker or the serial critic slot (fractions "
-        "allowed); td3 always takes one joint update per env step, this is only its cost.",
-        1e-3,
-        1e3,
-    ),
-    "mean_eval": Field(
-        "How a slot runs its n_mean_evals episodes of the mean: sequential (one after another, "
-        "as the authors' workers do) or parallel (side by side: only the arrival comes sooner).",
-        choices=MEAN_EVALS,
-    ),
-    "parallel_critic": Field(
-        "p-cem-rl only: a critic worker trains continuously against the ES mean (no cap), "
-        "instead of the serial critic phase before each generation's actor training."
-    ),
-    "critic_job_steps": Field(
-        "Critic steps per job of a critic worker (aes-rl, acem-rl, one-plus-one; p-cem-rl with "
-        "parallel_critic): each job trains against the ES mean as it was when the job started, "
-        "and new RL jobs copy the critic as the last job ended (the authors' 1000; 1: a fresh "
-        "mean and critic every step).",
-        1,
-        INT_MAX,
-    ),
-    "rl_history": Field("B_a = sum of the last rl_history individual episode lengths.", 1, INT_MAX),
-    "rho": Field("Target RL share of the population control P_rl = 0.5 - k (r - rho).", 0, 1),
-    "pop_control_k": Field(
-        "Gain k of the population control (0: P_rl = 0.5; negative would reverse it).", 0, 1e6
-    ),
-    "stagger": Field("Stagger the slots' first episodes so arrivals spread out."),
-    "mean_rule": Field("AES-RL mean update rule for p.", choices=MEAN_RULES),
-    "var_rule": Field("AES-RL variance update rule (divisor n).", choices=VAR_RULES),
-    "mean_param": Field(
-        "P of the mean rule, in return units (Brax presets: a quarter of the authors' "
-        "MuJoCo values, docs/findings.md; theirs: halfcheetah 2000, hopper 600, walker2d "
-        "800, ant 960, humanoid 960, swimmer 48).",
-        0,
-        1e12,
-        low_open=True,
-    ),
-    "fixed_n": Field(
-        "Divisor n of the fixed variance rule (>= 1; below 1 the update overshoots).", 1, 1e12
-    ),
-    "negative_ratio": Field("fixed-linear: scale of p when f < f_mu.", 0, 1),
-    "var_init": Field("Initial ES variance v0 (a variance, not a std).", 0, 1e6, low_open=True),
-    "var_min": Field("Variance floor v_min (<= var_init).", 0, 1e6),
-    "es": Field(
-        "Generation ES of p-cem-rl/cem-rl: cem or evosax:NAME with NAME one of "
-        + ", ".join(EVOSAX_STRATEGIES)
-        + "."
-    ),
-    "pop_size": Field("Generation size of p-cem-rl/cem-rl (even: antithetic pairs).", 2, INT_MAX),
-    "rl_members": Field("RL members per generation (<= pop_size).", 0, INT_MAX),
-    "n_parents": Field(
-        "Elites (parents) of the CEM tell of p-cem-rl/cem-rl (<= pop_size) and of acem-rl's "
-        "ring tell (<= acem_ring); 0: half the population or ring.",
-        0,
-        INT_MAX,
-    ),
-    "acem_ring": Field("acem-rl: K, its ring of the latest arrivals (the authors' 10).", 1, 10_000),
-    "acem_scale_var": Field(
-        "acem-rl: take a 1/K step on the variance too, instead of replacing it by the ring's "
-        "CEM variance at every arrival (the authors')."
-    ),
-    "damp_init": Field("CEM and acem-rl: initial noise added to the variance.", 0, 1e6),
-    "damp_limit": Field("CEM and acem-rl: the limit the variance noise decays to.", 0, 1e6),
-    "damp_tau": Field(
-        "CEM and acem-rl: decay of the variance noise per generation (acem-rl: per K arrivals).",
-        0,
-        1,
-    ),
-    "success_window": Field("one-plus-one: outcomes in the success-rate window.", 1, 10_000),
-    "success_threshold": Field(
-        "one-plus-one: the variance grows above this success rate, else shrinks.", 0, 1
-    ),
-    "success_factor": Field(
-        "one-plus-one: v /= factor when growing, v *= factor when shrinking.",
-        0,
-        1,
-        low_open=True,
-    ),
-    "gamma": Field("TD3 discount.", 0, 1),
-    "tau": Field("Polyak rate of the target networks.", 0, 1, low_open=True),
-    "policy_noise": Field("Std of TD3's target-policy smoothing noise.", 0, 1e6),
-    "noise_clip": Field("Clip of the target-policy smoothing noise.", 0, 1e6),
-    "critic_lr": Field("Critic Adam learning rate.", 0, 1, low_open=True),
-    "actor_lr": Field("Actor Adam learning rate.", 0, 1, low_open=True),
-    "expl_noise": Field("TD3 baseline's exploration noise std, times max_action.", 0, 1e6),
-    "policy_delay": Field("TD3 baseline: critic steps per actor and target update.", 1, INT_MAX),
-    "ticks_per_chunk": Field(
-        "Ticks per compiled chunk (logging and checkpoint cadence).", 1, INT_MAX
-    ),
-}
+FIELDS: dict[str, Field] = {f.name: f.metadata["spec"] for f in dataclasses.fields(Config)}
+# The traced fields, in declaration order (`engine.HParams` declares them in this order too).
+HYPER = tuple(name for name, spec in FIELDS.items() if spec.traced)
+# The fields that fix the compiled program's shapes: a continued run may not change them.
+STRUCTURAL = tuple(name for name, spec in FIELDS.items() if spec.structural)
 
 
 def _check(ok: bool, message: str) -> None:
@@ -421,22 +506,16 @@ def _kind(f: dataclasses.Field) -> str:
 
 
 def _check_value(name: str, kind: str, value: Any) -> None:
-    """Type, finiteness and range of one field (the table FIELDS)."""
+    """Type, finiteness and range of one field (its declaration, FIELDS[name])."""
     spec = FIELDS[name]
     if kind == "bool":
         _check(isinstance(value, bool), f"{name}: expected true/false, got {value!r}")
         return
     if kind == "str":
         _check(isinstance(value, str), f"{name}: expected a string, got {value!r}")
-        if name == "algo":  # the registry's algorithms, built-in or registered
-            from aes_rl import algorithms
-
-            algorithms.get(value)
-        elif spec.choices is not None:
-            _check(
-                value in spec.choices,
-                f"{name}: unknown {value!r}; allowed: {', '.join(spec.choices)}",
-            )
+        choices = spec.choices  # algo: the registry's, built-in or registered
+        if choices is not None:
+            _check(value in choices, f"{name}: unknown {value!r}; allowed: {', '.join(choices)}")
         return
     if kind.startswith("tuple[int"):
         _check(
@@ -557,7 +636,7 @@ def _check_relations(cfg: Config) -> None:
 def validate(cfg: Config) -> None:
     """Raise a one-line ValueError naming the first bad field and its allowed values.
 
-    Every field: type, finiteness and range (the table FIELDS); then the relations between
+    Every field: type, finiteness and range (its declaration); then the relations between
     fields. A Config that passes builds and runs; nothing is checked later inside the loop.
     """
     for f in dataclasses.fields(cfg):
@@ -583,23 +662,26 @@ def env_options(env: str) -> tuple[str, ...]:
     return tuple(p for p in inspect.signature(cls.__init__).parameters if p not in skip)
 
 
+def env_defaults(env: str) -> dict[str, Any]:
+    """The values the fields declare for `env` (`Field.per_env`): P, swimmer's backend, the
+    test envs' small sizes."""
+    return {name: spec.per_env[env] for name, spec in FIELDS.items() if env in spec.per_env}
+
+
 def preset(env: str, algo: str = "aes-rl", **overrides) -> Config:
-    """The authors' hyper-parameters for `env` and `algo` (their per-algorithm configs), then
-    `overrides`. Per-env exceptions apply only where the authors' config of that algorithm has
-    them: 256-256 nets and lr 3e-4 on humanoid for aes-rl (td3 has them everywhere); rho 0.1 on
-    swimmer for aes-rl. Batch 256 everywhere but cem-rl (100); buffer 2e5 for the
-    asynchronous algorithms, 1e6 for the others."""
+    """The authors' hyper-parameters for `env` and `algo`, then `overrides`: the Config
+    defaults, under the algorithm's preset (its registry record's, the authors'
+    per-algorithm configs), under what the fields declare for `env` (`env_defaults`). Per-env
+    exceptions of an algorithm apply only where the authors' config of it has them: 256-256
+    nets and lr 3e-4 on humanoid for aes-rl (td3 has them everywhere); rho 0.1 on swimmer for
+    aes-rl. Batch 256 everywhere but cem-rl (100); buffer 2e5 for the asynchronous
+    algorithms, 1e6 for the others."""
     if env not in ENV_NAMES:
         raise ValueError(f"env: unknown {env!r}; allowed: {', '.join(ENV_NAMES)}")
-    from aes_rl import algorithms
-
-    algorithm = algorithms.get(algo)
-    base: dict[str, Any] = dict(algo=algo, env=env, mean_param=MEAN_PARAM[env])
-    if env == "swimmer":
-        base.update(backend="generalized")
+    algorithm = _registry().get(algo)
+    base: dict[str, Any] = dict(algo=algo, env=env)
     base.update(algorithm.preset(env))  # the authors' config of this algorithm on this env
-    if env not in BRAX_ENVS:
-        base.update(episode_length=50, warmup_steps=500, buffer_size=20_000)
+    base.update(env_defaults(env))
     if any(name in overrides for name in RATE_FIELDS) and "cost_model" not in overrides:
         base.update(cost_model="custom")
     base.update(overrides)
@@ -616,8 +698,13 @@ def _fmt(value: Any) -> str:
 
 def preset_default_text(name: str) -> str:
     """How `preset` sets field `name` across algorithms and Brax envs, for help texts:
-    "600" or "400 300; 256 256 for td3, humanoid (aes-rl)"."""
-    values = {(a, e): getattr(preset(e, a), name) for a in ALGOS for e in BRAX_ENVS}
+    "600" or "400 300; 256 256 for td3, humanoid (aes-rl)"; a field declared per env lists
+    its values ("halfcheetah 500, hopper 150, ...")."""
+    per_env = FIELDS[name].per_env
+    if all(e in per_env for e in BRAX_ENVS):  # one value per env: list them all
+        return ", ".join(f"{e} {_fmt(per_env[e])}" for e in BRAX_ENVS)
+    algos = algo_names()
+    values = {(a, e): getattr(preset(e, a), name) for a in algos for e in BRAX_ENVS}
     counts: dict[Any, int] = {}
     for v in values.values():
         counts[v] = counts.get(v, 0) + 1
@@ -625,16 +712,14 @@ def preset_default_text(name: str) -> str:
     parts = []
     for value in sorted(set(values.values()) - {common}, key=_fmt):
         pairs = {k for k, v in values.items() if v == value}
-        algos = [a for a in ALGOS if all((a, e) in pairs for e in BRAX_ENVS)]
-        envs = [e for e in BRAX_ENVS if all((a, e) in pairs for a in ALGOS)]
-        rest = sorted((a, e) for a, e in pairs if a not in algos and e not in envs)
+        where_algos = [a for a in algos if all((a, e) in pairs for e in BRAX_ENVS)]
+        envs = [e for e in BRAX_ENVS if all((a, e) in pairs for a in algos)]
+        rest = sorted((a, e) for a, e in pairs if a not in where_algos and e not in envs)
         by_env: dict[str, list[str]] = {}
         for a, e in rest:
             by_env.setdefault(e, []).append(a)
-        where = algos + envs + [f"{e} ({'/'.join(a)})" for e, a in by_env.items()]
+        where = where_algos + envs + [f"{e} ({'/'.join(a)})" for e, a in by_env.items()]
         parts.append(f"{_fmt(value)} for {', '.join(where)}")
-    if name == "mean_param":  # one value per env: list them all
-        return ", ".join(f"{e} {_fmt(MEAN_PARAM[e])}" for e in BRAX_ENVS)
     return "; ".join([_fmt(common)] + parts)
 
 
@@ -653,4 +738,3 @@ def whole_number(text: str) -> int:
     if not value.is_integer():  # also NaN and the infinities
         raise ValueError(f"expected a whole number, got {text!r}")
     return int(value)
-

@@ -27,11 +27,21 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import tyro
 
-from aes_rl.config import ALGOS, FIELDS, HYPER, Config, preset_default_text, whole_number
+from aes_rl import algorithms
+from aes_rl.config import FIELDS, Config, preset_default_text, whole_number
 from aes_rl.envs import BACKENDS, ENV_NAMES
-from aes_rl.loop import ROW_MODES
+from aes_rl.program import ROW_MODES
 
-Algo = Literal[ALGOS]  # type: ignore[valid-type]
+# An algorithm's name: the registry's names when a command line is parsed (so that one added
+# with `algorithms.register` can be chosen), `{aes-rl,acem-rl,...}` in the help.
+Algo = Annotated[
+    str,
+    tyro.conf.arg(
+        constructor_factory=lambda: Literal[algorithms.names()],  # type: ignore[valid-type]
+        # tyro labels a swapped type's default as a list (['aes-rl']): show the word
+        help_behavior_hint=lambda label: "(default: " + label.strip("[]'") + ")",
+    ),
+]
 EnvName = Literal[ENV_NAMES]  # type: ignore[valid-type]
 RowMode = Literal[ROW_MODES]  # type: ignore[valid-type]
 BackendName = Literal[BACKENDS]  # type: ignore[valid-type]
@@ -129,8 +139,8 @@ class RunFlags:
     debug_nans: Flag = False
     """Turn on JAX's NaN checks (slow) to find the operation that makes a NaN."""
     rows: RowMode = "auto"
-    """map (rows one after another), vmap (side by side; fills a GPU), select (side by side,
-    every branch a select); auto: map on CPU, vmap elsewhere."""
+    """map (rows one after another, each with its real branches), vmap (side by side, a
+    branch becomes a select; fills a GPU); auto: map on CPU, vmap elsewhere."""
     coordinator: Coordinator = None
     """HOST:PORT of process 0 to split the rows over several processes (hosts), or auto (a
     cluster JAX detects: SLURM, Open MPI, TPU). Every process runs the same command."""
@@ -218,7 +228,7 @@ def _override_type(f: dataclasses.Field, defaults: dict):
 def _sweep_type(f: dataclasses.Field, defaults: dict):
     """A traced field of a sweep: one value or several (swept), or `all` (rules)."""
     spec = FIELDS[f.name]
-    if f.name not in HYPER:  # parsed as words too, so that several get a clear error
+    if not spec.traced:  # parsed as words too, so that several get a clear error
         # the help of the one-value form (its last annotation), not its parser
         return Annotated[tuple[str, ...] | None, _override_type(f, defaults).__metadata__[-1]]
     words = "{" + ",".join(spec.choices) + "} [...] | all" if spec.choices else "VALUE [VALUE ...]"

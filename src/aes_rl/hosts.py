@@ -1,7 +1,7 @@
 """One run over several processes (hosts): `jax.distributed`, the row axis over every device.
 
 A run's rows are independent, so a run over P processes is the one-process run with its row
-axis split over all P processes' devices (`loop.row_sharding`): process p holds and computes a
+axis split over all P processes' devices (`program.row_sharding`): process p holds and computes a
 contiguous block of rows, the compiled chunk is the same SPMD program on every process, and no
 collective runs inside it. Between chunks the driver (`aes_rl.run`) gathers the per-row
 counters and metrics to every process (`fetch`), so every process takes the same decisions

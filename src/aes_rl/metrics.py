@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aes_rl import hosts, loop, sweep
+from aes_rl import hosts, program, sweep
 from aes_rl.config import Config
+from aes_rl.engine import TickMetrics, TrainState
 from aes_rl.rundir import RunError
 from aes_rl.sweep import Row
 
@@ -70,16 +71,19 @@ def metrics_fields(grid: sweep.Grid) -> tuple[str, ...]:
 
 def chunk_rows(
     cfg: Config,
-    state: loop.TrainState,
-    m: loop.TickMetrics,
+    state: TrainState,
+    m: TickMetrics,
     chunk: int,
     wall: float,
     rows_of_run: list[Row],
     evals: list | np.ndarray | None,  # per row: its episode returns, None when not due
     ticks_before: np.ndarray,
+    var_mean=None,  # [rows] mean ES variance (None: computed here, `program.var_mean`)
 ):
     """Per-row summary rows and per-arrival rows of one chunk (host side)."""
-    c, m, var_mean = hosts.fetch((state.counters, m, loop.var_mean(cfg, state)))
+    if var_mean is None:
+        var_mean = program.var_mean(cfg, state)
+    c, m, var_mean = hosts.fetch((state.counters, m, var_mean))
     has_f_mu = cfg.algo != "td3" and cfg.n_mean_evals > 0
     rows, arrivals = [], []
     for i, row in enumerate(rows_of_run):
@@ -97,7 +101,7 @@ def chunk_rows(
                 **dict(row.setting),
                 total_steps=int(c.total_steps[i]),
                 ticks=ticks,
-                time=round(ticks * loop.tick_cost(cfg), 3),
+                time=round(ticks * program.tick_cost(cfg), 3),
                 wall_time=round(wall, 3),
                 arrivals=int(c.arrivals[i]),
                 chunk_arrivals=int(arrived.sum()),

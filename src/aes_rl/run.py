@@ -43,8 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aes_rl import checkpoint, faults, hosts, loop, sweep
+from aes_rl import checkpoint, faults, hosts, program, sweep
 from aes_rl.config import Config
+from aes_rl.engine import TrainState
 from aes_rl.metrics import (  # noqa: F401 - re-exported
     ARRIVAL_FIELDS,
     METRICS_FIELDS,
@@ -93,7 +94,7 @@ def enable_compilation_cache() -> None:
 @dataclasses.dataclass
 class RunResult:
     cfg: Config  # as run (a device clock's calibrated rates included)
-    state: loop.TrainState
+    state: TrainState
     chunks: int
     rows: list[dict]
     interrupted: bool
@@ -148,8 +149,9 @@ def _lock(run_dir: Path) -> faults.RunLock | None:
 def _train(cfg: Config, settings: RunSettings, rows: list[Row], run_dir: Path) -> RunResult:
     """`train` once the run directory is this process's (its lock held)."""
     stored = check_run_dir(run_dir)  # again, under the lock
-    loop.bound_compiled_programs()  # a process that trains many configurations, one by one
+    program.bound_compiled_programs()  # a process that trains many configurations, one by one
     cfg, calibration = resolve_clock(cfg, stored)
+    prog = program.get(cfg, len(rows), settings.rows)  # the run's one program
     record = open_run(cfg, settings, run_dir, calibration, stored)
     if stored is None and hosts.is_main():  # a new run: a kill from here on leaves a run
         write_record(run_dir, record, 0)  # that `aes-rl resume` continues
@@ -158,7 +160,7 @@ def _train(cfg: Config, settings: RunSettings, rows: list[Row], run_dir: Path) -
         jax.config.update("jax_debug_nans", True)
     ckpt = checkpoint.Checkpointer(run_dir / "checkpoints", settings.keep, settings.save_buffer)
     try:  # nothing of the stored run is rewritten until its state is restored
-        chunk_i, state, wall = _restore(cfg, settings, rows, run_dir, stored, ckpt)
+        chunk_i, state, wall = _restore(prog, settings, rows, run_dir, stored, ckpt)
         if chunk_i > 0:  # restored from a checkpoint (a record written before the marker)
             record["checkpointed"] = True
         if hosts.is_main():
@@ -168,19 +170,19 @@ def _train(cfg: Config, settings: RunSettings, rows: list[Row], run_dir: Path) -
         ckpt.close()
         raise
     try:
-        return _drive(cfg, settings, rows, state, chunk_i, wall, ckpt, out)
+        return _drive(prog, cfg, settings, rows, state, chunk_i, wall, ckpt, out)
     finally:
         out.close()
         ckpt.close()
 
 
-def _restore(cfg, settings, rows, run_dir: Path, stored, ckpt):
+def _restore(prog: program.Program, settings, rows, run_dir: Path, stored, ckpt):
     """The rows' state: fresh, or restored from the latest valid checkpoint of a stored run
     (`stored`: its record; None: a new run). A stored run killed before its first checkpoint
     was complete starts from its beginning (its logged chunks are dropped); one whose
     checkpoints are gone is refused. Returns (chunk, state, wall-clock seconds so far)."""
     stored_steps = None if stored is None else stored.settings.steps
-    state = loop.init_batch([r.cfg for r in rows], [r.seed for r in rows])
+    state = prog.init([r.cfg for r in rows], [r.seed for r in rows])
     if not ckpt.steps():
         if stored is not None and stored.record.get("checkpointed"):
             raise RunError(
@@ -197,7 +199,7 @@ def _restore(cfg, settings, rows, run_dir: Path, stored, ckpt):
                 file=sys.stderr,
             )
         return 0, state, 0.0
-    chunk_i, state, meta = ckpt.restore_latest(state, reject=_nonfinite_reason(cfg))
+    chunk_i, state, meta = ckpt.restore_latest(state, reject=_nonfinite_reason(prog))
     if not meta.get("has_buffer"):
         warnings.warn(
             "resume: the replay buffer was not checkpointed; continuing with an "
@@ -273,11 +275,11 @@ class _Outputs:
             writer.close()
 
 
-def _drive(cfg, settings, rows_of_run, state, chunk_i, wall, ckpt, out: _Outputs):
+def _drive(prog, cfg, settings, rows_of_run, state, chunk_i, wall, ckpt, out: _Outputs):
     """The chunk loop of `train`: run, check, log, save, until the budget or a stop."""
     run_dir = Path(settings.run_dir)
-    train_chunk = loop.make_train_chunk(cfg, len(rows_of_run), rows=settings.rows)
-    evaluate = loop.make_evaluate(cfg, settings.eval_episodes)
+    train_chunk = prog.chunk(cfg.ticks_per_chunk)
+    evaluate = prog.evaluate(settings.eval_episodes)
     rows: list[dict] = []
     done_this_call, interrupted = 0, False
     counters = hosts.fetch(state.counters)
@@ -291,16 +293,16 @@ def _drive(cfg, settings, rows_of_run, state, chunk_i, wall, ckpt, out: _Outputs
             wall += dt
             chunk_i += 1
             done_this_call += 1
-            _stop_if_nonfinite(cfg, state, chunk_i, rows_of_run, ckpt)
+            _stop_if_nonfinite(prog, state, chunk_i, rows_of_run, ckpt)
             steps = hosts.fetch(state.counters.total_steps)
             due = eval_due(settings, chunk_i, counters.total_steps, steps)
             evals = None
             if due.any():
                 key = jax.random.fold_in(jax.random.key(12345), chunk_i)
-                got = hosts.fetch(evaluate(loop.mean_params(cfg, state), key))
+                got = hosts.fetch(evaluate(prog.means(state), key))
                 evals = [g if d else None for g, d in zip(got, due)]
             new_rows, arrivals = chunk_rows(
-                cfg, state, m, chunk_i, wall, rows_of_run, evals, ticks_before
+                cfg, state, m, chunk_i, wall, rows_of_run, evals, ticks_before, prog.var_mean(state)
             )
             counters = hosts.fetch(state.counters)
             out.write(new_rows, arrivals)
@@ -317,12 +319,12 @@ def _drive(cfg, settings, rows_of_run, state, chunk_i, wall, ckpt, out: _Outputs
             limit = settings.max_chunks is not None and done_this_call >= settings.max_chunks
             interrupted = hosts.any_process(stop.requested) or limit
             if chunk_i % settings.save_every == 0 or finished or interrupted:
-                _save(ckpt, cfg, state, chunk_i, wall, rows_of_run, run_dir)
+                _save(ckpt, prog, cfg, state, chunk_i, wall, rows_of_run, run_dir)
                 out.saved(run_dir)
             if interrupted:
                 break
     if done_this_call == 0 and chunk_i > 0:  # a finished run, resumed: its policies again
-        _export_policies(cfg, state, rows_of_run, run_dir)  # (a kill may have cut them)
+        _export_policies(prog, state, rows_of_run, run_dir)  # (a kill may have cut them)
     return RunResult(cfg, state, chunk_i, rows, interrupted, run_dir)
 
 
@@ -338,19 +340,19 @@ def eval_due(settings: RunSettings, chunk: int, before: np.ndarray, after: np.nd
     return (after // every > before // every) | (after >= settings.steps)
 
 
-def _nonfinite_reason(cfg: Config):
+def _nonfinite_reason(prog: program.Program):
     """For restore: why a restored state may not be resumed from (None: it may)."""
 
     def reason(state) -> str | None:
-        bad = loop.nonfinite_parts(cfg, state)
+        bad = prog.nonfinite_parts(state)
         return None if not bad else f"non-finite {bad[0][1]}"
 
     return reason
 
 
-def _stop_if_nonfinite(cfg: Config, state, chunk_i: int, rows: list[Row], ckpt) -> None:
+def _stop_if_nonfinite(prog, state, chunk_i: int, rows: list[Row], ckpt) -> None:
     """Raise NonFiniteError naming what went non-finite and when (before anything is saved)."""
-    bad = loop.nonfinite_parts(cfg, state)
+    bad = prog.nonfinite_parts(state)
     if not bad:
         return
     seed_i, part = bad[0]
@@ -365,7 +367,7 @@ def _stop_if_nonfinite(cfg: Config, state, chunk_i: int, rows: list[Row], ckpt) 
     )
 
 
-def _save(ckpt, cfg: Config, state, chunk_i: int, wall: float, rows: list[Row], run_dir) -> None:
+def _save(ckpt, prog, cfg: Config, state, chunk_i: int, wall, rows: list[Row], run_dir) -> None:
     meta = {
         "chunk": chunk_i,
         "wall_time": wall,
@@ -375,11 +377,11 @@ def _save(ckpt, cfg: Config, state, chunk_i: int, wall: float, rows: list[Row], 
         "total_steps": [int(x) for x in hosts.fetch(state.counters.total_steps)],
     }
     ckpt.save(chunk_i, state, meta)
-    _export_policies(cfg, state, rows, run_dir)
+    _export_policies(prog, state, rows, run_dir)
 
 
-def _export_policies(cfg: Config, state, rows: list[Row], run_dir) -> None:
-    means = hosts.fetch(loop.mean_params(cfg, state))
+def _export_policies(prog: program.Program, state, rows: list[Row], run_dir) -> None:
+    means = hosts.fetch(prog.means(state))
     if hosts.is_main():
         for i, row in enumerate(rows):
             checkpoint.export_policy(run_dir / row.policy_file, row.cfg, means[i], row.seed)

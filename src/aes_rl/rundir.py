@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-from aes_rl import checkpoint, faults, loop, sweep
+from aes_rl import checkpoint, faults, program, sweep
 from aes_rl.config import RATE_FIELDS, STRUCTURAL, Config
 
 
@@ -59,8 +59,8 @@ def check_settings(cfg: Config, settings: RunSettings) -> None:
     every = settings.eval_every_steps
     if not isinstance(every, int) or isinstance(every, bool) or not 0 <= every <= 2**31 - 1:
         raise RunError(f"eval_every_steps: must be an int in [0, 2^31-1], got {every!r}")
-    if settings.rows not in loop.ROW_MODES:
-        raise RunError(f"rows: unknown {settings.rows!r}; allowed: {', '.join(loop.ROW_MODES)}")
+    if settings.rows not in program.ROW_MODES:
+        raise RunError(f"rows: unknown {settings.rows!r}; allowed: {', '.join(program.ROW_MODES)}")
     for name in ("save_buffer", "progress", "tensorboard", "debug_nans"):
         if not isinstance(getattr(settings, name), bool):
             raise RunError(f"{name}: expected true/false, got {getattr(settings, name)!r}")

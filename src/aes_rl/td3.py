@@ -5,12 +5,10 @@
    the shared critic against the ES mean), `actor_step` (actor-only, one flat actor with its own
    Adam state; the loop vmaps it over worker slots), and `td3_step` (the standard joint update
    with policy delay 2, target networks updated together with the actor).
-3. The loop that calls them lives in `aes_rl.loop`.
+3. The engine that calls them lives in `aes_rl.engine`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -155,10 +153,8 @@ def td3_step(
     actor: ActorSpec,
     critic: CriticSpec,
     policy_delay: int = 2,
-    cond: Callable = jax.lax.cond,
 ) -> tuple[TD3State, dict]:
-    """Standard TD3: critic every step; actor and both targets every `policy_delay` steps.
-    `cond` decides the delayed step (the loop passes its `row_cond`)."""
+    """Standard TD3: critic every step; actor and both targets every `policy_delay` steps."""
     cstate, closs = critic_step(state.critic, batch, state.actor_target, key, hp, actor, critic)
     steps = state.steps + 1
 
@@ -172,7 +168,8 @@ def td3_step(
         return cs, flat, opt, jnp.zeros((), jnp.float32)
 
     do_actor = steps % policy_delay == 0
-    cstate, flat, opt, aloss = cond(do_actor, delayed, skip, (cstate, state.actor, state.actor_opt))
+    args = (cstate, state.actor, state.actor_opt)
+    cstate, flat, opt, aloss = jax.lax.cond(do_actor, delayed, skip, args)
     target = jnp.where(do_actor, polyak(state.actor_target, flat, hp.tau), state.actor_target)
     new = TD3State(flat, target, opt, cstate, steps)
     return new, {"critic_loss": closs, "actor_loss": aloss}

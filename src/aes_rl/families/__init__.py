@@ -1,4 +1,4 @@
-"""The slot engine's families: records of pure functions over one shared engine (`aes_rl.loop`).
+"""The slot engine's families: records of pure functions over one shared engine (`aes_rl.engine`).
 
 - `async_es`: asynchronous ES (AES-RL, ACEM-RL, (1+1)-ES): every free slot samples a member,
   RL or ES by population control; an arrival is told to the ES at once.

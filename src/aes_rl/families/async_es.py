@@ -4,7 +4,7 @@ Every free slot samples a member from the current distribution; after the warm-u
 member (actor training, then its rollout) or an ES member (its rollout) by population control.
 When a rollout ends the slot evaluates the mean (`n_mean_evals` episodes) and then its arrival
 (x, f, f_mu) is told to the ES at once, in slot order. The critic is a separate worker that
-trains in jobs against the ES mean (`loop.CriticJob`), starting one only while it is behind
+trains in jobs against the ES mean (`engine.CriticJob`), starting one only while it is behind
 the counted steps.
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from aes_rl import loop
+from aes_rl import engine
+from aes_rl.engine import ROLLOUT, TRAIN, Draw, Ended, Family, Setup, TrainState
 from aes_rl.families import diagnostics
-from aes_rl.loop import ROLLOUT, TRAIN, Setup, TrainState
 
 
 def init_es(s: Setup, mu0: jax.Array, key: jax.Array):
@@ -46,33 +46,31 @@ def draw(s: Setup, state: TrainState, free, key):
     state = state.replace(counters=c.replace(n_rl=n_rl, n_es=n_es))
     phase = jnp.where(rl, TRAIN, ROLLOUT)
     zeros = jnp.zeros(free.shape, jnp.int32)
-    return state, (x, phase, rl, jnp.ones(free.shape, bool), zeros, jnp.full(free.shape, b_a))
+    return state, Draw(x, phase, rl, jnp.ones(free.shape, bool), zeros, jnp.full(free.shape, b_a))
 
 
 def start(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     """Every slot draws its first job (the envs are fresh and carry the staggered counters)."""
     free = jnp.ones(state.slots.phase.shape, bool)
-    return loop.assign_jobs(s, state, free, key, reset_envs=False)
+    return engine.assign_jobs(s, state, free, key, reset_envs=False)
 
 
 def critic_target(s: Setup, state: TrainState, n_now):
-    return loop.worker_critic_target(s, state, n_now, capped=True)
+    return engine.worker_critic_target(s, state, n_now, capped=True)
 
 
 def tell(s: Setup, state: TrainState, arrived, mean_rets):
     """Tell arrivals to the ES in slot order. Non-finite guard: an arrival whose return or mean
     fitness is not finite is not told, only counted. Returns (state, ps, told)."""
     sl, c = state.slots, state.counters
-    n_arr = loop.count(arrived)
+    n_arr = engine.count(arrived)
     told = arrived & jnp.isfinite(sl.ret) & jnp.isfinite(mean_rets)
-    n_told = loop.count(told)
-    es, ps = loop.row_cond(
-        s,
+    n_told = engine.count(told)
+    es, ps = jax.lax.cond(
         n_told > 0,
         lambda e: s.strategy.tell_many(e, sl.x, sl.ret, mean_rets, told),
         lambda e: (e, jnp.zeros(arrived.shape)),
         state.es,
-        masked=True,  # no told slot: no tell, p = 0 (`tell_in_order`)
     )
     last = jnp.max(jnp.where(told, jnp.arange(arrived.shape[0]), -1))
     f_mu = jnp.where(n_told > 0, mean_rets[jnp.maximum(last, 0)], c.f_mu)
@@ -87,19 +85,19 @@ def tell(s: Setup, state: TrainState, arrived, mean_rets):
 def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
     """Training -> rollout -> mean evaluation; ended jobs are told; free slots draw again."""
     del k_tell
-    state, job_end, mean_rets = loop.advance_phases(
+    state, job_end, mean_rets = engine.advance_phases(
         s, state, done, k_phase, chain=True, eval_after_rollout=s.cfg.n_mean_evals > 0
     )
     before = state
     state, ps, told = tell(s, state, job_end, mean_rets)
     f_mu = mean_rets if s.cfg.n_mean_evals > 0 else None
     info = diagnostics.es_info(s, before, state, f_mu)
-    state, arrived_rl = loop.next_jobs(s, state, job_end, k_jobs)
-    return state, job_end, ps, told, arrived_rl, info
+    state, arrived_rl = engine.next_jobs(s, state, job_end, k_jobs)
+    return state, Ended(job_end, ps, told, arrived_rl, info)
 
 
-FAMILY = loop.es_family(
-    "async",
+FAMILY = Family(
+    name="async",
     staggered=True,
     init_es=init_es,
     start=start,

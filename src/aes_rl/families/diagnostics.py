@@ -1,6 +1,6 @@
 """What each arrival was told against: the diagnostic columns of `arrivals.csv`.
 
-Recorded inside the compiled tick (`loop.TickMetrics.info`, [W] per tick, read only where a
+Recorded inside the compiled tick (`engine.TickMetrics.info`, [W] per tick, read only where a
 slot arrived) and never read back by the algorithm, so they change nothing it computes. The
 families build them around their end of jobs (docs/algorithm.md §6, "What an arrival records"):
 
@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from aes_rl.loop import Setup, TrainState
+from aes_rl.engine import Setup, TrainState
 
 
 class ArrivalInfo(NamedTuple):

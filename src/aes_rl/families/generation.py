@@ -14,9 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from aes_rl import loop
-from aes_rl.families import diagnostics
-from aes_rl.loop import (
+from aes_rl import engine
+from aes_rl.engine import (
     CRITIC,
     MEAN_EVAL,
     ROLLOUT,
@@ -24,10 +23,14 @@ from aes_rl.loop import (
     STAGE_MEAN,
     STAGES,
     TRAIN,
+    Draw,
+    Ended,
+    Family,
     Generation,
     Setup,
     TrainState,
 )
+from aes_rl.families import diagnostics
 
 
 def init_es(s: Setup, mu0: jax.Array, key: jax.Array):
@@ -49,7 +52,7 @@ def stage_size(s: Setup, gen: Generation) -> jax.Array:
     """Jobs in the generation's current stage: serial critic jobs (one per RL member, with an
     actor stage and a serial critic), actor-training jobs, evaluations, mean evaluation."""
     cfg = s.cfg
-    n_rl = loop.count(gen.is_rl)
+    n_rl = engine.count(gen.is_rl)
     staged = s.algorithm.actor_stage
     none = jnp.zeros((), jnp.int32)
     sizes = jnp.stack(
@@ -105,7 +108,7 @@ def barriers(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
             return next_stage(s, parts[0], parts[1], counters, k)
 
         # The cond carries only the ES and the generation (never the replay buffer).
-        es, gen = loop.row_cond(s, complete, go, lambda p: p, (state.es, gen))
+        es, gen = jax.lax.cond(complete, go, lambda p: p, (state.es, gen))
         state = state.replace(es=es, gen=gen)
     return state
 
@@ -121,7 +124,7 @@ def start(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     state = state.replace(gen=new_generation(s, state, key))
     state = barriers(s, state, key)
     free = jnp.ones(state.slots.phase.shape, bool)
-    return loop.assign_jobs(s, state, free, key, reset_envs=False)
+    return engine.assign_jobs(s, state, free, key, reset_envs=False)
 
 
 def draw(s: Setup, state: TrainState, free, key):
@@ -136,7 +139,7 @@ def draw(s: Setup, state: TrainState, free, key):
     idx = gen.handed + order
     valid = eligible & (idx < stage_size(s, gen))
     member = jnp.minimum(idx, cfg.pop_size - 1)
-    gen = gen.replace(handed=gen.handed + loop.count(valid))
+    gen = gen.replace(handed=gen.handed + engine.count(valid))
     rl = gen.is_rl[member]
     chain = s.algorithm.chained  # an RL member's job starts with its critic segment
     eval_phase = jnp.where(rl & chain, CRITIC, ROLLOUT)
@@ -147,14 +150,14 @@ def draw(s: Setup, state: TrainState, free, key):
     target = jnp.where(phase == CRITIC, seg, jnp.maximum(gen.s_prev, 1))
     x = jnp.where((phase == MEAN_EVAL)[:, None], s.strategy.mean(state.es)[None], gen.xs[member])
     rl = rl & (phase != MEAN_EVAL)
-    return state.replace(gen=gen), (x, phase, rl, valid, member, target)
+    return state.replace(gen=gen), Draw(x, phase, rl, valid, member, target)
 
 
 def critic_target(s: Setup, state: TrainState, n_now):
     """The serial critic job's member and the steps left of its job; or (p-cem-rl's parallel
     critic) a worker against the mean, with no cap on critic steps."""
     if not s.serial_critic:
-        return loop.worker_critic_target(s, state, n_now, capped=False)
+        return engine.worker_critic_target(s, state, n_now, capped=False)
     sl = state.slots
     in_critic = sl.phase == CRITIC
     w_star = jnp.argmax(in_critic)
@@ -181,14 +184,14 @@ def file(s: Setup, state: TrainState, job_end, mean_rets, key):
         rets=gen.rets.at[jnp.where(ended_roll, sl.member, cfg.pop_size)].set(sl.ret, mode="drop"),
         xs=gen.xs.at[idx].set(sl.x, mode="drop"),
         steps=gen.steps + jnp.sum(jnp.where(ended_roll, sl.length, 0)),
-        finished=gen.finished + loop.count(job_end),
+        finished=gen.finished + engine.count(job_end),
     )
     told = ended_roll & jnp.isfinite(sl.ret)
     f_mu = jnp.where(jnp.any(ended_mean), jnp.sum(jnp.where(ended_mean, mean_rets, 0.0)), c.f_mu)
     f_mu = jnp.where(jnp.isfinite(f_mu), f_mu, c.f_mu)
     c = c.replace(
-        arrivals=c.arrivals + loop.count(ended_roll),
-        nonfinite_arrivals=c.nonfinite_arrivals + loop.count(ended_roll & ~told),
+        arrivals=c.arrivals + engine.count(ended_roll),
+        nonfinite_arrivals=c.nonfinite_arrivals + engine.count(ended_roll & ~told),
         f_mu=f_mu,
     )
     state = barriers(s, state.replace(gen=gen, counters=c), key)
@@ -198,7 +201,7 @@ def file(s: Setup, state: TrainState, job_end, mean_rets, key):
 def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
     """Ended jobs are filed into the generation (barriers passed); free slots take jobs."""
     chained = s.algorithm.chained
-    state, job_end, mean_rets = loop.advance_phases(
+    state, job_end, mean_rets = engine.advance_phases(
         s, state, done, k_phase, chain=chained, critic_then_train=chained
     )
     ps = jnp.zeros(done.shape)
@@ -206,12 +209,12 @@ def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
     state, arrived, told = file(s, state, job_end, mean_rets, k_tell)
     # no f_mu is told; a generation is told only once all its members are filed
     info = diagnostics.es_info(s, before, state, None, jnp.zeros(done.shape, jnp.int32))
-    state, arrived_rl = loop.next_jobs(s, state, job_end, k_jobs)
-    return state, arrived, ps, told, arrived_rl, info
+    state, arrived_rl = engine.next_jobs(s, state, job_end, k_jobs)
+    return state, Ended(arrived, ps, told, arrived_rl, info)
 
 
-FAMILY = loop.es_family(
-    "generation",
+FAMILY = Family(
+    name="generation",
     staggered=False,
     init_es=init_es,
     start=start,

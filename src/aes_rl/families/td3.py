@@ -8,22 +8,20 @@ arrival and the slot starts another. There is no ES: the reported policy is the 
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from aes_rl import loop
+from aes_rl import engine
 from aes_rl import td3 as td3_lib
+from aes_rl.engine import ROLLOUT, Ended, Family, Learner, Setup, TrainState
 from aes_rl.families import diagnostics
-from aes_rl.loop import ROLLOUT, Family, Setup, TrainState
 
 
 def init_learner(s: Setup, key: jax.Array, mu0: jax.Array):
     """TD3's own actor (the slot's policy), critic and targets; no per-slot critic copies."""
     del mu0
     learner = td3_lib.td3_init(key, s.actor, s.critic)
-    return learner, learner.actor, None
+    return Learner(learner, learner.actor, None)
 
 
 def init_es(s: Setup, mu0: jax.Array, key: jax.Array):
@@ -56,16 +54,13 @@ def act(s: Setup, state: TrainState, layers, key: jax.Array, rand: jax.Array) ->
 
 
 def critic_target(s: Setup, state: TrainState, n_now):
-    return loop.worker_critic_target(s, state, n_now, capped=True)
+    return engine.worker_critic_target(s, state, n_now, capped=True)
 
 
 def critic_update(s: Setup, learner, batch, policy, key):
     """One joint TD3 update (the policy is the learner's own actor)."""
     del policy
-    cond = functools.partial(loop.row_cond, s)
-    return td3_lib.td3_step(
-        learner, batch, key, s.hp, s.actor, s.critic, s.h.policy_delay, cond=cond
-    )[0]
+    return td3_lib.td3_step(learner, batch, key, s.hp, s.actor, s.critic, s.h.policy_delay)[0]
 
 
 def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
@@ -77,13 +72,13 @@ def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
         length=jnp.where(done, sl.ep_len, sl.length),
         ep_ret=jnp.where(done, 0.0, sl.ep_ret),
         ep_len=jnp.where(done, 0, sl.ep_len),
-        env=loop.reset_envs(s, sl.env, done, k_phase),
+        env=engine.reset_slot_envs(s, sl.env, done, k_phase),
     )
-    c = c.replace(arrivals=c.arrivals + loop.count(done))
+    c = c.replace(arrivals=c.arrivals + engine.count(done))
     state = state.replace(slots=sl, counters=c)
     arrived_rl = jnp.ones_like(done)  # every TD3 episode is its actor's
     info = diagnostics.no_es_info(done.shape[0])
-    return state, done, jnp.zeros(done.shape), jnp.zeros_like(done), arrived_rl, info
+    return state, Ended(done, jnp.zeros(done.shape), jnp.zeros_like(done), arrived_rl, info)
 
 
 def mean(s: Setup, state: TrainState) -> jax.Array:
@@ -94,8 +89,8 @@ def finite_parts(s: Setup, state: TrainState) -> jax.Array:
     lrn = state.learner
     parts = (
         jnp.ones((), bool),
-        loop.finite(lrn.critic),
-        loop.finite((lrn.actor, lrn.actor_target)),
+        engine.finite(lrn.critic),
+        engine.finite((lrn.actor, lrn.actor_target)),
     )
     return jnp.stack(parts)
 
@@ -118,7 +113,6 @@ FAMILY = Family(
     critic_target=critic_target,
     critic_update=critic_update,
     critic_worker=lambda s: False,  # one joint update per env step, no jobs
-    after_critic=loop.no_slot_critic,
     end_jobs=end_jobs,
     mean=mean,
     finite_parts=finite_parts,
