@@ -531,14 +531,14 @@ def hlo_sources(hlo_text: str) -> dict[str, list[tuple[str, str, int]]]:
 # The parts of a tick (`aes_rl.engine.tick`): the function the tick calls for each part, and
 # within the env steps, what an instruction's stack passes through.
 TICK_PARTS = (
-    ("actor steps", ("_train_actors", "train_actors")),
-    ("critic steps", ("_train_critic",)),
+    ("actor steps", ("train_actors",)),
+    ("critic steps", ("train_critic",)),
     ("job ends (tells, assignment, resets)", ("end_jobs",)),
-    ("env steps", ("_step_envs",)),
+    ("env steps", ("step_envs",)),
 )
 ENV_PARTS = (
     ("env steps: the simulator", ("TimeLimit.step",)),
-    ("env steps: the actors' actions", ("slot_actions", "_act", "slot_layers")),
+    ("env steps: the actors' actions", ("slot_actions", "act", "slot_layers")),
 )
 # Where a branch's call site is lost from the stack (a plain vmap re-traces a cond's branches
 # into selects), the functions that only that part of the tick calls.
@@ -546,7 +546,7 @@ INNER_PARTS = (
     ("actor steps", ("actor_step", "actor_loss")),
     ("critic steps", ("critic_step", "critic_update", "soft_update_critic")),
     ("job ends (tells, assignment, resets)",
-     ("advance_phases", "next_jobs", "assign_jobs", "_reset_envs", "_reset_side", "tell")),
+     ("advance_phases", "next_jobs", "assign_jobs", "reset_slot_envs", "tell")),
 )
 REST = "the rest (no part of the tick on its stack: the loop, a plain vmap's selects)"
 

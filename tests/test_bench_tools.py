@@ -38,17 +38,17 @@ def test_trace_summary_counts_each_steps_work(tmp_path):
     assert not any(r["name"].startswith("$") for r in rows)  # no Python frames
 
 
-def _train_critic(c):  # named as the tick's parts are: `common.TICK_PARTS`
+def train_critic(c):  # named as the tick's parts are: `common.TICK_PARTS`
     return c @ c.T
 
 
-def _step_envs(c):
+def step_envs(c):
     return jnp.sin(c) * 3.0 + 1.0
 
 
 def _two_parts(x):
     def body(c, _):
-        return jnp.tanh(_step_envs(_train_critic(c))), None
+        return jnp.tanh(step_envs(train_critic(c))), None
 
     return jax.lax.scan(body, x, None, length=STEPS)[0]
 
@@ -57,11 +57,11 @@ def test_kernel_parts_split_a_traced_program_by_the_call_stacks_of_its_instructi
     x = jnp.full((64, 64), 0.01)
     compiled = jax.jit(_two_parts).lower(x).compile()
     sources = common.hlo_sources(compiled.as_text())
-    # The product's call stack, innermost first: _train_critic, then the scan's body, then
+    # The product's call stack, innermost first: train_critic, then the scan's body, then
     # the traced function (the frames' parent links are read right).
     (dot,) = [c for name, c in sources.items() if name.startswith("dot")]
     fns = [fn for _, fn, _ in dot]
-    assert fns[0] == "_train_critic" and fns.index("_two_parts.<locals>.body") == 1
+    assert fns[0] == "train_critic" and fns.index("_two_parts.<locals>.body") == 1
     assert "_two_parts" in fns[2:] and dot[0][0] == "test_bench_tools.py"
     compiled(x).block_until_ready()
     common.traced(compiled, x, tmp_path)
@@ -80,16 +80,16 @@ def test_a_tick_part_is_read_from_the_outside_of_the_call_stack():
         return [("loop.py", fn, i) for i, fn in enumerate(fns)]
 
     # a function first traced inside the actor steps and reused at a job end
-    reused = stack("draw", "_train_actors.<locals>.run", "end_jobs", "tick")
+    reused = stack("draw", "train_actors.<locals>.run", "end_jobs", "tick")
     assert common.tick_part(reused) == "job ends (tells, assignment, resets)"
-    env = stack("Hopper.step", "TimeLimit.step", "_env_step", "_step_envs", "tick")
+    env = stack("Hopper.step", "TimeLimit.step", "env_step", "step_envs", "tick")
     assert common.tick_part(env) == "env steps: the simulator"
-    acting = stack("apply_layers", "slot_actions", "_step_envs.<locals>.body", "tick")
+    acting = stack("apply_layers", "slot_actions", "step_envs.<locals>.body", "tick")
     assert common.tick_part(acting) == "env steps: the actors' actions"
-    rest = stack("add", "_step_envs", "tick")
+    rest = stack("add", "step_envs", "tick")
     assert common.tick_part(rest) == "env steps: the rest (replay writes, bookkeeping)"
     # a branch whose call site a plain vmap dropped: known by what only its part calls
-    lost = stack("ProbeEnv.reset", "_reset_envs.<locals>.reset", "run_chunk")
+    lost = stack("ProbeEnv.reset", "reset_slot_envs.<locals>.reset", "run_chunk")
     assert common.tick_part(lost) == "job ends (tells, assignment, resets)"
     assert common.tick_part(stack("tick", "run_chunk")) == common.REST
     assert common.tick_part(stack("my_train_actors_helper", "tick")) == common.REST
@@ -107,8 +107,8 @@ def test_kernel_parts_give_a_copy_its_command_buffers_part(tmp_path):
             "",
             "FunctionNames",
             '1 "tick"',
-            '2 "_train_critic"',
-            '3 "_step_envs"',
+            '2 "train_critic"',
+            '3 "step_envs"',
             "",
             "FileLocations",
             "1 {file_name_id=1 function_name_id=1 line=10 end_line=10 column=1 end_column=2}",
@@ -127,7 +127,7 @@ def test_kernel_parts_give_a_copy_its_command_buffers_part(tmp_path):
         ]
     )
     assert common.hlo_sources(hlo)["loop_add_fusion.2"] == [
-        ("loop.py", "_train_critic", 20),
+        ("loop.py", "train_critic", 20),
         ("loop.py", "tick", 10),
     ]
 

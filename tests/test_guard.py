@@ -123,7 +123,8 @@ def test_resume_skips_checkpoints_holding_nonfinite_values(tmp_path):
     poisoned = good.replace(es=good.es.replace(mean=good.es.mean.at[0, 3].set(jnp.nan)))
     ckpt.save(3, poisoned, dict(meta, chunk=3))
     with pytest.warns(UserWarning, match="checkpoint 3 is not resumable \\(non-finite ES state\\)"):
-        chunk, state, _ = ckpt.restore_latest(template, reject=run._nonfinite_reason(cfg))
+        reject = run._nonfinite_reason(program.get(cfg, 1))
+        chunk, state, _ = ckpt.restore_latest(template, reject=reject)
     assert chunk == 2 and ckpt.steps() == [1, 2, 3]  # skipped, kept in place (not corrupt)
     assert program.nonfinite_parts(cfg, state) == []
 
