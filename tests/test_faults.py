@@ -289,6 +289,16 @@ def test_orbax_noise_is_dropped_and_everything_else_passes(monkeypatch):
     assert not bool(absl.filter(record))
     record = logging.LogRecord("absl", logging.ERROR, __file__, 1, "mine", None, None)
     assert bool(absl.filter(record))
+    # tensorstore's error of an orbax write, logged by asyncio as a future never retrieved
+    full = ValueError('RESOURCE_EXHAUSTED: Error writing "x" in OCDBT database at local file')
+    aio = logging.getLogger("asyncio")
+    msg = "Future exception was never retrieved"
+    record = logging.LogRecord("asyncio", logging.ERROR, "base_events.py", 1, msg, None,
+                               (ValueError, full, None))
+    assert not bool(aio.filter(record))
+    mine = (ValueError, ValueError("mine"), None)
+    record = logging.LogRecord("asyncio", logging.ERROR, "base_events.py", 1, msg, None, mine)
+    assert bool(aio.filter(record))
 
 
 # ------------------------------------------------------------------ a NaN in an evaluation

@@ -40,6 +40,8 @@ POLICY_FORMAT = "aes_rl.policy/1"
 logging.getLogger("absl").setLevel(logging.ERROR)
 
 _NOISY = tuple(f"{os.sep}{name}{os.sep}" for name in ("orbax", "tensorstore"))
+# What tensorstore's errors of an orbax write say: the OCDBT store, orbax's temporary directory.
+_NOISY_TEXT = ("OCDBT database", ".orbax-checkpoint-tmp")
 
 
 def _from_orbax(exc: BaseException | None, obj: Any = None) -> bool:
@@ -47,6 +49,8 @@ def _from_orbax(exc: BaseException | None, obj: Any = None) -> bool:
     read or write it aborted, finishing after orbax closed its event loop."""
     if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
         return True  # tensorstore calling back into orbax's closed loop
+    if exc is not None and any(mark in str(exc) for mark in _NOISY_TEXT):
+        return True  # tensorstore's own error of an orbax write (no Python frames of its own)
     files = []
     code = getattr(obj, "cr_code", None) or getattr(obj, "gi_code", None)
     if code is not None:
@@ -64,7 +68,8 @@ class _OrbaxNoise(logging.Filter):
         if any(part in record.pathname for part in _NOISY):
             return False
         exc = record.exc_info[1] if record.exc_info else None
-        return not (_from_orbax(exc) or any(part in record.getMessage() for part in _NOISY))
+        text = record.getMessage()
+        return not (_from_orbax(exc) or any(part in text for part in _NOISY + _NOISY_TEXT))
 
 
 def quiet_orbax() -> None:
