@@ -481,101 +481,48 @@ def trace_summary(trace_dir: Path | str, per: int, top: int = 12) -> list[dict]:
     return [dict(process=k[0], name=k[1], calls=v[0] / per, us=v[1] / per) for k, v in ranked]
 
 
-def hlo_sources(hlo_text: str) -> dict[str, list[tuple[str, str, int]]]:
-    """Each instruction of an optimized HLO module (`compiled.as_text()`) with the Python
-    call stack that made it: name -> [(file name, function, line), innermost first].
+# The parts of a tick, by the `jax.named_scope`s the engine's tick puts around them
+# (`aes_rl.engine.SCOPES`, `ENV_SCOPES`), as an instruction's `op_name` carries them.
+TICK_PARTS = (
+    ("actor_steps", "actor steps"),
+    ("env_steps", "env steps"),
+    ("critic_steps", "critic steps"),
+    ("job_ends", "job ends (tells, assignment, resets)"),
+)
+ENV_PARTS = (
+    ("simulator", "env steps: the simulator"),
+    ("actions", "env steps: the actors' actions"),
+)
+ENV_REST = "env steps: the rest (replay writes, bookkeeping)"
+REST = "the rest (no part of the tick in its scope: the loop, a plain vmap's selects)"
 
-    The module's text carries the tables `FileNames`, `FunctionNames`, `FileLocations` and
-    `StackFrames`; an instruction's `stack_frame_id` names its innermost frame, and a frame's
-    `parent_frame_id` is its caller's id plus one (0: none; checked by the tests on a real
-    compile). Instructions without a frame are left out."""
-    files: dict[int, str] = {}
-    funcs: dict[int, str] = {}
-    locs: dict[int, tuple[int, int, int]] = {}
-    frames: dict[int, tuple[int, int]] = {}
-    table = None
-    out: dict[str, list[tuple[str, str, int]]] = {}
+
+def hlo_scopes(hlo_text: str) -> dict[str, str]:
+    """Each instruction of an optimized HLO module (`compiled.as_text()`) with its `op_name`
+    (the transforms and `jax.named_scope`s it was traced in, '/'-separated). Instructions
+    without one are left out."""
+    out = {}
     for line in hlo_text.splitlines():
-        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
-            table = line
-            continue
-        if table and not line.strip():
-            table = None
-            continue
-        if table in ("FileNames", "FunctionNames"):
-            i, name = line.split(" ", 1)
-            (files if table == "FileNames" else funcs)[int(i)] = name.strip('"')
-        elif table == "FileLocations":
-            m = re.match(r"(\d+) \{file_name_id=(\d+) function_name_id=(\d+) line=(\d+)", line)
-            if m:
-                locs[int(m[1])] = (int(m[2]), int(m[3]), int(m[4]))
-        elif table == "StackFrames":
-            m = re.match(r"(\d+) \{file_location_id=(\d+) parent_frame_id=(\d+)", line)
-            if m:
-                frames[int(m[1])] = (int(m[2]), int(m[3]))
-        else:
-            m = re.match(r"\s+(?:ROOT )?%([\w.\-]+) = .*stack_frame_id=(\d+)", line)
-            if not m:
-                continue
-            chain, fid, seen = [], int(m[2]), set()
-            while fid in frames and fid not in seen:
-                seen.add(fid)
-                loc, parent = frames[fid]
-                f, fn, ln = locs[loc]
-                chain.append((os.path.basename(files[f]), funcs[fn], ln))
-                fid = parent - 1
-            out[m[1]] = chain
+        m = re.match(r'\s+(?:ROOT )?%([\w.\-]+) = .*?op_name="([^"]*)"', line)
+        if m:
+            out[m[1]] = m[2]
     return out
 
 
-# The parts of a tick (`aes_rl.engine.tick`): the function the tick calls for each part, and
-# within the env steps, what an instruction's stack passes through.
-TICK_PARTS = (
-    ("actor steps", ("train_actors",)),
-    ("critic steps", ("train_critic",)),
-    ("job ends (tells, assignment, resets)", ("end_jobs",)),
-    ("env steps", ("step_envs",)),
-)
-ENV_PARTS = (
-    ("env steps: the simulator", ("TimeLimit.step",)),
-    ("env steps: the actors' actions", ("slot_actions", "act", "slot_layers")),
-)
-# Where a branch's call site is lost from the stack (a plain vmap re-traces a cond's branches
-# into selects), the functions that only that part of the tick calls.
-INNER_PARTS = (
-    ("actor steps", ("actor_step", "actor_loss")),
-    ("critic steps", ("critic_step", "critic_update", "soft_update_critic")),
-    ("job ends (tells, assignment, resets)",
-     ("advance_phases", "next_jobs", "assign_jobs", "reset_slot_envs", "tell")),
-)
-REST = "the rest (no part of the tick on its stack: the loop, a plain vmap's selects)"
-
-
-def _named(fn: str, marks: tuple[str, ...]) -> bool:
-    """Whether the function `fn` (a qualified name) is one of `marks` or nested in one: a mark
-    names a function, or a method with its class."""
-    return any(m in fn if "." in m else m in fn.split(".") for m in marks)
-
-
-def tick_part(chain: list[tuple[str, str, int]]) -> str:
-    """Which part of the tick an instruction with this call stack (innermost first) belongs
-    to. The stack is read from the outside in: an instruction of a function that JAX traced
-    once and reused carries that first trace's frames innermost, then the frames of the call
-    site, so only the outer ones say where it ran."""
-    for _, fn, _ in reversed(chain):
-        for part, marks in TICK_PARTS:
-            if not _named(fn, marks):
+def tick_part(op_name: str) -> str:
+    """Which part of the tick an instruction with this `op_name` belongs to: the first
+    (outermost) tick scope in it, and inside the env steps the simulator's or the actions'."""
+    scopes = op_name.split("/")
+    for scope in scopes:
+        for mark, part in TICK_PARTS:
+            if scope != mark:
                 continue
-            if part != "env steps":
+            if mark != "env_steps":
                 return part
-            for sub, inner in ENV_PARTS:
-                if any(_named(f, inner) for _, f, _ in chain):
+            for inner, sub in ENV_PARTS:
+                if inner in scopes:
                     return sub
-            return "env steps: the rest (replay writes, bookkeeping)"
-    for _, fn, _ in reversed(chain):
-        for part, marks in INNER_PARTS:
-            if _named(fn, marks):
-                return part
+            return ENV_REST
     return REST
 
 
@@ -587,14 +534,14 @@ def kernel_parts(trace_dir: Path | str, hlo_text: str, per: int) -> list[dict]:
 
     Every device event (a GPU kernel or copy) is matched to the HLO instruction it runs (a
     kernel is named after its fusion, `loop_add_fusion_27` for `%loop_add_fusion.27`) and
-    takes the part of that instruction's call stack. An event with no instruction of its own
-    (a copy, a library GEMM) takes the part that holds most of the matched time of its command
-    buffer (the `hlo_op` it was launched by); what is left is 'unattributed'. On a CPU, whose
-    trace has no device, the host's events of the program's instructions (loops and other
-    events that hold others left out) are split the same way. Rows: part, events and µs per
-    `per` (say, per tick), share of the time of the events counted."""
+    takes the part of that instruction's named scope (`tick_part`). An event with no
+    instruction of its own (a copy, a library GEMM) takes the part that holds most of the
+    matched time of its command buffer (the `hlo_op` it was launched by); what is left is
+    'unattributed'. On a CPU, whose trace has no device, the host's events of the program's
+    instructions (loops and other events that hold others left out) are split the same way.
+    Rows: part, events and µs per `per` (say, per tick), share of the time of the events counted."""
     events, names = _trace_events(trace_dir)
-    sources = hlo_sources(hlo_text)
+    sources = hlo_scopes(hlo_text)
     device = [e for e in events if e.get("ph") == "X" and "/device:" in names.get(e.get("pid"), "")]
     if not device:  # a CPU: the host runs each instruction as its own event
         device = [

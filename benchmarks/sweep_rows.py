@@ -22,8 +22,8 @@ Three measurements, AES-RL on Brax (spring backend by default):
 the events that took the most time per tick (on a GPU: its kernels, copies and the host's
 waits), to find where a batch's tick spends its time. It also splits that time into the parts
 of the tick (actor steps, critic steps, job ends, the simulator, the actors' actions, the rest
-of the env steps) by the call stack each kernel's (on a CPU: each instruction's) HLO
-instruction carries in the compiled program.
+of the env steps) by the `jax.named_scope` (`aes_rl.engine.SCOPES`) that each kernel's (on a
+CPU: each instruction's) HLO instruction carries in its `op_name`.
 """
 
 from __future__ import annotations
@@ -297,8 +297,6 @@ def devices_table(args) -> tuple[str, list[dict]]:
 def main(argv=None) -> None:
     args = parse_args(argv)
     session = common.Session.start(NAME, args)
-    if args.profile:  # whole call stacks in the programs' metadata, so kernels find their part
-        jax.config.update("jax_traceback_in_locations_limit", 64)
     scaling, _ = row_scaling(args)
     tables = ["Row scaling (seeds of one setting):\n\n" + scaling]
     if args.sweep_steps:

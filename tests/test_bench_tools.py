@@ -38,61 +38,52 @@ def test_trace_summary_counts_each_steps_work(tmp_path):
     assert not any(r["name"].startswith("$") for r in rows)  # no Python frames
 
 
-def train_critic(c):  # named as the tick's parts are: `common.TICK_PARTS`
-    return c @ c.T
-
-
-def step_envs(c):
-    return jnp.sin(c) * 3.0 + 1.0
-
-
 def _two_parts(x):
+    """A scan whose body has two parts, scoped as the engine's tick scopes its own."""
+
     def body(c, _):
-        return jnp.tanh(step_envs(train_critic(c))), None
+        with jax.named_scope("critic_steps"):
+            c = c @ c.T
+        with jax.named_scope("env_steps"):
+            c = jnp.sin(c) * 3.0 + 1.0
+        return jnp.tanh(c), None
 
     return jax.lax.scan(body, x, None, length=STEPS)[0]
 
 
-def test_kernel_parts_split_a_traced_program_by_the_call_stacks_of_its_instructions(tmp_path):
+def test_kernel_parts_split_a_traced_program_by_the_scopes_of_its_instructions(tmp_path):
     x = jnp.full((64, 64), 0.01)
     compiled = jax.jit(_two_parts).lower(x).compile()
-    sources = common.hlo_sources(compiled.as_text())
-    # The product's call stack, innermost first: train_critic, then the scan's body, then
-    # the traced function (the frames' parent links are read right).
-    (dot,) = [c for name, c in sources.items() if name.startswith("dot")]
-    fns = [fn for _, fn, _ in dot]
-    assert fns[0] == "train_critic" and fns.index("_two_parts.<locals>.body") == 1
-    assert "_two_parts" in fns[2:] and dot[0][0] == "test_bench_tools.py"
+    scopes = common.hlo_scopes(compiled.as_text())
+    (dot,) = [op for name, op in scopes.items() if name.startswith("dot")]
+    assert "critic_steps" in dot.split("/") and common.tick_part(dot) == "critic steps"
     compiled(x).block_until_ready()
     common.traced(compiled, x, tmp_path)
     parts = {p["part"]: p for p in common.kernel_parts(tmp_path, compiled.as_text(), STEPS)}
-    assert parts["critic steps"]["events"] == 1.0  # one product per step of the scan
+    assert "critic steps" in parts and parts["critic steps"]["us"] > 0
     assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
-    assert set(parts) <= {
-        "critic steps",
-        "env steps: the rest (replay writes, bookkeeping)",
-        common.REST,
-    }
+    assert set(parts) <= {"critic steps", common.ENV_REST, common.REST}
 
 
-def test_a_tick_part_is_read_from_the_outside_of_the_call_stack():
-    def stack(*fns):
-        return [("loop.py", fn, i) for i, fn in enumerate(fns)]
+def test_the_tick_scopes_are_the_profilers_parts():
+    from aes_rl import engine
 
-    # a function first traced inside the actor steps and reused at a job end
-    reused = stack("draw", "train_actors.<locals>.run", "end_jobs", "tick")
-    assert common.tick_part(reused) == "job ends (tells, assignment, resets)"
-    env = stack("Hopper.step", "TimeLimit.step", "env_step", "step_envs", "tick")
-    assert common.tick_part(env) == "env steps: the simulator"
-    acting = stack("apply_layers", "slot_actions", "step_envs.<locals>.body", "tick")
-    assert common.tick_part(acting) == "env steps: the actors' actions"
-    rest = stack("add", "step_envs", "tick")
-    assert common.tick_part(rest) == "env steps: the rest (replay writes, bookkeeping)"
-    # a branch whose call site a plain vmap dropped: known by what only its part calls
-    lost = stack("ProbeEnv.reset", "reset_slot_envs.<locals>.reset", "run_chunk")
-    assert common.tick_part(lost) == "job ends (tells, assignment, resets)"
-    assert common.tick_part(stack("tick", "run_chunk")) == common.REST
-    assert common.tick_part(stack("my_train_actors_helper", "tick")) == common.REST
+    assert [mark for mark, _ in common.TICK_PARTS] == list(engine.SCOPES)
+    assert {mark for mark, _ in common.ENV_PARTS} == set(engine.ENV_SCOPES)
+
+
+def test_a_tick_part_is_its_outermost_tick_scope():
+    tick = "jit(one)/while/body/"
+    assert common.tick_part(tick + "actor_steps/cond/dot_general") == "actor steps"
+    # a function first traced inside one part and reused in another keeps its own scopes
+    assert common.tick_part(tick + "job_ends/actor_steps/add") == (
+        "job ends (tells, assignment, resets)"
+    )
+    assert common.tick_part(tick + "env_steps/cond/simulator/mul") == "env steps: the simulator"
+    assert common.tick_part(tick + "env_steps/actions/tanh") == "env steps: the actors' actions"
+    assert common.tick_part(tick + "env_steps/scatter") == common.ENV_REST
+    assert common.tick_part(tick + "add") == common.REST
+    assert common.tick_part(tick + "my_actor_steps_helper/add") == common.REST
 
 
 def test_kernel_parts_give_a_copy_its_command_buffers_part(tmp_path):
@@ -102,34 +93,13 @@ def test_kernel_parts_give_a_copy_its_command_buffers_part(tmp_path):
         [
             "HloModule jit_run_chunk",
             "",
-            "FileNames",
-            '1 "loop.py"',
-            "",
-            "FunctionNames",
-            '1 "tick"',
-            '2 "train_critic"',
-            '3 "step_envs"',
-            "",
-            "FileLocations",
-            "1 {file_name_id=1 function_name_id=1 line=10 end_line=10 column=1 end_column=2}",
-            "2 {file_name_id=1 function_name_id=2 line=20 end_line=20 column=1 end_column=2}",
-            "3 {file_name_id=1 function_name_id=3 line=30 end_line=30 column=1 end_column=2}",
-            "",
-            "StackFrames",
-            "1 {file_location_id=1 parent_frame_id=0}",
-            "2 {file_location_id=2 parent_frame_id=2}",
-            "3 {file_location_id=3 parent_frame_id=2}",
-            "",
             "ENTRY %main (p: f32[4]) -> f32[4] {",
-            '  %loop_add_fusion.2 = f32[4] fusion(%p), metadata={op_name="a" stack_frame_id=2}',
-            '  %loop_sine_fusion = f32[4] fusion(%p), metadata={op_name="b" stack_frame_id=3}',
+            '  %loop_add_fusion.2 = f32[4] fusion(%p), metadata={op_name="f/critic_steps/add"}',
+            '  %loop_sine_fusion = f32[4] fusion(%p), metadata={op_name="f/env_steps/sin"}',
             "}",
         ]
     )
-    assert common.hlo_sources(hlo)["loop_add_fusion.2"] == [
-        ("loop.py", "train_critic", 20),
-        ("loop.py", "tick", 10),
-    ]
+    assert common.hlo_scopes(hlo)["loop_add_fusion.2"] == "f/critic_steps/add"
 
     def kernel(name, dur, buffer):
         return dict(ph="X", pid=2, tid=1, name=name, ts=0, dur=dur, args=dict(hlo_op=buffer))

@@ -67,7 +67,7 @@ def test_a_registered_toy_algorithm_runs_on_the_loop_and_learns_its_own_way(gree
     assert 0 < moves <= told  # some members beat f_mu and became the mean, never more
     np.testing.assert_array_equal(state.es.var, np.float32(cfg.var_init))  # its fixed variance
     assert int(c.critic_steps[0]) > 0  # the family's shared critic trained
-    assert state.gen is None  # the state holds only its family's parts (no generation)
+    assert state.fam is None  # the state holds only its family's parts (no generation)
     # resume reads it back through the registry (config.json names the algorithm)
     again = run.resume(tmp_path / "r", steps=1200, progress=False)
     assert int(again.state.counters.total_steps[0]) >= 1200

@@ -27,7 +27,7 @@ def trace(cfg, ticks):
     rows = []
     for t in range(ticks):
         sl = first(state.slots.replace(env=None, critic=None, opt=None))
-        g, c = first(state.gen), first(state.counters)
+        g, c = first(state.fam), first(state.counters)
         rows.append(
             dict(
                 t=t,

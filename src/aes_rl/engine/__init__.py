@@ -1,8 +1,8 @@
 """The slot engine: W worker slots advanced tick by tick inside one compiled `lax.scan`
 (docs/algorithm.md §6 the engine, §8 the clock, "One tick" the reading order).
 
-- `state`: the records (phases, traced hyper-parameters, slots, counters, generation, critic
-  job, tick metrics, the records a family returns) and per-tick rates;
+- `state`: the records (phases, traced hyper-parameters, slots, counters, critic job,
+  tick metrics, the records a family returns) and per-tick rates;
 - `family`: the contract with a family of algorithms (`Family`) and the `Setup` a program is
   built from;
 - `jobs`: free slots draw jobs; completed units move slots to their next phase;
@@ -42,21 +42,17 @@ from aes_rl.engine.learn import (
 from aes_rl.engine.loop import init, run_chunk, tick
 from aes_rl.engine.state import (
     CRITIC,
+    ENV_SCOPES,
     MEAN_EVAL,
     PHASES,
     ROLLOUT,
-    STAGE_ACTOR,
-    STAGE_CRITIC,
-    STAGE_EVAL,
-    STAGE_MEAN,
-    STAGES,
+    SCOPES,
     TRAIN,
     WAIT,
     Counters,
     CriticJob,
     Draw,
     Ended,
-    Generation,
     HParams,
     Learner,
     Rate,
@@ -96,21 +92,17 @@ __all__ = [
     "train_critic",
     "worker_critic_target",
     "CRITIC",
+    "ENV_SCOPES",
     "MEAN_EVAL",
     "PHASES",
     "ROLLOUT",
-    "STAGE_ACTOR",
-    "STAGE_CRITIC",
-    "STAGE_EVAL",
-    "STAGE_MEAN",
-    "STAGES",
+    "SCOPES",
     "TRAIN",
     "WAIT",
     "Counters",
     "CriticJob",
     "Draw",
     "Ended",
-    "Generation",
     "HParams",
     "Learner",
     "Rate",

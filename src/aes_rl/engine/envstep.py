@@ -10,7 +10,15 @@ import jax
 import jax.numpy as jnp
 
 from aes_rl import replay
-from aes_rl.engine.state import MEAN_EVAL, ROLLOUT, Slots, TrainState, count, tree_where
+from aes_rl.engine.state import (
+    ENV_SCOPES,
+    MEAN_EVAL,
+    ROLLOUT,
+    Slots,
+    TrainState,
+    count,
+    tree_where,
+)
 
 if TYPE_CHECKING:
     from aes_rl.engine.family import Setup
@@ -37,8 +45,10 @@ def env_step(s: Setup, state: TrainState, sl: Slots, done, key, allowed, view, p
     of rolling-out slots go to the buffer after the tick's env steps (`step_envs`)."""
     acting = ((sl.phase == ROLLOUT) | (sl.phase == MEAN_EVAL)) & ~done & allowed
     rolling = acting & (sl.phase == ROLLOUT)
-    action = act(s, state.replace(slots=sl), view, key, pick)
-    nxt = jax.vmap(s.env.step)(sl.env, action)
+    with jax.named_scope(ENV_SCOPES[1]):
+        action = act(s, state.replace(slots=sl), view, key, pick)
+    with jax.named_scope(ENV_SCOPES[0]):
+        nxt = jax.vmap(s.env.step)(sl.env, action)
     trans = replay.Transition(sl.env.obs, action, nxt.reward, nxt.obs, 1.0 - nxt.info["terminated"])
     trans = tree_where(rolling, trans, jax.tree.map(jnp.zeros_like, trans))  # rows kept only
     sl = sl.replace(
@@ -87,7 +97,8 @@ def step_envs(s: Setup, state: TrainState, key: jax.Array):
                 params=take(sl.params),
             )
             k = pick.shape[0]
-        view = s.family.acting(s, state.replace(slots=sub))
+        with jax.named_scope(ENV_SCOPES[1]):
+            view = s.family.acting(s, state.replace(slots=sub))
 
         def body(carry, inp):
             kk, i = inp

@@ -99,14 +99,14 @@ def assign_if_free(s: Setup, state: TrainState, free: jax.Array, key: jax.Array)
     changes (slots, counters, generation), never the replay buffer."""
 
     def assign(parts):
-        slots, counters, gen = parts
-        st = state.replace(slots=slots, counters=counters, gen=gen)
+        slots, counters, fam = parts
+        st = state.replace(slots=slots, counters=counters, fam=fam)
         st = assign_jobs(s, st, free, key)
-        return st.slots, st.counters, st.gen
+        return st.slots, st.counters, st.fam
 
-    parts = (state.slots, state.counters, state.gen)
-    slots, counters, gen = jax.lax.cond(jnp.any(free), assign, lambda p: p, parts)
-    return state.replace(slots=slots, counters=counters, gen=gen)
+    parts = (state.slots, state.counters, state.fam)
+    slots, counters, fam = jax.lax.cond(jnp.any(free), assign, lambda p: p, parts)
+    return state.replace(slots=slots, counters=counters, fam=fam)
 
 
 def advance_phases(
@@ -117,6 +117,7 @@ def advance_phases(
     chain: bool,
     eval_after_rollout: bool = False,
     critic_then_train: bool = False,
+    train_target: jax.Array | None = None,
 ):
     """End of tick: units that completed move their slot to its next phase, or end its job.
     The family says which phases follow: `chain` (training is followed by the member's
@@ -153,7 +154,7 @@ def advance_phases(
     x, params = jax.lax.cond(jnp.any(kept | to_eval), write, lambda xp: xp, (sl.x, sl.params))
     target = sl.target
     if critic_then_train:  # the member's actor training is as long as the last generation
-        target = jnp.where(to_train, jnp.maximum(state.gen.s_prev, 1), sl.target)
+        target = jnp.where(to_train, train_target, sl.target)
     sl = sl.replace(
         phase=phase,
         counter=jnp.where(to_train, 0, sl.counter),

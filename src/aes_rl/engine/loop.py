@@ -32,6 +32,7 @@ from aes_rl.engine import envstep
 from aes_rl.engine.family import Setup
 from aes_rl.engine.learn import train_critic
 from aes_rl.engine.state import (
+    SCOPES,
     WAIT,
     Counters,
     CriticJob,
@@ -92,7 +93,7 @@ def init(s: Setup, key: jax.Array, hp: HParams) -> TrainState:
         nonfinite_transitions=i32(0),
     )
     buffer = replay.init(cfg.buffer_size, s.env.observation_size, s.env.action_size)
-    # Only the running family's parts: the generation family's `start` adds its generation.
+    # Only the running family's parts: a family's `start` adds its own state (`fam`).
     job = None
     if s.family.critic_worker(s):
         job = CriticJob(jnp.zeros_like(mu0), jnp.zeros((), jnp.int32), learner.params)
@@ -108,10 +109,15 @@ def tick(s: Setup, state: TrainState, _=None) -> tuple[TrainState, TickMetrics]:
     key, k_train, k_act, k_critic, k_phase, k_tell, k_jobs = jax.random.split(state.key, 7)
     busy = count(state.slots.phase != WAIT)
     state = state.replace(key=key)
-    state = fam.train_actors(s, state, k_train)
-    state, done, env_path = envstep.step_envs(s, state, k_act)
-    state = train_critic(s, state, k_critic)
-    state, ended = fam.end_jobs(s, state, done, k_phase, k_tell, k_jobs)
+    # The named scopes mark the tick's parts in the compiled program (profiles read them).
+    with jax.named_scope(SCOPES[0]):
+        state = fam.train_actors(s, state, k_train)
+    with jax.named_scope(SCOPES[1]):
+        state, done, env_path = envstep.step_envs(s, state, k_act)
+    with jax.named_scope(SCOPES[2]):
+        state = train_critic(s, state, k_critic)
+    with jax.named_scope(SCOPES[3]):
+        state, ended = fam.end_jobs(s, state, done, k_phase, k_tell, k_jobs)
     c = state.counters
     state = state.replace(counters=c.replace(ticks=c.ticks + 1, busy=c.busy + busy))
     sl = state.slots

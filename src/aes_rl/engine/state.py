@@ -1,5 +1,5 @@
 """The engine's state: phases, the traced hyper-parameters, the slots, the counters, the
-generation, the critic worker's job, one tick's metrics, and per-tick rates.
+the critic worker's job, one tick's metrics, and per-tick rates.
 
 Every array here carries no row axis; several rows share one program by stacking states on a
 leading axis (`aes_rl.program`). docs/algorithm.md §6 describes the slot engine.
@@ -21,9 +21,10 @@ from aes_rl.envs import State as EnvState
 
 TRAIN, ROLLOUT, MEAN_EVAL, WAIT, CRITIC = 0, 1, 2, 3, 4
 PHASES = ("train", "rollout", "mean-eval", "wait", "critic")
-# Stages of a synchronous generation, each ending in a barrier.
-STAGE_CRITIC, STAGE_ACTOR, STAGE_EVAL, STAGE_MEAN = 0, 1, 2, 3
-STAGES = ("critic", "actor", "eval", "mean-eval")
+# `jax.named_scope`s of the tick's parts (in its order) and, inside the env steps, of the
+# simulator and of the actors' actions: profiles split a compiled tick's time by them.
+SCOPES = ("actor_steps", "env_steps", "critic_steps", "job_ends")
+ENV_SCOPES = ("simulator", "actions")
 
 
 @struct.dataclass
@@ -116,20 +117,6 @@ class Counters:
 
 
 @struct.dataclass
-class Generation:
-    """The population of a generation (the generation family's part of the state)."""
-
-    xs: jax.Array  # [N, d] f32, members (RL members replaced by their trained actors)
-    rets: jax.Array  # [N] f32
-    is_rl: jax.Array  # [N] bool, rows 0..rl_members-1 after warm-up
-    stage: jax.Array  # [] i32, STAGE_CRITIC/ACTOR/EVAL/MEAN
-    handed: jax.Array  # [] i32, jobs of this stage handed out
-    finished: jax.Array  # [] i32, jobs of this stage finished
-    steps: jax.Array  # [] i32, counted steps of this generation
-    s_prev: jax.Array  # [] i32, counted steps of the previous generation
-
-
-@struct.dataclass
 class CriticJob:
     """The job of a critic worker (`Family.critic_worker`; docs/algorithm.md §2). As in the
     authors' code, the worker trains in jobs of `critic_job_steps` steps: a job starts when
@@ -148,7 +135,7 @@ class TrainState:
     es: Any  # the family's strategy state (None for td3)
     learner: Any  # td3.CriticState (ES families) or td3.TD3State (td3)
     buffer: replay.ReplayBuffer
-    gen: Generation | None  # the generation family's (None for the others)
+    fam: Any  # the family's own state (the generation family's `Generation`; None: none)
     counters: Counters
     hp: HParams  # this row's traced hyper-parameters
     critic_job: CriticJob | None = None  # the critic worker's job (None: no critic worker)

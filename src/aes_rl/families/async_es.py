@@ -91,7 +91,7 @@ def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
     before = state
     state, ps, told = tell(s, state, job_end, mean_rets)
     f_mu = mean_rets if s.cfg.n_mean_evals > 0 else None
-    info = diagnostics.es_info(s, before, state, f_mu)
+    info = diagnostics.es_info(s, job_end, before, state, f_mu)
     state, arrived_rl = engine.next_jobs(s, state, job_end, k_jobs)
     return state, Ended(job_end, ps, told, arrived_rl, info)
 

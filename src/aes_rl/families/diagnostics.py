@@ -37,6 +37,7 @@ def _told(state: TrainState) -> jax.Array:
 
 def es_info(
     s: Setup,
+    arrived: jax.Array,
     before: TrainState,
     after: TrainState,
     f_mu: jax.Array | None,
@@ -44,7 +45,18 @@ def es_info(
 ) -> ArrivalInfo:
     """The columns of an ES family: `before` is the state as this tick's tells begin (jobs
     ended, snapshots of the draw still in the slots), `after` as they are done. `f_mu` [W]
-    (None: NaN); `tells_during` [W] (None: told arrivals since each slot's draw)."""
+    (None: NaN); `tells_during` [W] (None: told arrivals since each slot's draw). Computed
+    only in ticks with an arrival (`arrived` [W]); other ticks give `no_es_info`, which no
+    row of arrivals.csv reads."""
+    w = arrived.shape[0]
+    return jax.lax.cond(
+        jnp.any(arrived),
+        lambda: _es_info(s, before, after, f_mu, tells_during),
+        lambda: no_es_info(w),
+    )
+
+
+def _es_info(s, before, after, f_mu, tells_during) -> ArrivalInfo:
     sl = before.slots
     w = sl.phase.shape[0]
     full = lambda v: jnp.full((w,), v, jnp.float32)  # noqa: E731

@@ -13,24 +13,39 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from aes_rl import engine
 from aes_rl.engine import (
     CRITIC,
     MEAN_EVAL,
     ROLLOUT,
-    STAGE_CRITIC,
-    STAGE_MEAN,
-    STAGES,
     TRAIN,
     Draw,
     Ended,
     Family,
-    Generation,
     Setup,
     TrainState,
 )
 from aes_rl.families import diagnostics
+
+# Stages of a generation, each ending in a barrier.
+STAGE_CRITIC, STAGE_ACTOR, STAGE_EVAL, STAGE_MEAN = 0, 1, 2, 3
+STAGES = ("critic", "actor", "eval", "mean-eval")
+
+
+@struct.dataclass
+class Generation:
+    """The population of a generation (this family's own state, `TrainState.fam`)."""
+
+    xs: jax.Array  # [N, d] f32, members (RL members replaced by their trained actors)
+    rets: jax.Array  # [N] f32
+    is_rl: jax.Array  # [N] bool, rows 0..rl_members-1 after warm-up
+    stage: jax.Array  # [] i32, STAGE_CRITIC/ACTOR/EVAL/MEAN
+    handed: jax.Array  # [] i32, jobs of this stage handed out
+    finished: jax.Array  # [] i32, jobs of this stage finished
+    steps: jax.Array  # [] i32, counted steps of this generation
+    s_prev: jax.Array  # [] i32, counted steps of the previous generation
 
 
 def init_es(s: Setup, mu0: jax.Array, key: jax.Array):
@@ -40,7 +55,7 @@ def init_es(s: Setup, mu0: jax.Array, key: jax.Array):
 def new_generation(s: Setup, state: TrainState, key: jax.Array) -> Generation:
     """Ask the generation strategy for N members; rows 0..rl_members-1 (the +eps half of the
     antithetic pairs) are RL members once the warm-up is over and a generation has run."""
-    cfg, gen = s.cfg, state.gen
+    cfg, gen = s.cfg, state.fam
     xs = s.strategy.ask(key, state.es)
     warm = state.counters.total_steps < s.h.warmup_steps
     rl = (jnp.arange(cfg.pop_size) < s.h.rl_members) & ~warm & (gen.steps > 0)
@@ -101,7 +116,7 @@ def next_stage(s: Setup, es, gen: Generation, counters, key: jax.Array):
 def barriers(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     """Pass every barrier whose stage is complete (empty stages are passed at once)."""
     for i in range(len(STAGES)):
-        gen = state.gen
+        gen = state.fam
         complete = gen.finished >= stage_size(s, gen)
 
         def go(parts, k=jax.random.fold_in(key, i), counters=state.counters):
@@ -109,7 +124,7 @@ def barriers(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
 
         # The cond carries only the ES and the generation (never the replay buffer).
         es, gen = jax.lax.cond(complete, go, lambda p: p, (state.es, gen))
-        state = state.replace(es=es, gen=gen)
+        state = state.replace(es=es, fam=gen)
     return state
 
 
@@ -120,8 +135,8 @@ def empty_generation(s: Setup, d: int) -> Generation:
 
 def start(s: Setup, state: TrainState, key: jax.Array) -> TrainState:
     """Ask the first generation, pass the empty stages of a warm-up generation, hand out jobs."""
-    state = state.replace(gen=empty_generation(s, state.slots.params.shape[1]))
-    state = state.replace(gen=new_generation(s, state, key))
+    state = state.replace(fam=empty_generation(s, state.slots.params.shape[1]))
+    state = state.replace(fam=new_generation(s, state, key))
     state = barriers(s, state, key)
     free = jnp.ones(state.slots.phase.shape, bool)
     return engine.assign_jobs(s, state, free, key, reset_envs=False)
@@ -131,7 +146,7 @@ def draw(s: Setup, state: TrainState, free, key):
     """Hand out the current stage's jobs in slot order. Serial jobs (critic, mean evaluation)
     go to slot 0 only; a slot with no job left waits."""
     del key
-    cfg, gen = s.cfg, state.gen
+    cfg, gen = s.cfg, state.fam
     w = free.shape[0]
     serial_stage = (gen.stage == STAGE_CRITIC) | (gen.stage == STAGE_MEAN)
     eligible = free & (~serial_stage | (jnp.arange(w) == 0))
@@ -150,7 +165,7 @@ def draw(s: Setup, state: TrainState, free, key):
     target = jnp.where(phase == CRITIC, seg, jnp.maximum(gen.s_prev, 1))
     x = jnp.where((phase == MEAN_EVAL)[:, None], s.strategy.mean(state.es)[None], gen.xs[member])
     rl = rl & (phase != MEAN_EVAL)
-    return state.replace(gen=gen), Draw(x, phase, rl, valid, member, target)
+    return state.replace(fam=gen), Draw(x, phase, rl, valid, member, target)
 
 
 def critic_target(s: Setup, state: TrainState, n_now):
@@ -175,7 +190,7 @@ def after_critic(s: Setup, slots, n):
 def file(s: Setup, state: TrainState, job_end, mean_rets, key):
     """File ended jobs into the generation (trained actors, returns, the mean's fitness), then
     pass the barriers of complete stages. Returns (state, arrived, told)."""
-    cfg, sl, c, gen = s.cfg, state.slots, state.counters, state.gen
+    cfg, sl, c, gen = s.cfg, state.slots, state.counters, state.fam
     ended_roll = job_end & (sl.phase == ROLLOUT)
     ended_train = job_end & (sl.phase == TRAIN)
     ended_mean = job_end & (sl.phase == MEAN_EVAL)
@@ -194,21 +209,28 @@ def file(s: Setup, state: TrainState, job_end, mean_rets, key):
         nonfinite_arrivals=c.nonfinite_arrivals + engine.count(ended_roll & ~told),
         f_mu=f_mu,
     )
-    state = barriers(s, state.replace(gen=gen, counters=c), key)
+    state = barriers(s, state.replace(fam=gen, counters=c), key)
     return state, ended_roll, told
 
 
 def end_jobs(s: Setup, state: TrainState, done, k_phase, k_tell, k_jobs):
     """Ended jobs are filed into the generation (barriers passed); free slots take jobs."""
     chained = s.algorithm.chained
+    train_target = jnp.maximum(state.fam.s_prev, 1)  # as long as the last generation
     state, job_end, mean_rets = engine.advance_phases(
-        s, state, done, k_phase, chain=chained, critic_then_train=chained
+        s,
+        state,
+        done,
+        k_phase,
+        chain=chained,
+        critic_then_train=chained,
+        train_target=train_target,
     )
     ps = jnp.zeros(done.shape)
     before = state
     state, arrived, told = file(s, state, job_end, mean_rets, k_tell)
     # no f_mu is told; a generation is told only once all its members are filed
-    info = diagnostics.es_info(s, before, state, None, jnp.zeros(done.shape, jnp.int32))
+    info = diagnostics.es_info(s, arrived, before, state, None, jnp.zeros(done.shape, jnp.int32))
     state, arrived_rl = engine.next_jobs(s, state, job_end, k_jobs)
     return state, Ended(arrived, ps, told, arrived_rl, info)
 
