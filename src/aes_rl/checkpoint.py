@@ -32,7 +32,8 @@ from aes_rl.networks import ActorSpec
 # 2: counters of non-finite arrivals and transitions; 3: traced hyper-parameters in the state;
 # 4: the baselines' own ES parameters among them; 5: the critic worker's job (`engine.CriticJob`);
 # 6: the slots' snapshots of their draw (`Slots.drawn_mean`, `drawn_tells`); 7: the engine
-# split into `aes_rl.engine` (no side episodes: mean evaluations run one after another)
+# split into `aes_rl.engine` (no side episodes: mean evaluations run one after another; a
+# family's own state in `TrainState.fam`)
 FORMAT_VERSION = 7
 POLICY_FORMAT = "aes_rl.policy/1"
 
