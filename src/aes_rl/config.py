@@ -71,14 +71,9 @@ EVOSAX_STRATEGIES = (
 )
 
 
-def _registry():
-    """The algorithm registry (`aes_rl.registry`, filled by `aes_rl.algorithms`)."""
-    return registry
-
-
 def algo_names() -> tuple[str, ...]:
     """The registered algorithms, built-in or added by `algorithms.register`, as of now."""
-    return _registry().names()
+    return registry.names()
 
 
 def __getattr__(name: str) -> Any:
@@ -436,7 +431,7 @@ class Config:
     @property
     def algorithm(self):
         """This config's `algorithms.Algorithm` (the registry's record)."""
-        return _registry().get(self.algo)
+        return registry.get(self.algo)
 
     @property
     def is_async(self) -> bool:
@@ -678,7 +673,7 @@ def preset(env: str, algo: str = "aes-rl", **overrides) -> Config:
     algorithms, 1e6 for the others."""
     if env not in ENV_NAMES:
         raise ValueError(f"env: unknown {env!r}; allowed: {', '.join(ENV_NAMES)}")
-    algorithm = _registry().get(algo)
+    algorithm = registry.get(algo)
     base: dict[str, Any] = dict(algo=algo, env=env)
     base.update(algorithm.preset(env))  # the authors' config of this algorithm on this env
     base.update(env_defaults(env))

@@ -238,9 +238,7 @@ def init_batch(cfg: Config | list[Config], seeds) -> TrainState:
     """States of several rows stacked on a leading axis. `cfg`: one config for every row, or
     one per row (a sweep: they must share their structure); `seeds`: one per row."""
     cfgs = list(cfg) if isinstance(cfg, list | tuple) else [cfg] * len(seeds)
-    if len(cfgs) != len(seeds):
-        raise ValueError(f"init_batch: {len(cfgs)} configs for {len(seeds)} seeds")
-    return get(cfgs[0], len(seeds)).init(cfgs, seeds)
+    return get(cfgs[0], len(seeds)).init(cfgs, seeds)  # `Program.init` checks the counts
 
 
 def init(cfg: Config, key: jax.Array, hp: HParams | None = None) -> TrainState:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from aes_rl import td3
 from aes_rl.config import Config
 from aes_rl.engine import learn
-from aes_rl.engine.state import Draw, Ended, HParams, Learner, Rate  # noqa: F401
+from aes_rl.engine.state import HParams, Rate
 from aes_rl.envs import TimeLimit
 from aes_rl.networks import ActorSpec, CriticSpec
 
