@@ -81,9 +81,9 @@ def config_rows() -> list[str]:
     fixed = set(getattr(config, "STRUCTURAL", ()))
     preset_text = getattr(config, "preset_default_text", None)
     rows = [
-        "| flag | meaning | allowed | default (the presets) | traced (sweepable) "
+        "| flag | meaning | read by | allowed | default (the presets) | traced (sweepable) "
         "| fixed when continued |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for f in dataclasses.fields(config.Config):
         if f.name in NO_FLAG:
@@ -105,7 +105,8 @@ def config_rows() -> list[str]:
         sweep = ""
         if f.name in traced:
             sweep = "yes, or `all`" if choices else "yes"
-        text = [_cell(t) for t in (getattr(spec, "help", ""), allowed, default)]
+        owner = getattr(spec, "owner", "") or "shared"
+        text = [_cell(t) for t in (getattr(spec, "help", ""), owner, allowed, default)]
         cells = [_flag(f.name, kind, pair=True), *text, sweep, "yes" if f.name in fixed else ""]
         rows.append("| " + " | ".join(cells) + " |")
     return rows

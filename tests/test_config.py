@@ -252,3 +252,55 @@ def test_algo_choices_are_the_registrys_when_asked():
         algorithms.unregister("my-aes")
     with pytest.raises(ValueError, match=r"^algo: unknown 'my-aes'; allowed: aes-rl, acem-rl"):
         Config(algo="my-aes")
+
+
+def test_each_algorithms_own_numbers_are_declared_beside_its_code_and_joined_into_config():
+    from aes_rl import td3
+    from aes_rl.es import acem, aes, cem, one_plus_one, strategies
+
+    modules = (aes, cem, acem, one_plus_one, strategies, td3)
+    assert config.OPTION_GROUPS == tuple(m.OPTIONS for m in modules)
+    own = {}
+    for module in modules:
+        for name, f in module.OPTIONS.items():
+            assert FIELDS[name] is f.metadata["spec"], name  # the module's declaration itself
+            assert FIELDS[name].owner, name
+            own[name] = module
+    shared = [n for n in FIELDS if n not in own]
+    assert all(FIELDS[n].owner == "" for n in shared)
+    assert own["acem_ring"] is acem and own["mean_param"] is aes and own["expl_noise"] is td3
+    # a name declared twice is refused when Config is assembled
+    with pytest.raises(ValueError, match="'mean_rule' is declared twice"):
+        original = config.OPTION_GROUPS
+        try:
+            config.OPTION_GROUPS = original + (aes.OPTIONS,)
+            config._assemble()
+        finally:
+            config.OPTION_GROUPS = original
+
+
+def test_params_of_builds_each_es_from_a_runs_structure_and_traced_numbers():
+    from aes_rl.es import acem, aes, cem, one_plus_one
+
+    cfg = preset("probe", "acem-rl", acem_ring=6, n_parents=2, damp_tau=0.5, damp_init=0.25)
+    p = acem.params_of(cfg.structure(), engine.HParams.of(cfg))
+    assert (p.ring_size, p.n_parents, p.scale_var) == (6, 2, False)
+    assert (float(p.damp_tau), float(p.damp_init)) == (0.5, 0.25)
+    cfg = preset(
+        "probe", "one-plus-one", success_window=7, success_factor=0.5, success_threshold=0.25
+    )
+    p = one_plus_one.params_of(cfg.structure(), engine.HParams.of(cfg))
+    assert (p.window_size, float(p.factor), float(p.success_threshold)) == (7, 0.5, 0.25)
+    cfg = preset("probe", "p-cem-rl", pop_size=6, damp_limit=0.125)
+    p = cem.params_of(cfg.structure(), engine.HParams.of(cfg))
+    assert (p.pop_size, p.n_parents, float(p.damp_limit)) == (6, 3, 0.125)
+    cfg = preset("probe", mean_rule="fixed-sigmoid", var_rule="fixed", mean_param=7.0)
+    h = engine.HParams.of(cfg)
+    p = aes.params_of(cfg.structure(), h)
+    # rules are traced indices into the declared choices; ints int32, the rest float32
+    assert int(p.mean_rule) == aes.MEAN_RULES.index("fixed-sigmoid") == 1
+    assert int(p.var_rule) == aes.VAR_RULES.index("fixed") == 0
+    assert float(p.mean_param) == 7.0
+    for name in HYPER:
+        want = "int32" if KINDS[name] in ("int", "str") else "float32"
+        assert getattr(h, name).dtype == want, name

@@ -15,9 +15,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from aes_rl.es import strategies
-from aes_rl.es.aes import AESParams
-from aes_rl.es.cem import CEMParams
+from aes_rl.es import acem, aes, cem, one_plus_one, strategies
 from aes_rl.families import FAMILIES
 from aes_rl.registry import FAMILY_NAMES, REGISTRY, get, names, register, unregister  # noqa: F401
 
@@ -66,15 +64,7 @@ def family(name: str):
 
 
 def _aes_strategy(cfg, h):
-    params = AESParams(
-        mean_rule=h.mean_rule,
-        var_rule=h.var_rule,
-        mean_param=h.mean_param,
-        fixed_n=h.fixed_n,
-        negative_ratio=h.negative_ratio,
-        var_min=h.var_min,
-    )
-    return strategies.aes_strategy(params, h.var_init)
+    return strategies.aes_strategy(aes.params_of(cfg, h), h.var_init)
 
 
 def _aes_preset(env: str) -> dict[str, Any]:
@@ -87,42 +77,17 @@ def _aes_preset(env: str) -> dict[str, Any]:
 
 
 def _acem_strategy(cfg, h):
-    from aes_rl.es.acem import ACEMParams
-
-    params = ACEMParams(
-        ring_size=cfg.acem_ring,
-        n_parents=cfg.n_parents or None,
-        scale_var=cfg.acem_scale_var,
-        damp_init=h.damp_init,
-        damp_limit=h.damp_limit,
-        damp_tau=h.damp_tau,
-    )
-    return strategies.acem_strategy(params, h.var_init)
+    return strategies.acem_strategy(acem.params_of(cfg, h), h.var_init)
 
 
 def _one_plus_one_strategy(cfg, h):
-    from aes_rl.es.one_plus_one import OnePlusOneParams
-
-    params = OnePlusOneParams(
-        window_size=cfg.success_window,
-        success_threshold=h.success_threshold,
-        factor=h.success_factor,
-        var_min=h.var_min,
-    )
-    return strategies.one_plus_one_strategy(params, h.var_init)
+    return strategies.one_plus_one_strategy(one_plus_one.params_of(cfg, h), h.var_init)
 
 
 def _generation_strategy(cfg, h):
     """CEM (its numbers traced), or an evosax strategy (its std built in Python: structure)."""
     if cfg.es == "cem":
-        params = CEMParams(
-            pop_size=cfg.pop_size,
-            n_parents=cfg.n_parents or None,
-            damp_init=h.damp_init,
-            damp_limit=h.damp_limit,
-            damp_tau=h.damp_tau,
-        )
-        return strategies.cem_strategy(params, h.var_init)
+        return strategies.cem_strategy(cem.params_of(cfg, h), h.var_init)
     return strategies.evosax_strategy(
         cfg.es.split(":", 1)[1], cfg.pop_size, sigma_init=float(cfg.var_init) ** 0.5
     )

@@ -4,24 +4,29 @@
 hyper-parameters (docs/algorithm.md §2-5). Run settings (seed, run directory, logging
 cadence) are not here: they belong to the driver and the CLI.
 
-Each field is declared once, in `Config`, by `field(default, help, low, high, ...)`: its
+Each field is declared once, by `field(default, help, low, high, ...)` (`aes_rl.fields`): its
 meaning, type, range or choices, its value on particular envs and its mark (traced,
-structural or neither). The rest reads that declaration: `FIELDS` (the declarations by name),
-`HYPER` (the traced fields), `STRUCTURAL` (the fields a continued run may not change),
-`validate`, `preset`, the flags' help and sweep eligibility (`aes_rl.flags`), the resume
-check (`aes_rl.rundir`) and the reference tables (docs/make_reference.py). What differs per
-algorithm is the registry's (`aes_rl.algorithms`, each record's `preset`).
+structural or neither). The settings every algorithm reads are declared here, in `_Shared`;
+each algorithm's own numbers beside the code that reads them (`OPTIONS` of `es.aes`,
+`es.cem`, `es.acem`, `es.one_plus_one`, `es.strategies` and `td3`, each with a `params_of`
+that builds its ES params from a run), and `Config` joins them into one flat record
+(`OPTION_GROUPS`). The rest reads the declarations: `FIELDS` (by name), `HYPER` (the traced
+fields, from which `engine.HParams` is made), `STRUCTURAL` (the fields a continued run may
+not change), `validate`, `preset`, the flags' help and sweep eligibility (`aes_rl.flags`), the
+resume check (`aes_rl.rundir`) and the reference tables (docs/make_reference.py). What
+differs per algorithm is the registry's (`aes_rl.algorithms`, each record's `preset`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
 from typing import Any
 
-from aes_rl import registry
+from aes_rl import registry, td3
 from aes_rl.envs import BACKENDS, BRAX_ENVS, ENV_NAMES, PROBE_ENVS
+from aes_rl.es import acem, aes, cem, one_plus_one, strategies
+from aes_rl.fields import INT_MAX, Field, field
 from aes_rl.networks import INITS
 
 COST_MODELS = ("paper", "device", "custom")
@@ -30,45 +35,23 @@ RATE_FIELDS = ("env_steps_per_tick", "actor_steps_per_tick", "critic_steps_per_t
 # PyTorch on a GPU, with a Ray call to the replay buffer per step, costs about as much as 10
 # MuJoCo env steps of a worker that runs its policy on that GPU; a tick is one gradient step.
 PAPER_RATES = (10.0, 1.0, 1.0)
-MEAN_RULES = ("fixed-linear", "fixed-sigmoid", "baseline-absolute", "baseline-relative")
-VAR_RULES = ("fixed", "adaptive")
-# The authors' mean_update_param P per environment (their MuJoCo configs, docs/algorithm.md
-# §3), set for MuJoCo returns at 1M steps.
-AUTHORS_MEAN_PARAM = {
-    "halfcheetah": 2000.0,
-    "hopper": 600.0,
-    "walker2d": 800.0,
-    "ant": 960.0,
-    "humanoid": 960.0,
-    "swimmer": 48.0,
-}
-# The presets' P on Brax: a quarter of the authors' (docs/findings.md, "Presets"). On Brax
-# walker2d at 100k steps, f - f_mu of 80% of the arrivals is in [-108, 88], so at P = 800 they
-# get p in [0.46, 0.53] and the mean averages them all; P = 200 and 50 ended near the
-# ~1000 plateau in 5 and 4 of 5 seeds where 800 reached it in none. 200 is
-# measured on walker2d (hopper's 150 lies inside its measured 50..600 grid); the other envs
-# take the same factor, unmeasured. Probes use a small P.
-BRAX_P_FACTOR = 0.25
-MEAN_PARAM = {env: BRAX_P_FACTOR * p for env, p in AUTHORS_MEAN_PARAM.items()} | {
-    "probe": 1.0,
-    "countdown": 1.0,
-}
-INT_MAX = 2**31 - 1  # counters and sizes live in int32 arrays inside the compiled loop
-# evosax 0.3.2 distribution-based strategies the adapter supports (`aes_rl.es.strategies`).
-EVOSAX_STRATEGIES = (
-    "ARS",
-    "CMA_ES",
-    "DES",
-    "ESMC",
-    "HillClimbing",
-    "LES",
-    "Open_ES",
-    "PGPE",
-    "Rm_ES",
-    "Sep_CMA_ES",
-    "SimpleES",
-    "SNES",
+# Each algorithm's own settings, declared beside the code that reads them, and the names
+# they are known by here (re-exported: rules, P presets, evosax's strategies).
+OPTION_GROUPS = (
+    aes.OPTIONS,
+    cem.OPTIONS,
+    acem.OPTIONS,
+    one_plus_one.OPTIONS,
+    strategies.OPTIONS,
+    td3.OPTIONS,
 )
+MEAN_RULES, VAR_RULES = aes.MEAN_RULES, aes.VAR_RULES
+AUTHORS_MEAN_PARAM, BRAX_P_FACTOR, MEAN_PARAM = (
+    aes.AUTHORS_MEAN_PARAM,
+    aes.BRAX_P_FACTOR,
+    aes.MEAN_PARAM,
+)
+EVOSAX_STRATEGIES = strategies.EVOSAX_STRATEGIES
 
 
 def algo_names() -> tuple[str, ...]:
@@ -85,72 +68,9 @@ def __getattr__(name: str) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class Field:
-    """What a Config field means, which values it takes, its value on particular envs and how
-    the compiled loop holds it: validation, presets, CLI help, sweeps and docs read it."""
-
-    help: str
-    low: float | None = None  # inclusive bound, unless low_open
-    high: float | None = None  # inclusive bound, unless high_open
-    low_open: bool = False
-    high_open: bool = False
-    # the allowed strings; a function is called when asked (the registry's algorithms)
-    options: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
-    # traced: a number or rule choice that fixes no shape; the compiled program takes it as a
-    # traced value (`engine.HParams`, carried in the state), so rows of one program may differ
-    # in it (a sweep) and changing it never recompiles (docs/algorithm.md §10)
-    traced: bool = False
-    # structural: it fixes the compiled program's shapes (the state's layout); a continued
-    # run may not change it. Neither mark: static under jit, but a continued run may change
-    # it (the program recompiles).
-    structural: bool = False
-    # env -> the presets' value there, over the algorithm's preset (`preset`)
-    per_env: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.traced and self.structural:
-            raise ValueError("Field: a field is traced or structural, not both")
-
-    @property
-    def choices(self) -> tuple[str, ...] | None:
-        return self.options() if callable(self.options) else self.options
-
-    def range_text(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(self.choices)
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            high = "2^31-1" if self.high == INT_MAX else f"{self.high:g}"
-            return f"in {left}{self.low:g}, {high}{right}"
-        if self.low is not None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return "any value"
-
-
-def field(
-    default: Any,
-    help: str,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
-    traced: bool = False,
-    structural: bool = False,
-    per_env: Mapping[str, Any] | None = None,
-) -> Any:
-    """Declare a Config field: its default (Config()'s value) and its `Field`, kept in the
-    dataclass field's metadata (`FIELDS` reads it there)."""
-    spec = Field(
-        help, low, high, low_open, high_open, choices, traced, structural, dict(per_env or {})
-    )
-    return dataclasses.field(default=default, metadata={"spec": spec})
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything that defines a run's computation. Every field can be overridden."""
+class _Shared:
+    """The settings every algorithm reads, and `Config`'s methods; `Config` adds each
+    algorithm's own (`OPTION_GROUPS`)."""
 
     algo: str = field("aes-rl", "Algorithm.", choices=algo_names, structural=True)
     env: str = field(
@@ -270,32 +190,6 @@ class Config:
         traced=True,
     )
     stagger: bool = field(True, "Stagger the slots' first episodes so arrivals spread out.")
-    # --- AES-RL rules (sections 3-4)
-    mean_rule: str = field(
-        "baseline-relative", "AES-RL mean update rule for p.", choices=MEAN_RULES, traced=True
-    )
-    var_rule: str = field(
-        "adaptive", "AES-RL variance update rule (divisor n).", choices=VAR_RULES, traced=True
-    )
-    mean_param: float = field(
-        600.0,
-        "P of the mean rule, in return units (Brax presets: a quarter of the authors' "
-        "MuJoCo values, docs/findings.md; theirs: halfcheetah 2000, hopper 600, walker2d "
-        "800, ant 960, humanoid 960, swimmer 48).",
-        0,
-        1e12,
-        low_open=True,
-        traced=True,
-        per_env=MEAN_PARAM,
-    )
-    fixed_n: float = field(
-        10.0,
-        "Divisor n of the fixed variance rule (>= 1; below 1 the update overshoots).",
-        1,
-        1e12,
-        traced=True,
-    )
-    negative_ratio: float = field(0.0, "fixed-linear: scale of p when f < f_mu.", 0, 1, traced=True)
     var_init: float = field(
         1e-3,
         "Initial ES variance v0 (a variance, not a std).",
@@ -305,22 +199,6 @@ class Config:
         traced=True,
     )
     var_min: float = field(1e-5, "Variance floor v_min (<= var_init).", 0, 1e6, traced=True)
-    # --- synchronous baselines (section 5)
-    es: str = field(
-        "cem",
-        "Generation ES of p-cem-rl/cem-rl: cem or evosax:NAME with NAME one of "
-        + ", ".join(EVOSAX_STRATEGIES)
-        + ".",
-        structural=True,
-    )
-    pop_size: int = field(
-        10,
-        "Generation size of p-cem-rl/cem-rl (even: antithetic pairs).",
-        2,
-        INT_MAX,
-        structural=True,
-    )
-    rl_members: int = field(5, "RL members per generation (<= pop_size).", 0, INT_MAX, traced=True)
     # --- TD3 (section 2)
     gamma: float = field(0.99, "TD3 discount.", 0, 1, traced=True)
     tau: float = field(
@@ -334,69 +212,6 @@ class Config:
     )
     critic_lr: float = field(1e-3, "Critic Adam learning rate.", 0, 1, low_open=True, traced=True)
     actor_lr: float = field(1e-3, "Actor Adam learning rate.", 0, 1, low_open=True, traced=True)
-    expl_noise: float = field(
-        0.1, "TD3 baseline's exploration noise std, times max_action.", 0, 1e6, traced=True
-    )
-    policy_delay: int = field(
-        2, "TD3 baseline: critic steps per actor and target update.", 1, INT_MAX, traced=True
-    )
-    # --- the baselines' own ES parameters (section 5)
-    n_parents: int = field(
-        0,
-        "Elites (parents) of the CEM tell of p-cem-rl/cem-rl (<= pop_size) and of acem-rl's "
-        "ring tell (<= acem_ring); 0: half the population or ring.",
-        0,
-        INT_MAX,
-        structural=True,
-    )
-    acem_ring: int = field(
-        10,
-        "acem-rl: K, its ring of the latest arrivals (the authors' 10).",
-        1,
-        10_000,
-        structural=True,
-    )
-    acem_scale_var: bool = field(
-        False,
-        "acem-rl: take a 1/K step on the variance too, instead of replacing it by the ring's "
-        "CEM variance at every arrival (the authors').",
-        structural=True,
-    )
-    damp_init: float = field(
-        1e-3, "CEM and acem-rl: initial noise added to the variance.", 0, 1e6, traced=True
-    )
-    damp_limit: float = field(
-        1e-5, "CEM and acem-rl: the limit the variance noise decays to.", 0, 1e6, traced=True
-    )
-    damp_tau: float = field(
-        0.9,
-        "CEM and acem-rl: decay of the variance noise per generation (acem-rl: per K arrivals).",
-        0,
-        1,
-        traced=True,
-    )
-    success_window: int = field(
-        10,
-        "one-plus-one: outcomes in the success-rate window.",
-        1,
-        10_000,
-        structural=True,
-    )
-    success_threshold: float = field(
-        0.2,
-        "one-plus-one: the variance grows above this success rate, else shrinks.",
-        0,
-        1,
-        traced=True,
-    )
-    success_factor: float = field(
-        0.99,
-        "one-plus-one: v /= factor when growing, v *= factor when shrinking.",
-        0,
-        1,
-        low_open=True,
-        traced=True,
-    )
     # --- the critic worker
     parallel_critic: bool = field(
         False,
@@ -484,6 +299,31 @@ class Config:
         return cls(**d)
 
 
+def _assemble() -> type:
+    """`Config`: the shared settings, then each algorithm's own, in `OPTION_GROUPS` order (one
+    frozen dataclass, so flags, sweeps and config.json see one flat record)."""
+    extra, seen = [], {f.name for f in dataclasses.fields(_Shared)}
+    for group in OPTION_GROUPS:
+        for name, f in group.items():
+            if name in seen:
+                raise ValueError(f"config: field {name!r} is declared twice")
+            seen.add(name)
+            extra.append((name, type(f.default).__name__, f))
+    cls = dataclasses.make_dataclass(
+        "Config",
+        extra,
+        bases=(_Shared,),
+        frozen=True,
+        namespace={
+            "__doc__": "Everything that defines a run's computation. Every field can be "
+            "overridden.",
+            "__module__": __name__,
+        },
+    )
+    return cls
+
+
+Config = _assemble()
 FIELDS: dict[str, Field] = {f.name: f.metadata["spec"] for f in dataclasses.fields(Config)}
 # The traced fields, in declaration order (`engine.HParams` declares them in this order too).
 HYPER = tuple(name for name, spec in FIELDS.items() if spec.traced)

@@ -15,8 +15,21 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from aes_rl.fields import INT_MAX, field, options
 from aes_rl.networks import ActorSpec, CriticSpec
 from aes_rl.replay import Transition
+
+# The TD3 baseline's own run settings (`aes_rl.config.Config` fields); the TD3 numbers every
+# learner shares (gamma, tau, the learning rates, ...) are declared in config.
+OPTIONS = options(
+    "td3",
+    expl_noise=field(
+        0.1, "TD3 baseline's exploration noise std, times max_action.", 0, 1e6, traced=True
+    ),
+    policy_delay=field(
+        2, "TD3 baseline: critic steps per actor and target update.", 1, INT_MAX, traced=True
+    ),
+)
 
 
 @struct.dataclass

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from aes_rl import replay
-from aes_rl.config import HYPER, MEAN_RULES, VAR_RULES, Config
+from aes_rl.config import FIELDS, HYPER, Config
 from aes_rl.envs import State as EnvState
 
 TRAIN, ROLLOUT, MEAN_EVAL, WAIT, CRITIC = 0, 1, 2, 3, 4
@@ -27,53 +27,38 @@ SCOPES = ("actor_steps", "env_steps", "critic_steps", "job_ends")
 ENV_SCOPES = ("simulator", "actions")
 
 
-@struct.dataclass
-class HParams:
-    """The traced hyper-parameters of one row (`config.HYPER`), scalars in the state: rows of
-    one program may differ in them. Rule choices are indices into MEAN_RULES / VAR_RULES."""
+def _hparams_of(cls, cfg: Config):
+    """The traced values of a full config (structure-only configs have none): an int field
+    as int32, a rule choice as its int32 index into the field's choices, the rest float32."""
+    vals = {}
+    for name in HYPER:
+        v, kind = getattr(cfg, name), _KINDS[name]
+        if kind == "str":
+            v, kind = FIELDS[name].choices.index(v), "int"
+        elif v is None:  # structure there (evosax var_init): a placeholder, never read
+            v = 0.0
+        vals[name] = jnp.asarray(v, jnp.int32 if kind == "int" else jnp.float32)
+    return cls(**vals)
 
-    warmup_steps: jax.Array  # i32
-    rho: jax.Array
-    pop_control_k: jax.Array
-    mean_rule: jax.Array  # i32
-    var_rule: jax.Array  # i32
-    mean_param: jax.Array
-    fixed_n: jax.Array
-    negative_ratio: jax.Array
-    var_init: jax.Array
-    var_min: jax.Array
-    rl_members: jax.Array  # i32
-    gamma: jax.Array
-    tau: jax.Array
-    policy_noise: jax.Array
-    noise_clip: jax.Array
-    critic_lr: jax.Array
-    actor_lr: jax.Array
-    expl_noise: jax.Array
-    policy_delay: jax.Array  # i32
-    damp_init: jax.Array
-    damp_limit: jax.Array
-    damp_tau: jax.Array
-    success_threshold: jax.Array
-    success_factor: jax.Array
-    critic_job_steps: jax.Array  # i32
 
-    @classmethod
-    def of(cls, cfg: Config) -> HParams:
-        """The traced values of a full config (structure-only configs have none)."""
-        ints = {"warmup_steps", "rl_members", "policy_delay", "critic_job_steps"}
-        vals = {}
-        for name in HYPER:
-            v = getattr(cfg, name)
-            if name == "mean_rule":
-                v = MEAN_RULES.index(v)
-            elif name == "var_rule":
-                v = VAR_RULES.index(v)
-            elif v is None:  # structure there (evosax var_init): a placeholder, never read
-                v = 0.0
-            dtype = jnp.int32 if name in ints | {"mean_rule", "var_rule"} else jnp.float32
-            vals[name] = jnp.asarray(v, dtype)
-        return cls(**vals)
+_KINDS = {f.name: f.type for f in dataclasses.fields(Config)}
+# The traced hyper-parameters of one row: one scalar per traced Config field (`config.HYPER`,
+# in its order), carried in the state, so rows of one program may differ in them. Derived
+# from the fields' declarations: a new traced field needs no change here.
+HParams = struct.dataclass(
+    type(
+        "HParams",
+        (),
+        {
+            "__annotations__": dict.fromkeys(HYPER, "jax.Array"),
+            "__module__": __name__,
+            "__doc__": "The traced hyper-parameters of one row (`config.HYPER`), int32 or "
+            "float32 scalars; rule choices are indices into the field's choices. "
+            "`HParams.of(cfg)` builds them.",
+            "of": classmethod(_hparams_of),
+        },
+    )
+)
 
 
 @struct.dataclass

@@ -29,6 +29,25 @@ from aes_rl.es._common import (
     gaussian_sample,
     tell_in_order,
 )
+from aes_rl.fields import field, options
+
+# ACEM-RL's own run settings (`aes_rl.config.Config` fields; its CEM's are `cem.OPTIONS`).
+OPTIONS = options(
+    "acem-rl",
+    acem_ring=field(
+        10,
+        "acem-rl: K, its ring of the latest arrivals (the authors' 10).",
+        1,
+        10_000,
+        structural=True,
+    ),
+    acem_scale_var=field(
+        False,
+        "acem-rl: take a 1/K step on the variance too, instead of replacing it by the ring's "
+        "CEM variance at every arrival (the authors').",
+        structural=True,
+    ),
+)
 
 
 @struct.dataclass
@@ -53,6 +72,19 @@ class ACEMParams:
         check_number("damp_init", self.damp_init, lambda v: v >= 0, ">= 0")
         check_number("damp_limit", self.damp_limit, lambda v: v >= 0, ">= 0")
         check_number("damp_tau", self.damp_tau, lambda v: (v >= 0) & (v <= 1), "in [0, 1]")
+
+
+def params_of(cfg, h) -> ACEMParams:
+    """ACEM-RL's params from a run: the structure `cfg` (`aes_rl.config.Config`: the ring)
+    and the traced hyper-parameters `h` (`aes_rl.engine.HParams`: the damping)."""
+    return ACEMParams(
+        ring_size=cfg.acem_ring,
+        n_parents=cfg.n_parents or None,
+        scale_var=cfg.acem_scale_var,
+        damp_init=h.damp_init,
+        damp_limit=h.damp_limit,
+        damp_tau=h.damp_tau,
+    )
 
 
 @struct.dataclass

@@ -26,10 +26,64 @@ from aes_rl.es._common import (
     gaussian_sample,
     tell_in_order,
 )
+from aes_rl.fields import field, options
 
 MEAN_RULES = ("fixed-linear", "fixed-sigmoid", "baseline-absolute", "baseline-relative")
 VAR_RULES = ("fixed", "adaptive")
 P_MIN = 1e-3  # p below this: n = 0, the variance is not touched (docs/algorithm.md §4)
+
+# The authors' mean_update_param P per environment (their MuJoCo configs, docs/algorithm.md
+# §3), set for MuJoCo returns at 1M steps.
+AUTHORS_MEAN_PARAM = {
+    "halfcheetah": 2000.0,
+    "hopper": 600.0,
+    "walker2d": 800.0,
+    "ant": 960.0,
+    "humanoid": 960.0,
+    "swimmer": 48.0,
+}
+# The presets' P on Brax: a quarter of the authors' (docs/findings.md, "Presets"). On Brax
+# walker2d at 100k steps, f - f_mu of 80% of the arrivals is in [-108, 88], so at P = 800 they
+# get p in [0.46, 0.53] and the mean averages them all; P = 200 and 50 ended near the
+# ~1000 plateau in 5 and 4 of 5 seeds where 800 reached it in none. 200 is
+# measured on walker2d (hopper's 150 lies inside its measured 50..600 grid); the other envs
+# take the same factor, unmeasured. Probes use a small P.
+BRAX_P_FACTOR = 0.25
+MEAN_PARAM = {env: BRAX_P_FACTOR * p for env, p in AUTHORS_MEAN_PARAM.items()} | {
+    "probe": 1.0,
+    "countdown": 1.0,
+}
+
+# AES-RL's own run settings (`aes_rl.config.Config` fields; the algorithm builds AESParams
+# from them, `aes_rl.algorithms`). var_init and var_min are every ES's, declared in config.
+OPTIONS = options(
+    "aes-rl",
+    mean_rule=field(
+        "baseline-relative", "AES-RL mean update rule for p.", choices=MEAN_RULES, traced=True
+    ),
+    var_rule=field(
+        "adaptive", "AES-RL variance update rule (divisor n).", choices=VAR_RULES, traced=True
+    ),
+    mean_param=field(
+        600.0,
+        "P of the mean rule, in return units (Brax presets: a quarter of the authors' "
+        "MuJoCo values, docs/findings.md; theirs: halfcheetah 2000, hopper 600, walker2d "
+        "800, ant 960, humanoid 960, swimmer 48).",
+        0,
+        1e12,
+        low_open=True,
+        traced=True,
+        per_env=MEAN_PARAM,
+    ),
+    fixed_n=field(
+        10.0,
+        "Divisor n of the fixed variance rule (>= 1; below 1 the update overshoots).",
+        1,
+        1e12,
+        traced=True,
+    ),
+    negative_ratio=field(0.0, "fixed-linear: scale of p when f < f_mu.", 0, 1, traced=True),
+)
 
 
 @struct.dataclass
@@ -56,6 +110,20 @@ class AESParams:
             "negative_ratio", self.negative_ratio, lambda v: (v >= 0) & (v <= 1), "in [0, 1]"
         )
         check_number("var_min", self.var_min, lambda v: v >= 0, ">= 0")
+
+
+def params_of(cfg, h) -> AESParams:
+    """AES-RL's params from a run: the structure `cfg` (`aes_rl.config.Config`) and the traced
+    hyper-parameters `h` (`aes_rl.engine.HParams`: rules as traced indices)."""
+    del cfg
+    return AESParams(
+        mean_rule=h.mean_rule,
+        var_rule=h.var_rule,
+        mean_param=h.mean_param,
+        fixed_n=h.fixed_n,
+        negative_ratio=h.negative_ratio,
+        var_min=h.var_min,
+    )
 
 
 @struct.dataclass

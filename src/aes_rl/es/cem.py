@@ -24,6 +24,34 @@ from aes_rl.es._common import (
     check_int,
     check_number,
 )
+from aes_rl.fields import INT_MAX, field, options
+
+# The CEM's own run settings (`aes_rl.config.Config` fields), read by the generation
+# algorithms' CEM and by ACEM-RL's ring CEM (`aes_rl.algorithms` builds the params).
+OPTIONS = options(
+    "p-cem-rl, cem-rl, acem-rl",
+    n_parents=field(
+        0,
+        "Elites (parents) of the CEM tell of p-cem-rl/cem-rl (<= pop_size) and of acem-rl's "
+        "ring tell (<= acem_ring); 0: half the population or ring.",
+        0,
+        INT_MAX,
+        structural=True,
+    ),
+    damp_init=field(
+        1e-3, "CEM and acem-rl: initial noise added to the variance.", 0, 1e6, traced=True
+    ),
+    damp_limit=field(
+        1e-5, "CEM and acem-rl: the limit the variance noise decays to.", 0, 1e6, traced=True
+    ),
+    damp_tau=field(
+        0.9,
+        "CEM and acem-rl: decay of the variance noise per generation (acem-rl: per K arrivals).",
+        0,
+        1,
+        traced=True,
+    ),
+)
 
 
 @struct.dataclass
@@ -48,6 +76,18 @@ class CEMParams:
         check_number("damp_init", self.damp_init, lambda v: v >= 0, ">= 0")
         check_number("damp_limit", self.damp_limit, lambda v: v >= 0, ">= 0")
         check_number("damp_tau", self.damp_tau, lambda v: (v >= 0) & (v <= 1), "in [0, 1]")
+
+
+def params_of(cfg, h) -> CEMParams:
+    """The generation CEM's params from a run: the structure `cfg` (`aes_rl.config.Config`:
+    sizes) and the traced hyper-parameters `h` (`aes_rl.engine.HParams`: the damping)."""
+    return CEMParams(
+        pop_size=cfg.pop_size,
+        n_parents=cfg.n_parents or None,
+        damp_init=h.damp_init,
+        damp_limit=h.damp_limit,
+        damp_tau=h.damp_tau,
+    )
 
 
 @struct.dataclass

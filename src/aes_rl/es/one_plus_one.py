@@ -23,6 +23,34 @@ from aes_rl.es._common import (
     gaussian_sample,
     tell_in_order,
 )
+from aes_rl.fields import field, options
+
+# The (1+1)-ES's own run settings (`aes_rl.config.Config` fields).
+OPTIONS = options(
+    "one-plus-one",
+    success_window=field(
+        10,
+        "one-plus-one: outcomes in the success-rate window.",
+        1,
+        10_000,
+        structural=True,
+    ),
+    success_threshold=field(
+        0.2,
+        "one-plus-one: the variance grows above this success rate, else shrinks.",
+        0,
+        1,
+        traced=True,
+    ),
+    success_factor=field(
+        0.99,
+        "one-plus-one: v /= factor when growing, v *= factor when shrinking.",
+        0,
+        1,
+        low_open=True,
+        traced=True,
+    ),
+)
 
 
 @struct.dataclass
@@ -39,6 +67,17 @@ class OnePlusOneParams:
         )
         check_number("factor", self.factor, lambda v: (v > 0) & (v <= 1), "in (0, 1]")
         check_number("var_min", self.var_min, lambda v: v >= 0, ">= 0")
+
+
+def params_of(cfg, h) -> OnePlusOneParams:
+    """The (1+1)-ES's params from a run: the structure `cfg` (`aes_rl.config.Config`: the
+    window) and the traced hyper-parameters `h` (`aes_rl.engine.HParams`)."""
+    return OnePlusOneParams(
+        window_size=cfg.success_window,
+        success_threshold=h.success_threshold,
+        factor=h.success_factor,
+        var_min=h.var_min,
+    )
 
 
 @struct.dataclass

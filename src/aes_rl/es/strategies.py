@@ -20,12 +20,49 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from aes_rl.config import EVOSAX_STRATEGIES
 from aes_rl.es import acem, aes, cem, one_plus_one
 from aes_rl.es.acem import ACEMParams
 from aes_rl.es.aes import AESParams
 from aes_rl.es.cem import CEMParams
 from aes_rl.es.one_plus_one import OnePlusOneParams
+from aes_rl.fields import INT_MAX, field, options
+
+# evosax 0.3.2 distribution-based strategies the adapter supports (`evosax_strategy`).
+EVOSAX_STRATEGIES = (
+    "ARS",
+    "CMA_ES",
+    "DES",
+    "ESMC",
+    "HillClimbing",
+    "LES",
+    "Open_ES",
+    "PGPE",
+    "Rm_ES",
+    "Sep_CMA_ES",
+    "SimpleES",
+    "SNES",
+)
+
+# The generation algorithms' own run settings (`aes_rl.config.Config` fields): which ES tells
+# a generation, its size, and how many of its members are RL-trained.
+OPTIONS = options(
+    "p-cem-rl, cem-rl",
+    es=field(
+        "cem",
+        "Generation ES of p-cem-rl/cem-rl: cem or evosax:NAME with NAME one of "
+        + ", ".join(EVOSAX_STRATEGIES)
+        + ".",
+        structural=True,
+    ),
+    pop_size=field(
+        10,
+        "Generation size of p-cem-rl/cem-rl (even: antithetic pairs).",
+        2,
+        INT_MAX,
+        structural=True,
+    ),
+    rl_members=field(5, "RL members per generation (<= pop_size).", 0, INT_MAX, traced=True),
+)
 
 
 class AsyncStrategy(NamedTuple):
