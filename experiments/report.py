@@ -33,6 +33,7 @@ import numpy as np
 import tyro
 
 from aes_rl import analyze, stats
+from aes_rl.config import Config
 from aes_rl.flags import fail, parse
 from aes_rl.metrics import read_metrics
 from aes_rl.rundir import RunError
@@ -69,9 +70,20 @@ def _stored(run_dir: Path) -> tuple[dict, list[str]]:
     try:
         stored = json.loads((run_dir / "config.json").read_text())
         grid = (stored.get("settings") or {}).get("grid") or []
-        return dict(stored["config"]), [name for name, _ in grid]
+        cfg = dict(stored["config"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise RunError(f"run_dirs: {run_dir} has no readable config.json ({err})") from None
+    return _as_read(cfg), [name for name, _ in grid]
+
+
+def _as_read(cfg: dict) -> dict:
+    """A stored config as this code reads it (`Config.from_dict`): fields cut since are
+    dropped and fields added since take the value the run had, so directories written by
+    different versions differ only where their runs did."""
+    try:
+        return Config.from_dict(cfg).to_dict()
+    except (ValueError, TypeError):  # not a config this code can read: compared as stored
+        return cfg
 
 
 def _differing(configs: list[dict], swept: list[list[str]]) -> list[str]:

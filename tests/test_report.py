@@ -81,15 +81,19 @@ def test_settings_scores_and_labels_by_hand(tmp_path):
         _arrival(2, 2, 0, 1.0, 0.35, 0, 10.0),
     ]
     sweep = _run_dir(
-        tmp_path / "sweep", {"env": "walker2d", "num_slots": 5}, rows, arr, swept=("mean_param",)
+        tmp_path / "sweep",
+        {"env": "walker2d", "num_slots": 5, "weight_init": "flax"},
+        rows,
+        arr,
+        swept=("mean_param",),
     )
     one = [
         dict(chunk=1, seed=s, row=s, total_steps=30_000, eval_mean=7.0 + s, p_mean=0.5)
         for s in (0, 1)
     ]
-    w10 = _run_dir(
+    w10 = _run_dir(  # written by older code: a field since cut, none of weight_init
         tmp_path / "w10",
-        {"env": "walker2d", "num_slots": 10},
+        {"env": "walker2d", "num_slots": 10, "mean_eval": "sequential"},
         one,
         [_arrival(0, 1, 0, 3.0, 0.5, 0, 2.0)],
     )
