@@ -7,4 +7,7 @@ Modules (pure functions on `flax.struct` states; returns are maximised):
 - `one_plus_one`: the (1+1)-ES with a sliding-window 1/5 rule (section 5).
 - `strategies`: uniform `AsyncStrategy` / `GenerationStrategy` records for the training loop,
   including a thin adapter over evosax distribution-based strategies.
+
+Each algorithm's own run settings are declared in its module (`OPTIONS`, read into
+`aes_rl.config.Config`), and `params_of(cfg, h)` there builds its params from a run.
 """
