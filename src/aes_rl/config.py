@@ -325,7 +325,7 @@ def _assemble() -> type:
 
 Config = _assemble()
 FIELDS: dict[str, Field] = {f.name: f.metadata["spec"] for f in dataclasses.fields(Config)}
-# The traced fields, in declaration order (`engine.HParams` declares them in this order too).
+# The traced fields, in declaration order (`engine.HParams` is made from them, in this order).
 HYPER = tuple(name for name, spec in FIELDS.items() if spec.traced)
 # The fields that fix the compiled program's shapes: a continued run may not change them.
 STRUCTURAL = tuple(name for name, spec in FIELDS.items() if spec.structural)
