@@ -31,6 +31,7 @@ import numpy as np
 from aes_rl import stats
 from aes_rl.config import ALGOS, preset
 from aes_rl.flags import BackendName, EnvName
+from aes_rl.networks import INITS
 from benchmarks import common
 
 NAME = "learning_comparison"
@@ -62,6 +63,9 @@ class Args(common.BenchFlags):
     """Actor hidden widths, the same for every algorithm."""
     critic_hidden: tuple[int, ...] = (64, 64)
     """Critic hidden widths, the same for every algorithm."""
+    weight_init: Literal[INITS] = "torch"  # type: ignore[valid-type]
+    """How every algorithm's layers start (the authors' torch init, or flax's); keep runs of
+    another init in another --partial directory."""
     cost_model: Literal["paper", "device"] = "paper"
     """The clock of every run (docs/algorithm.md §8)."""
     warmup_steps: int = 10_000
@@ -99,7 +103,7 @@ def parse_args(argv=None) -> Args:
 
 def make_config(env: str, variant: str, args):
     algo, extra = VARIANTS[variant]
-    overrides = dict(backend=args.backend, **args.net_overrides,
+    overrides = dict(backend=args.backend, **args.net_overrides, weight_init=args.weight_init,
                      warmup_steps=args.warmup_steps, cost_model=args.cost_model, **extra)
     if algo not in ("td3", "cem-rl"):
         overrides["num_slots"] = args.num_slots
@@ -247,8 +251,9 @@ def main(argv=None) -> None:
                                    "best scheduled eval"], per_seed)
     notes = [
         f"Brax {', '.join(args.envs)}, backend {args.backend}; every algorithm with actor and "
-        f"critic nets {args.nets} (small nets for CPU; the paper uses 400x300 for its ES "
-        f"methods and 256x256 for TD3), budget {args.steps} counted env steps per seed "
+        f"critic nets {args.nets}, {args.weight_init} init (small nets for CPU; the paper uses "
+        f"400x300 for its ES methods and 256x256 for TD3), budget {args.steps} counted env "
+        "steps per seed "
         f"({args.warmup_steps} of them random warm-up), seeds {list(args.seeds)} "
         + ("vmapped in one compiled program per algorithm" if args.seed_batch == "vmapped"
            else "one after another with one compiled program per algorithm")

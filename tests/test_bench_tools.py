@@ -359,3 +359,16 @@ def test_progress_lines_carry_the_seconds_since_the_benchmark_started(monkeypatc
     captured = capsys.readouterr()
     assert captured.out == ""  # stdout holds only the tables
     assert captured.err == "[   12 s] row scaling: seed 3 alone\n"
+
+
+def test_learning_comparison_starts_every_algorithm_with_the_init_it_is_given():
+    from benchmarks import learning_comparison as lc
+
+    torch = lc.parse_args(["--envs", "hopper", "--no-write"])
+    flax = lc.parse_args(["--envs", "hopper", "--weight-init", "flax", "--no-write"])
+    for variant in ("aes-rl", "p-cem-rl+pc", "td3"):
+        a, b = lc.make_config("hopper", variant, torch), lc.make_config("hopper", variant, flax)
+        assert (a.weight_init, b.weight_init) == ("torch", "flax")
+        assert b == a.replace(weight_init="flax")  # the init is the only difference
+    with pytest.raises(SystemExit):
+        lc.parse_args(["--weight-init", "xavier", "--no-write"])
