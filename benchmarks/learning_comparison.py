@@ -253,8 +253,7 @@ def main(argv=None) -> None:
         f"Brax {', '.join(args.envs)}, backend {args.backend}; every algorithm with actor and "
         f"critic nets {args.nets}, {args.weight_init} init (small nets for CPU; the paper uses "
         f"400x300 for its ES methods and 256x256 for TD3), budget {args.steps} counted env "
-        "steps per seed "
-        f"({args.warmup_steps} of them random warm-up), seeds {list(args.seeds)} "
+        f"steps per seed ({args.warmup_steps} of them random warm-up), seeds {list(args.seeds)} "
         + ("vmapped in one compiled program per algorithm" if args.seed_batch == "vmapped"
            else "one after another with one compiled program per algorithm")
         + f", {args.cost_model} clock. The authors' "
