@@ -749,12 +749,27 @@ class LearningRun:
         return rows[-1]
 
 
+MADE_WITH = "made_with"  # the key of a kept run's settings in its `Partial` value
+
+
+def run_settings(cfg, **extra) -> dict:
+    """What a kept run is made with: every field of its config and the benchmark's own settings
+    (`extra`: budget, evaluation), normalised through JSON so a reloaded file compares equal."""
+    return json.loads(json.dumps(dict(cfg.to_dict(), **extra), sort_keys=True, default=str))
+
+
 class Partial:
     """Finished runs kept on disk by key, so a crashed benchmark continues where it stopped.
 
     `path`: None (keep nothing), a `.json` file holding every key, or a directory holding one
     `<key>.json` per key (several processes may share a directory when their keys differ).
     Every write is atomic (a temporary file renamed into place).
+
+    Keys name a run (env, algorithm, seed, ...); `settings` (`run_settings`: every config
+    field and the benchmark's budget) say what made it. A run put with settings is returned
+    only to a `get` with the same settings: other settings under the same key are an error
+    naming the fields, never a silent reuse. Runs kept before settings were recorded are
+    returned as they are (not checked).
     """
 
     def __init__(self, path: str | None):
@@ -769,15 +784,28 @@ class Partial:
     def _file(self, key: str) -> Path:
         return self.path / (key.replace("/", "__") + ".json")
 
-    def get(self, key: str):
-        if key in self.done or self.path is None or self.one_file:
-            return self.done.get(key)
-        f = self._file(key)
-        if f.exists():
-            self.done[key] = json.loads(f.read_text())
-        return self.done.get(key)
+    def get(self, key: str, settings: dict | None = None):
+        if key not in self.done and self.path is not None and not self.one_file:
+            f = self._file(key)
+            if f.exists():
+                self.done[key] = json.loads(f.read_text())
+        value = self.done.get(key)
+        kept = value.get(MADE_WITH) if isinstance(value, dict) else None
+        if settings is not None and kept is not None and kept != settings:
+            diff = sorted(k for k in kept.keys() | settings.keys()
+                          if kept.get(k) != settings.get(k))
+            shown = "; ".join(f"{k}: {kept.get(k)!r} there, {settings.get(k)!r} here"
+                              for k in diff[:4]) + ("; ..." if len(diff) > 4 else "")
+            where = self.path if self.one_file else self._file(key)
+            raise ValueError(
+                f"--partial: the kept run {key!r} in {where} was made with other settings "
+                f"({shown}); use another --partial directory, or delete that run to make it "
+                "again")
+        return value
 
-    def put(self, key: str, value) -> None:
+    def put(self, key: str, value, settings: dict | None = None) -> None:
+        if settings is not None:
+            value = dict(value, **{MADE_WITH: settings})
         self.done[key] = value
         if self.path is None:
             return

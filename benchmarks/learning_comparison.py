@@ -64,8 +64,7 @@ class Args(common.BenchFlags):
     critic_hidden: tuple[int, ...] = (64, 64)
     """Critic hidden widths, the same for every algorithm."""
     weight_init: Literal[INITS] = "torch"  # type: ignore[valid-type]
-    """How every algorithm's layers start (the authors' torch init, or flax's); keep runs of
-    another init in another --partial directory."""
+    """How every algorithm's layers start (the authors' torch init, or flax's)."""
     cost_model: Literal["paper", "device"] = "paper"
     """The clock of every run (docs/algorithm.md §8)."""
     warmup_steps: int = 10_000
@@ -83,7 +82,8 @@ class Args(common.BenchFlags):
     partial: str | None = None
     """Where finished runs are kept (a .json file, or a directory with one file per run,
     which several processes may share, e.g. one per env): the same command run again skips
-    them."""
+    them. A kept run made with other settings (nets, init, budget, ...) is an error naming
+    them, never reused."""
     run_root: str | None = None
     """Where run directories go (default: the temporary directory)."""
     out: str | None = None
@@ -198,17 +198,20 @@ def algo_run(env: str, algo: str, cfg, args, partial: common.Partial) -> common.
     """
     batches = ([tuple(args.seeds)] if args.seed_batch == "vmapped"
                else [(s,) for s in args.seeds])
+    settings = common.run_settings(cfg, steps=args.steps, eval_episodes=args.eval_episodes,
+                                   final_episodes=args.final_episodes,
+                                   eval_every_steps=args.eval_every_steps)
     parts = []
     for seeds in batches:
         key = f"{env}/{algo}/" + ("-".join(map(str, seeds)) if len(seeds) > 1 else str(seeds[0]))
-        got = partial.get(key)
+        got = partial.get(key, settings)
         if got is None:
             run = common.train_run(algo, cfg, args.steps, seeds, args.eval_episodes,
                                    args.run_root, final_episodes=args.final_episodes,
                                    eval_every_steps=args.eval_every_steps)
             got = dict(rows=run.rows, wall_s=run.wall_s, chunk_wall_s=run.chunk_wall_s,
                        run_dir=Path(run.run_dir).name, final_returns=run.final_returns)
-            partial.put(key, got)
+            partial.put(key, got, settings)
         else:
             common.log(f"kept from --partial: {key}")
         parts.append(got)

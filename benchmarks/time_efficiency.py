@@ -99,7 +99,8 @@ class Args(common.BenchFlags):
     simplification; 1.5: a critic step updates two Q networks through the target actor)."""
     partial: str | None = None
     """Where finished runs are kept (a .json file, or a directory with one file per run): the
-    same command run again (after a crash or an interrupt) skips them."""
+    same command run again (after a crash or an interrupt) skips them. A kept run made with
+    other settings (nets, budget, target, ...) is an error naming them, never reused."""
 
 
 def parse_args(argv=None) -> Args:
@@ -199,7 +200,8 @@ def one_config(env, clock_name, variant, args, partial: common.Partial,
     """
     key = f"main/{env}/{clock_name}/{variant}"
     cfg = make_config(env, variant, args, cost_model=clock_name)
-    head = partial.get(key)
+    head_settings = common.run_settings(cfg)  # before the device clock's rates
+    head = partial.get(key, head_settings)
     if head is None or "signature" not in head:  # (a file of an older layout: measured again)
         calibration = None
         if clock_name == "device":
@@ -220,20 +222,22 @@ def one_config(env, clock_name, variant, args, partial: common.Partial,
         cfg = cfg.replace(**head["rates"])
     compiled = evaluate = None
     runs = {}
+    settings = common.run_settings(cfg, steps=args.steps, target=args.target,
+                                   eval_episodes=args.eval_episodes)
     for seed in args.seeds:
         run_key = f"{key}/{seed}"
-        got = partial.get(run_key)
+        got = partial.get(run_key, settings)
         if got is None:
             if compiled is None:
                 common.log(f"[{NAME}] {env} {clock_name} {variant}: compiling")
                 compiled, compile_s = compiled_chunk(cfg, seed)
                 head["compile_s"] = head["compile_s"] or compile_s
-                partial.put(key, head)
+                partial.put(key, head, head_settings)
                 evaluate = program.make_evaluate(cfg, args.eval_episodes)
             common.log(f"[{NAME}] {env} {clock_name} {variant} seed {seed}: to {args.steps} "
                        "steps")
             got = run_to_budget(cfg, compiled, seed, args.steps, args.target, evaluate)
-            partial.put(run_key, got)
+            partial.put(run_key, got, settings)
         runs[str(seed)] = got
     return dict(head, runs=runs)
 
@@ -321,17 +325,18 @@ def sweep(args, partial: common.Partial) -> tuple[str, dict]:
         cfg = make_config(args.sweep_env, variant, args, **ratio_rates(ratio, cost))
         compiled = None
         runs = []
+        settings = common.run_settings(cfg, steps=args.sweep_steps)
         for seed in args.seeds:
             key = (f"sweep/{args.sweep_env}/{ratio:g}/{variant}/{seed}"
                    + (f"/critic{cost:g}" if cost != 1 else ""))
-            r = partial.get(key)
+            r = partial.get(key, settings)
             if r is None:
                 common.log(f"[{NAME}] sweep ratio {ratio:g} critic cost {cost:g} "
                            f"{variant} seed {seed}")
                 if compiled is None:
                     compiled, _ = compiled_chunk(cfg, seed)
                 r = run_to_budget(cfg, compiled, seed, args.sweep_steps, None, None)
-                partial.put(key, r)
+                partial.put(key, r, settings)
             runs.append(r)
         # modeled time in gradient-step units, so ratios compare across clocks: a tick
         # lasts as long as the actor steps it holds (1 from ratio 1 up, 1 / ratio below)

@@ -372,3 +372,43 @@ def test_learning_comparison_starts_every_algorithm_with_the_init_it_is_given():
         assert b == a.replace(weight_init="flax")  # the init is the only difference
     with pytest.raises(SystemExit):
         lc.parse_args(["--weight-init", "xavier", "--no-write"])
+
+
+def test_a_kept_run_is_reused_only_by_the_settings_that_made_it(tmp_path):
+    from aes_rl.config import preset
+
+    cfg = preset("probe", "aes-rl")
+    made = common.run_settings(cfg, steps=1000)
+    common.Partial(str(tmp_path)).put("probe/aes-rl/0", dict(final=1.5), made)
+    partial = common.Partial(str(tmp_path))  # a later process: read back from the file
+    assert partial.get("probe/aes-rl/0", common.run_settings(cfg, steps=1000))["final"] == 1.5
+    with pytest.raises(ValueError, match=r"probe/aes-rl/0.*steps: 1000 there, 2000 here"):
+        partial.get("probe/aes-rl/0", common.run_settings(cfg, steps=2000))
+    other = common.run_settings(cfg.replace(weight_init="flax"), steps=1000)
+    with pytest.raises(ValueError, match="weight_init: 'torch' there, 'flax' here"):
+        partial.get("probe/aes-rl/0", other)
+    # a run kept before settings were recorded is returned unchecked; a missing key is None
+    partial.put("probe/aes-rl/1", dict(final=2.0))
+    assert partial.get("probe/aes-rl/1", other) == dict(final=2.0)
+    assert partial.get("probe/aes-rl/2", other) is None
+
+
+def test_learning_comparison_will_not_reuse_a_run_of_another_init(tmp_path):
+    from benchmarks import learning_comparison as lc
+
+    flax = lc.parse_args(["--envs", "probe", "--algos", "td3", "--weight-init", "flax",
+                          "--num-seeds", "1", "--no-write", "--partial", str(tmp_path)])
+    torch = lc.parse_args(["--envs", "probe", "--algos", "td3", "--num-seeds", "1",
+                           "--no-write", "--partial", str(tmp_path)])
+    kept = dict(rows=[], wall_s=1.0, chunk_wall_s=0.1, run_dir="x", final_returns=[[3.0]])
+    partial = common.Partial(str(tmp_path))
+    made = common.run_settings(lc.make_config("probe", "td3", flax), steps=flax.steps,
+                               eval_episodes=flax.eval_episodes,
+                               final_episodes=flax.final_episodes,
+                               eval_every_steps=flax.eval_every_steps)
+    partial.put("probe/td3/0", kept, made)
+    # the same settings take the kept run without training; the torch init refuses it
+    assert lc.algo_run("probe", "td3", lc.make_config("probe", "td3", flax), flax,
+                       partial).final_returns == [[3.0]]
+    with pytest.raises(ValueError, match="weight_init: 'flax' there, 'torch' here"):
+        lc.algo_run("probe", "td3", lc.make_config("probe", "td3", torch), torch, partial)
