@@ -137,6 +137,41 @@ def test_an_older_run_gets_the_p_distribution_and_the_returns_after_rl(tmp_path)
     assert "## (b)" not in text and "## (c)" not in text and "## (d)" not in text
 
 
+# Falls from a plateau (f): one row, 2 slots (W = 2); looks at f_mu >= 800, falls below 600.
+# Columns as HAND's; var, shift and tells are not read by (f).
+PLATEAU = [
+    (1, 0, 900.0, 0.5, 0, 900.0, 1, 1, 0, 0),  # look, no RL tell before: ES; next 950, no fall
+    (2, 1, 900.0, 0.4, 1, 950.0, 1, 1, 0, 0),  # look, RL told with p .4: RL; next 500, a fall
+    (3, 0, 300.0, 0.5, 0, 500.0, 1, 1, 0, 0),  # not a look (500)
+    (4, 1, 300.0, 0.0, 1, 850.0, 1, 1, 0, 0),  # look; the RL one got p 0: ES; next 820
+    (5, 0, 700.0, 0.3, 0, 820.0, 1, 1, 0, 0),  # look, last 2 tells ES: ES; next 590, a fall
+    (6, 1, 200.0, 0.2, 0, 590.0, 1, 1, 0, 0),  # not a look
+    (7, 0, 990.0, 0.6, 1, 1000.0, 1, 1, 0, 0),  # a look with no next look: not counted
+]
+
+
+def test_falls_from_a_plateau_are_split_by_the_tells_before_them(tmp_path, capsys):
+    write_run(tmp_path, [(0, a) for a in PLATEAU])
+    a, settings = analyze.read_arrivals(tmp_path), analyze.settings_of(tmp_path)
+    look, fell, after_rl = analyze.plateau_looks(a, 800, 600)
+    assert list(a["tick"][look]) == [1, 2, 4, 5]
+    assert list(a["tick"][fell]) == [2, 5] and list(a["tick"][after_rl & look]) == [2]
+    records = analyze.table(a, settings, 3, plateau=(800, 600))
+    es, rl = record(records, "ES"), record(records, "RL")
+    assert (es["plateau_looks"], es["plateau_falls"]) == (3, 1)
+    assert es["plateau_fall_share"] == pytest.approx(1 / 3)
+    assert (rl["plateau_looks"], rl["plateau_falls"], rl["plateau_fall_share"]) == (1, 1, 1.0)
+    text, _ = analyze.analyze(tmp_path, plateau=(800, 600))
+    assert "a look at 800 or above, a fall below 600" in text and "| - | RL | 1 | 1 | 1 |" in text
+    assert "## (f)" not in analyze.analyze(tmp_path)[0]  # only when asked for
+    assert "plateau_looks" not in analyze.table(a, settings, 3)[0]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["analyze", str(tmp_path), "--plateau", "600", "800"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "plateau" in err and "LOW" in err
+
+
 @pytest.mark.parametrize("make", ["missing", "empty"])
 def test_a_missing_run_or_arrivals_file_is_a_one_line_error(tmp_path, capsys, make):
     target = tmp_path / "nowhere"

@@ -10,7 +10,14 @@ From `arrivals.csv` (and `metrics.csv`, which says which rows share a setting), 
 (c) the ES variance (mean over coordinates) before and after the tick's tells;
 (d) how far the ES mean moved during the job (`mu_shift`) and the tells made meanwhile;
 (e) the returns of the first K ES members drawn after each told RL arrival, against the other
-    ES returns past the first RL arrival of their row.
+    ES returns past the first RL arrival of their row;
+(f) with `plateau = (HIGH, LOW)`: falls from a plateau. Each told arrival's f_mu is a look at
+    the mean; a look at HIGH or above is followed by the row's next look, a fall when that is
+    below LOW. The looks are split by what was told just before: kind RL when an RL arrival
+    was told with p > 0 among the row's last W told arrivals up to the look (W: the row's
+    slots, since the other slots' tells can land between a look, taken when a rollout ends,
+    and its own tell), kind ES otherwise. On Brax hopper and walker2d the ~1000 survival
+    plateau is the level to watch (HIGH 800, LOW 600).
 
 (b)-(d) read the columns `families.diagnostics` records; older run directories lack them and
 get (a) and (e). (e) dates a member's draw by its slot's previous arrival: in the asynchronous
@@ -115,6 +122,35 @@ def after_rl(a: Table, k: int) -> tuple[np.ndarray, np.ndarray]:
     return near, later & ~near
 
 
+def plateau_looks(a: Table, high: float, low: float) -> tuple[np.ndarray, ...]:
+    """(f) per arrival: (a look at the plateau with a next look, that next look fell below
+    `low`, an RL tell with p > 0 among the row's last W told arrivals up to this one)."""
+    look = np.zeros(a["tick"].shape, bool)
+    fell, after_rl_tell = look.copy(), look.copy()
+    told = a["told"] == 1
+    for row in np.unique(a["row"]):
+        idx = np.flatnonzero((a["row"] == row) & told)
+        idx = idx[np.lexsort((a["slot"][idx], a["tick"][idx]))]
+        w = np.unique(a["slot"][idx]).size
+        rl_tell = (a["is_rl"][idx] == 1) & (a["p"][idx] > 0)
+        f_mu = a["f_mu"][idx]
+        for j in range(idx.size - 1):
+            if f_mu[j] >= high:
+                look[idx[j]] = True
+                fell[idx[j]] = f_mu[j + 1] < low
+                after_rl_tell[idx[j]] = rl_tell[max(0, j - w + 1): j + 1].any()
+    return look, fell, after_rl_tell
+
+
+def _falls(sel: np.ndarray, looks: tuple[np.ndarray, ...], rl: bool) -> dict[str, float]:
+    """(f) for the looks of `sel` after an RL tell (`rl`) or not."""
+    look, fell, after_rl_tell = looks
+    mine = sel & look & (after_rl_tell == rl)
+    n, falls = int(mine.sum()), int((mine & fell).sum())
+    return {"plateau_looks": n, "plateau_falls": falls,
+            "plateau_fall_share": falls / n if n else math.nan}
+
+
 def _stats(a: Table, sel: np.ndarray, has_info: bool) -> dict[str, float]:
     """(a)-(d) for the arrivals `sel`."""
     told = sel & (a["told"] == 1)
@@ -172,10 +208,11 @@ def groups(a: Table, settings: dict[int, tuple[str, int]]) -> dict[str, dict[int
     return out
 
 
-def table(a: Table, settings, k: int) -> list[dict]:
+def table(a: Table, settings, k: int, plateau: tuple[float, float] | None = None) -> list[dict]:
     """The CSV's records: per setting, seed ('all': pooled) and kind."""
     has_info = all(name in a for name in INFO)
     near, other = after_rl(a, k)
+    looks = plateau_looks(a, *plateau) if plateau is not None and has_info else None
     records = []
     for label, seeds in groups(a, settings).items():
         pooled = np.any(list(seeds.values()), axis=0)
@@ -185,6 +222,8 @@ def table(a: Table, settings, k: int) -> list[dict]:
                 rec = dict(setting=label, seed=seed, kind=kind, **_stats(a, sel, has_info))
                 if kind == "ES":
                     rec.update(_returns_after_rl(a, sel, near, other))
+                if looks is not None:  # looks of every kind, split by the tells before them
+                    rec.update(_falls(mask, looks, rl=kind == "RL"))
                 records.append(rec)
     return records
 
@@ -204,13 +243,22 @@ SECTIONS = (
         "(e) ES returns: first K drawn after an RL arrival vs the other ES past the first RL",
         ("es_after_rl", "es_after_rl_return", "es_other", "es_other_return"),
     ),
+    (
+        "(f) looks at a mean on the plateau, by the tells just before (RL: an RL tell with "
+        "p > 0 among the last W), and the falls after them",
+        ("plateau_looks", "plateau_falls", "plateau_fall_share"),
+    ),
 )
 
 
-def markdown(records: list[dict], run_dir: Path, k: int, missing: list[str]) -> str:
+def markdown(records: list[dict], run_dir: Path, k: int, missing: list[str],
+             plateau: tuple[float, float] | None = None) -> str:
     """The pooled records as one markdown table per diagnostic."""
     pooled = [r for r in records if r["seed"] == "all"]
-    lines = [f"# Arrival diagnostics of {run_dir}", "", f"Seeds pooled per setting; K = {k}."]
+    head = f"Seeds pooled per setting; K = {k}."
+    if plateau is not None:
+        head += f" Plateau: a look at {plateau[0]:g} or above, a fall below {plateau[1]:g}."
+    lines = [f"# Arrival diagnostics of {run_dir}", "", head]
     if missing:
         lines.append(
             f"(b)-(d) need the arrivals.csv columns {', '.join(missing)}: "
@@ -286,17 +334,22 @@ def _hist(ax, data: dict[str, np.ndarray], title: str) -> None:
     ax.set_title(title, fontsize=8)
 
 
-def analyze(run_dir: Path, out: Path | None = None, after: int = 3) -> tuple[str, list[Path]]:
+def analyze(run_dir: Path, out: Path | None = None, after: int = 3,
+            plateau: tuple[float, float] | None = None) -> tuple[str, list[Path]]:
     """Write PATH.md, PATH.csv, PATH.png (PATH: `out` without suffix, default
-    RUN_DIR/analysis). Returns (the markdown, the files written)."""
+    RUN_DIR/analysis). Returns (the markdown, the files written). `plateau`: (HIGH, LOW) of
+    diagnostic (f), None to skip it."""
     run_dir = Path(run_dir)
+    if plateau is not None and not plateau[1] <= plateau[0]:
+        raise ValueError(f"plateau: LOW must not exceed HIGH, got HIGH {plateau[0]:g}, "
+                         f"LOW {plateau[1]:g}")
     a = read_arrivals(run_dir)
     if a.get("tick", np.zeros(0)).size == 0:
         raise RunError(f"run_dir: {run_dir} has no arrivals yet")
     settings = settings_of(run_dir)
     stem = Path(out).with_suffix("") if out is not None else run_dir / "analysis"
-    records = table(a, settings, after)
-    text = markdown(records, run_dir, after, [c for c in INFO if c not in a])
+    records = table(a, settings, after, plateau)
+    text = markdown(records, run_dir, after, [c for c in INFO if c not in a], plateau)
     paths = [stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".png")]
     paths[0].write_text(text)
     write_csv(records, paths[1])

@@ -347,24 +347,33 @@ def analyze(
         tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: RUN_DIR/analysis)"),
     ] = None,
     after: int = 3,
+    plateau: Annotated[
+        tuple[float, float] | None, tyro.conf.arg(metavar="HIGH LOW")
+    ] = None,
 ) -> None:
     """Diagnostics of a run's arrivals, per setting (seeds pooled) and for ES and RL arrivals:
     the distribution of p, below-f_mu arrivals told with p > 0.3, the ES variance around the
-    tells, how far the ES mean moved during a job, ES returns right after RL arrivals. Prints
-    markdown tables and writes PATH.md, PATH.csv (per seed too) and PATH.png.
+    tells, how far the ES mean moved during a job, ES returns right after RL arrivals, and
+    with --plateau the falls of the mean from a plateau. Prints markdown tables and writes
+    PATH.md, PATH.csv (per seed too) and PATH.png.
 
     Args:
         run_dir: The run (or sweep) directory.
         out: Output path without suffix (.md, .csv and .png are written).
         after: ES members drawn after each RL arrival that count as "right after" it.
+        plateau: A look at the mean (an arrival's f_mu) at HIGH or above whose next look is
+            below LOW is a fall; looks are split by whether an RL arrival was told with p > 0
+            among the last W (the slots) before it (Brax hopper, walker2d: 800 600).
     """
     from aes_rl import analyze as analyze_lib
 
     if after < 1:
         raise UsageError(f"after: must be >= 1, got {after}")
+    if plateau is not None and not plateau[1] <= plateau[0]:
+        raise UsageError(f"plateau: LOW must not exceed HIGH, got {plateau[0]:g} {plateau[1]:g}")
     if out is not None:
         _check_out(Path(out).with_suffix(".png"), "out")
-    text, paths = analyze_lib.analyze(run_dir, out, after)
+    text, paths = analyze_lib.analyze(run_dir, out, after, plateau)
     print(text, end="")
     print("wrote " + ", ".join(str(p) for p in paths))
 
