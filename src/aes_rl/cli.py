@@ -369,8 +369,6 @@ def analyze(
 
     if after < 1:
         raise UsageError(f"after: must be >= 1, got {after}")
-    if plateau is not None and not plateau[1] <= plateau[0]:
-        raise UsageError(f"plateau: LOW must not exceed HIGH, got {plateau[0]:g} {plateau[1]:g}")
     if out is not None:
         _check_out(Path(out).with_suffix(".png"), "out")
     text, paths = analyze_lib.analyze(run_dir, out, after, plateau)
