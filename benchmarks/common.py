@@ -72,6 +72,49 @@ warnings.filterwarnings("ignore", message=".*Brax System, piplines.*")
 Flag = tyro.conf.FlagCreatePairsOff[bool]
 
 
+def config_flags(**notes: str):
+    """Class decorator (above `@dataclass`): every flag of a benchmark named after a Config
+    field (`--env`, `--num-slots`, `--warmup-steps`, ...) takes that field's declared help and
+    allowed range (`aes_rl.config.FIELDS`, one declaration per field), so a benchmark's --help
+    says what `aes-rl train --help` says. `notes` add what the benchmark does with the flag
+    (`num_slots="Used by the multi-slot algorithms."`); a note for a flag that is not a Config
+    field is an error. The benchmark keeps its own default and type (its choices may be
+    narrower); the Config it builds still validates the value."""
+    from typing import Annotated, get_type_hints
+
+    from aes_rl.config import FIELDS
+
+    def wrap(cls):
+        own = cls.__dict__.get("__annotations__", {})
+        stray = sorted(set(notes) - (set(own) & set(FIELDS)))
+        if stray:
+            raise ValueError(f"config_flags: no Config-field flag(s) {stray} in {cls.__name__}")
+        hints = get_type_hints(cls, include_extras=True)
+        for name in own:
+            spec = FIELDS.get(name)
+            if spec is None:
+                continue
+            text = spec.help
+            if spec.choices is None:
+                text += f" Allowed: {spec.range_text()}."
+            if name in notes:
+                text += " " + notes[name]
+            own[name] = Annotated[hints[name], tyro.conf.arg(help=text)]
+        return cls
+
+    return wrap
+
+
+def flag_help(cls: type, name: str) -> str | None:
+    """The help a benchmark's flag got from `config_flags` (None: its own docstring)."""
+    from typing import get_type_hints
+
+    for meta in getattr(get_type_hints(cls, include_extras=True)[name], "__metadata__", ()):
+        if getattr(meta, "help", None):
+            return meta.help
+    return None
+
+
 @dataclass
 class BenchFlags:
     """The flags every benchmark shares. A benchmark's own `Args` subclasses this and adds its
@@ -117,6 +160,7 @@ class BenchFlags:
         return dict(actor_hidden=tuple(self.actor_hidden), critic_hidden=tuple(self.critic_hidden))  # type: ignore[attr-defined]
 
 
+@config_flags()
 @dataclass
 class LoopFlags(BenchFlags):
     """What the loop benchmarks measure on: one env and backend, CPU-sized nets."""
@@ -124,13 +168,9 @@ class LoopFlags(BenchFlags):
     MEASURES_COMPILE: ClassVar[bool] = True
 
     env: EnvName = "hopper"
-    """Environment."""
     backend: BackendName = "spring"
-    """Brax physics backend."""
     actor_hidden: tuple[int, ...] = (64, 64)
-    """Actor hidden widths."""
     critic_hidden: tuple[int, ...] = (64, 64)
-    """Critic hidden widths."""
     matmul_precision: Literal["default", "float32", "tensorfloat32", "bfloat16"] = "default"
     """How float32 matrix products are computed (`jax_default_matmul_precision`): 'default'
     is JAX's choice (TF32 tensor cores on recent NVIDIA GPUs; a CPU computes float32 whatever

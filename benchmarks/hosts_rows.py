@@ -23,10 +23,10 @@ from benchmarks import common
 NAME = "hosts_rows"
 
 
+@common.config_flags()
 @dataclass
 class Args(common.LoopFlags):
     num_slots: int = 5
-    """W worker slots."""
     num_rows: int = 8
     """Rows (seeds of one setting) of every layout."""
     layouts: tuple[str, ...] = ("1x1", "1x2", "2x1", "2x2")
@@ -36,7 +36,6 @@ class Args(common.LoopFlags):
     repeats: int = 3
     """Timed chunks."""
     warmup_steps: int = 1_000
-    """Random warm-up steps."""
     settle_ticks: int = 200
     """Ticks run past the warm-up before timing."""
 

@@ -43,12 +43,18 @@ VARIANTS = {a: (a, {}) for a in ALGOS} | {"p-cem-rl+pc": ("p-cem-rl", {"parallel
 Variant = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
 
 
+@common.config_flags(
+    num_slots="Used by the multi-slot algorithms (AES-RL, P-CEM-RL).",
+    actor_hidden="The same for every algorithm.",
+    critic_hidden="The same for every algorithm.",
+    weight_init="The same for every algorithm.",
+    cost_model="Custom rates are not offered here.",
+)
 @dataclass
 class Args(common.BenchFlags):
     envs: tuple[EnvName, ...] = ("hopper", "walker2d")
     """Environments."""
     backend: BackendName = "spring"
-    """Brax physics backend."""
     algos: tuple[Variant, ...] = ("aes-rl", "p-cem-rl", "td3")
     """Algorithms (p-cem-rl+pc: P-CEM-RL with a parallel critic worker)."""
     steps: int = 100_000
@@ -58,17 +64,11 @@ class Args(common.BenchFlags):
     num_seeds: int = 5
     """Seeds seed, seed+1, ..."""
     num_slots: int = 5
-    """W of the multi-slot algorithms (AES-RL, P-CEM-RL)."""
     actor_hidden: tuple[int, ...] = (64, 64)
-    """Actor hidden widths, the same for every algorithm."""
     critic_hidden: tuple[int, ...] = (64, 64)
-    """Critic hidden widths, the same for every algorithm."""
     weight_init: Literal[INITS] = "torch"  # type: ignore[valid-type]
-    """How every algorithm's layers start (the authors' torch init, or flax's)."""
     cost_model: Literal["paper", "device"] = "paper"
-    """The clock of every run (docs/algorithm.md §8)."""
     warmup_steps: int = 10_000
-    """Random-action warm-up steps."""
     chunks: int = 100
     """Chunks of about steps / chunks counted steps each (for every algorithm)."""
     eval_every_steps: int = 5_000

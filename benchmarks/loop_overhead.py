@@ -38,18 +38,16 @@ NAME = "loop_overhead"
 TARGET = 1.25
 
 
+@common.config_flags(warmup_steps="Timing starts past it, after --settle-steps more.")
 @dataclass
 class Args(common.LoopFlags):
     algo: Algo = "aes-rl"
-    """Algorithm."""
     num_slots: int = 5
-    """W worker slots."""
     ticks: int = 1000
     """Ticks per timed chunk (and scan)."""
     repeats: int = 5
     """Timed chunks (median reported)."""
     warmup_steps: int = 3_000
-    """Random warm-up; timing starts past it, after --settle-steps more."""
     settle_steps: int = 2_000
     """Counted steps after the warm-up before timing (RL jobs under way)."""
 

@@ -18,18 +18,16 @@ from benchmarks import common
 NAME = "slots_scaling"
 
 
+@common.config_flags(num_slots="Each value given is measured.")
 @dataclass
 class Args(common.LoopFlags):
     algo: Algo = "aes-rl"
-    """Algorithm."""
     num_slots: tuple[int, ...] = (5, 16, 64)
-    """W worker slots: each value is measured."""
     ticks: int = 500
     """Ticks per timed chunk."""
     repeats: int = 5
     """Timed chunks."""
     warmup_steps: int = 5_000
-    """Random warm-up steps."""
     settle_steps: int = 5_000
     """Counted steps past the warm-up before timing starts."""
 

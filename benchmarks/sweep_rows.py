@@ -48,10 +48,10 @@ from benchmarks import common
 NAME = "sweep_rows"
 
 
+@common.config_flags()
 @dataclass
 class Args(common.LoopFlags):
     num_slots: int = 5
-    """W worker slots."""
     num_rows: tuple[int, ...] = (1, 8, 32)
     """Rows (seeds of one setting) per program: each count is measured."""
     rows: tuple[Literal["map", "vmap"], ...] = ("map", "vmap")
@@ -61,7 +61,6 @@ class Args(common.LoopFlags):
     repeats: int = 3
     """Timed chunks."""
     warmup_steps: int = 1_000
-    """Random warm-up steps."""
     settle_ticks: int = 300
     """Ticks run past the warm-up before timing."""
     sweep_steps: int = 3_000

@@ -20,18 +20,18 @@ from benchmarks import common
 NAME = "td3_curve"
 
 
+@common.config_flags(
+    actor_hidden="TD3's standard is 256 256.",
+    critic_hidden="TD3's standard is 256 256.",
+)
 @dataclass
 class Args(common.BenchFlags):
     env: EnvName = "hopper"
-    """Environment."""
     backend: BackendName = "spring"
-    """Brax physics backend."""
     steps: int = 100_000
     """Budget in counted env steps."""
     actor_hidden: tuple[int, ...] = (256, 256)
-    """Actor hidden widths (TD3's standard is 256 256)."""
     critic_hidden: tuple[int, ...] = (256, 256)
-    """Critic hidden widths (TD3's standard is 256 256)."""
     seed: int = 0
     """Seed."""
     chunks: int = 25
@@ -39,7 +39,6 @@ class Args(common.BenchFlags):
     eval_episodes: int = 10
     """Episodes per evaluation."""
     warmup_steps: int = 10_000
-    """Random warm-up steps."""
     run_root: str | None = None
     """Where run directories go (default: the temporary directory)."""
     out: str | None = None

@@ -29,6 +29,7 @@ from benchmarks import common
 NAME = "td3_throughput"
 
 
+@common.config_flags(warmup_steps="The timed chunks come after it.")
 @dataclass
 class Args(common.BenchFlags):
     MEASURES_COMPILE: ClassVar[bool] = True
@@ -44,13 +45,10 @@ class Args(common.BenchFlags):
     scan_steps: int = 1000
     """Steps of the scanned raw env loop (0: skip it)."""
     actor_hidden: tuple[int, ...] = (256, 256)
-    """TD3 actor hidden widths."""
     critic_hidden: tuple[int, ...] = (256, 256)
-    """TD3 critic hidden widths."""
     ticks: int = 1000
     """Ticks per timed loop chunk."""
     warmup_steps: int = 1000
-    """TD3 random-action warm-up (the timed chunks come after it)."""
     repeats: int = 5
     """Timed calls (median reported)."""
 

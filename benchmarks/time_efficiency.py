@@ -51,6 +51,7 @@ Variant = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
 Clock = Literal["paper", "device"]
 
 
+@common.config_flags(num_slots="Used by the multi-slot algorithms.")
 @dataclass
 class Args(common.BenchFlags):
     MEASURES_COMPILE: ClassVar[bool] = True
@@ -58,25 +59,19 @@ class Args(common.BenchFlags):
     envs: tuple[EnvName, ...] = ("hopper", "walker2d")
     """Environments."""
     backend: BackendName = "spring"
-    """Brax physics backend."""
     variants: tuple[Variant, ...] = tuple(VARIANTS)
     """Algorithm variants."""
     clocks: tuple[Clock, ...] = ("paper", "device")
     """Clocks (cost models) of the main table."""
     num_slots: int = 5
-    """W of the multi-slot algorithms."""
     steps: int = 30_000
     """Budget: counted env steps to reach."""
     target: float = 250.0
     """Target return of the mean policy (ticks and wall-clock to reach it)."""
     warmup_steps: int = 10_000
-    """Random warm-up steps."""
     actor_hidden: tuple[int, ...] = (64, 64)
-    """Actor hidden widths."""
     critic_hidden: tuple[int, ...] = (64, 64)
-    """Critic hidden widths."""
     ticks_per_chunk: int = 200
-    """Ticks per compiled chunk."""
     eval_episodes: int = 3
     """Episodes per evaluation."""
     clock_repeats: int = 100

@@ -412,3 +412,43 @@ def test_learning_comparison_will_not_reuse_a_run_of_another_init(tmp_path):
                        partial).final_returns == [[3.0]]
     with pytest.raises(ValueError, match="weight_init: 'flax' there, 'torch' here"):
         lc.algo_run("probe", "td3", lc.make_config("probe", "td3", torch), torch, partial)
+
+
+BENCHMARKS_WITH_ARGS = (
+    "hosts_rows",
+    "learning_comparison",
+    "loop_overhead",
+    "slots_scaling",
+    "sweep_rows",
+    "td3_curve",
+    "td3_throughput",
+    "time_efficiency",
+)
+
+
+@pytest.mark.parametrize("name", BENCHMARKS_WITH_ARGS)
+def test_a_benchmark_flag_named_after_a_config_field_has_that_fields_declared_help(name):
+    import dataclasses
+    import importlib
+
+    from aes_rl.config import FIELDS
+
+    args = importlib.import_module(f"benchmarks.{name}").Args
+    shared = [f.name for f in dataclasses.fields(args) if f.name in FIELDS]
+    assert shared, name
+    for flag in shared:
+        text = common.flag_help(args, flag)
+        assert text is not None and text.startswith(FIELDS[flag].help), (name, flag, text)
+        if FIELDS[flag].choices is None:
+            assert FIELDS[flag].range_text() in text, (name, flag, text)
+
+
+def test_a_note_for_a_flag_that_is_not_a_config_field_is_refused():
+    import dataclasses
+
+    with pytest.raises(ValueError, match=r"config_flags: no Config-field flag\(s\) \['budget'\]"):
+
+        @common.config_flags(budget="a note")
+        @dataclasses.dataclass
+        class Args(common.BenchFlags):
+            budget: int = 5
