@@ -3,7 +3,9 @@ arrival diagnostics of `aes-rl analyze`.
 
 Each run directory is a run or a sweep (`aes-rl train` / `aes-rl sweep`); a *setting* is one
 point of a sweep's grid in one directory, labelled by the swept values and by the fields in
-which the directories' configs differ (W, nets, weight_init, ...). Per setting and seed:
+which the directories' configs differ (W, nets, weight_init, ...). Directories that hold
+the same setting pool their seeds (more seeds run later with `--seed 3 --num-seeds 2`);
+a seed given twice is an error. Per setting and seed:
 
 - final: the evaluation of the mean policy at the row's last evaluated chunk;
 - past: the mean of its evaluations after `--past` counted steps (default 20,000, past the
@@ -58,11 +60,36 @@ class Args:
 @dataclasses.dataclass
 class Setting:
     label: str
-    run_dir: Path
-    rows: list[int]
+    parts: list[tuple[Path, list[int]]]  # (run directory, its rows of this setting)
     finals: dict[int, float]  # seed -> final evaluation
     pasts: dict[int, float]  # seed -> mean evaluation past `past` counted steps
-    steps: float  # mean counted steps at the final evaluation
+    final_steps: dict[int, float]  # seed -> counted steps at the final evaluation
+
+    @property
+    def steps(self) -> float:
+        """Mean counted steps at the final evaluation."""
+        return float(np.mean(list(self.final_steps.values())))
+
+    @property
+    def run_dirs(self) -> str:
+        return ", ".join(d.name for d, _ in self.parts)
+
+    def merge(self, other: Setting) -> None:
+        """Take the seeds of the same setting from another directory (more seeds of one
+        configuration, e.g. `--seed 3 --num-seeds 2` run later); a seed in both is an error."""
+        both = sorted(set(self.finals) & set(other.finals))
+        if both:
+            raise RunError(
+                f"run_dirs: setting {self.label!r} has seed(s) {both} in both "
+                f"{self.run_dirs} and {other.run_dirs}; give each seed once"
+            )
+        self.parts += other.parts
+        for mine, theirs in ((self.finals, other.finals), (self.pasts, other.pasts),
+                             (self.final_steps, other.final_steps)):
+            mine.update(theirs)
+            ordered = dict(sorted(mine.items()))
+            mine.clear()
+            mine.update(ordered)
 
 
 def _stored(run_dir: Path) -> tuple[dict, list[str]]:
@@ -100,11 +127,12 @@ def _value(v) -> str:
 
 
 def settings(run_dirs: list[Path], past: int) -> list[Setting]:
-    """Every setting of every run directory, in the order given."""
+    """Every setting of every run directory, in the order given; directories that hold the
+    same setting (the same label) pool their seeds into one."""
     stored = [_stored(d) for d in run_dirs]
     configs, swept = [c for c, _ in stored], [g for _, g in stored]
     fixed = _differing(configs, swept)
-    out: list[Setting] = []
+    out: dict[str, Setting] = {}
     for run_dir, cfg, grid in zip(run_dirs, configs, swept):
         values = {k: _value(cfg[k]) for k in fixed if k not in grid}
         by_row = analyze.settings_of(run_dir)
@@ -118,21 +146,27 @@ def settings(run_dirs: list[Path], past: int) -> list[Setting]:
         for swept, rs in groups.items():
             values.update(pair.split("=", 1) for pair in swept.split())
             order = fixed + [k for k in values if k not in fixed]  # columns of metrics.csv too
-            label = " ".join(f"{k}={values[k]}" for k in order if k in values) or run_dir.name
-            out.append(_setting(label, run_dir, rs, past))
-    return out
+            key = " ".join(f"{k}={values[k]}" for k in order if k in values)
+            found = _setting(key or run_dir.name, run_dir, rs, past)
+            if key in out:
+                out[key].merge(found)
+                if not key:  # the directories differ in nothing: labelled by their names
+                    out[key].label = out[key].run_dirs
+            else:
+                out[key] = found
+    return list(out.values())
 
 
 def _setting(label: str, run_dir: Path, rows: list[dict], past: int) -> Setting:
-    finals, pasts, steps = {}, {}, []
+    finals, pasts, steps = {}, {}, {}
     for seed in sorted({int(r["seed"]) for r in rows}):
         mine = sorted((r for r in rows if int(r["seed"]) == seed), key=lambda r: r["chunk"])
         finals[seed] = float(mine[-1]["eval_mean"])
-        steps.append(mine[-1]["total_steps"])
+        steps[seed] = float(mine[-1]["total_steps"])
         late = [r["eval_mean"] for r in mine if r["total_steps"] > past]
         pasts[seed] = float(np.mean(late)) if late else math.nan
     rows_ = sorted({int(r["row"]) for r in rows})
-    return Setting(label, run_dir, rows_, finals, pasts, float(np.mean(steps)))
+    return Setting(label, [(run_dir, rows_)], finals, pasts, steps)
 
 
 @functools.lru_cache(maxsize=16)
@@ -143,10 +177,18 @@ def _arrivals(run_dir: Path) -> analyze.Table:
 
 def diagnostics(s: Setting) -> dict[str, float]:
     """The pooled `aes-rl analyze` figures of this setting's rows (NaN where not recorded)."""
-    a = _arrivals(s.run_dir)  # read once per directory, not once per setting
-    mask = np.isin(a["row"], s.rows)
-    a = {k: v[mask] for k, v in a.items()}
-    pooled = analyze.table(a, {r: ("", r) for r in s.rows}, 3)  # one group: every row
+    parts, offset = [], 0
+    for run_dir, rows in s.parts:  # rows of later directories renumbered past the earlier
+        a = _arrivals(run_dir)  # read once per directory, not once per setting
+        mask = np.isin(a["row"], rows)
+        part = {k: v[mask] for k, v in a.items()}
+        part["row"] = part["row"] + offset
+        parts.append(part)
+        offset += max(rows) + 1
+    common = set.intersection(*(set(p) for p in parts))
+    a = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k in common}
+    every = sorted({int(r) for r in np.unique(a["row"])})
+    pooled = analyze.table(a, {r: ("", r) for r in every}, 3)  # one group: every row
     recs = {r["kind"]: r for r in pooled if r["seed"] == "all"}
     es, rl = recs.get("ES", {}), recs.get("RL", {})
     nan = math.nan
@@ -185,7 +227,7 @@ def report(args: Args) -> tuple[str, list[dict]]:
     for s in found:
         d = diagnostics(s)
         f, p = agg_final[s.label], agg_past.get(s.label)
-        rec = dict(setting=s.label, run_dir=s.run_dir.name, seeds=len(s.finals), steps=s.steps)
+        rec = dict(setting=s.label, run_dir=s.run_dirs, seeds=len(s.finals), steps=s.steps)
         rec.update({f"final_{k}": v[0] for k, v in f.items() if k in ("iqm", "mean")})
         rec.update(final_iqm_low=f["iqm"][1], final_iqm_high=f["iqm"][2])
         if p:

@@ -139,3 +139,45 @@ def test_a_directory_without_a_run_is_one_line(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "config.json" in err
+
+
+def test_directories_of_one_setting_pool_their_seeds(tmp_path):
+    # Seeds 0-1 of a setting in one directory, seed 2 of it in another (`--seed 2` run later),
+    # and a third directory that differs in algo: two settings, the first with three seeds.
+    def metrics(seeds, value):
+        return [
+            dict(chunk=1, seed=s, row=i, total_steps=30_000 + s, eval_mean=value + s, p_mean=0.5)
+            for i, s in enumerate(seeds)
+        ]
+
+    cfg = {"env": "walker2d", "algo": "aes-rl"}
+    first = _run_dir(
+        tmp_path / "a", cfg, metrics((0, 1), 10.0),
+        [_arrival(0, 1, 0, 5.0, 0.5, 0, 10.0), _arrival(1, 1, 0, 5.0, 0.2, 0, 10.0)],
+    )
+    more = _run_dir(
+        tmp_path / "b", cfg, metrics((2,), 10.0), [_arrival(0, 1, 0, 20.0, 0.5, 1, 9.0)]
+    )
+    other = _run_dir(
+        tmp_path / "c", {"env": "walker2d", "algo": "one-plus-one"}, metrics((0,), 50.0),
+        [_arrival(0, 1, 0, 1.0, 0.0, 0, 2.0)],
+    )
+    pooled, alone = report.settings([first, other, more], past=20_000)
+    assert (pooled.label, alone.label) == ("algo=aes-rl", "algo=one-plus-one")
+    assert pooled.finals == {0: 10.0, 1: 11.0, 2: 12.0} and pooled.steps == 30_001.0
+    assert pooled.run_dirs == "a, b" and alone.finals == {0: 50.0}
+    d = report.diagnostics(pooled)
+    # ES arrivals: p 0.5 and 0.2 -> one of two in [0.4, 0.6]; the RL one (from b): p 0.5
+    assert (d["p_mid_es"], d["p_mid_rl"]) == (0.5, 1.0)
+    # below f_mu: the two ES arrivals (5 < 10), one told with p > 0.3
+    assert d["below_p_gt_0.3"] == 0.5
+    # directories that differ in nothing are one setting, labelled by their names
+    (both,) = report.settings([first, more], past=20_000)
+    assert both.label == "a, b" and sorted(both.finals) == [0, 1, 2]
+    # the same seed twice is refused
+    with pytest.raises(report.RunError, match=r"seed\(s\) \[0, 1\] in both a and a2"):
+        twin = tmp_path / "a2"
+        twin.mkdir()
+        for name in ("config.json", "metrics.csv", "arrivals.csv"):
+            (twin / name).write_text((first / name).read_text())
+        report.settings([first, twin], past=20_000)
