@@ -793,9 +793,19 @@ MADE_WITH = "made_with"  # the key of a kept run's settings in its `Partial` val
 
 
 def run_settings(cfg, **extra) -> dict:
-    """What a kept run is made with: every field of its config and the benchmark's own settings
-    (`extra`: budget, evaluation), normalised through JSON so a reloaded file compares equal."""
-    return json.loads(json.dumps(dict(cfg.to_dict(), **extra), sort_keys=True, default=str))
+    """What a kept run is made with: every field of its config that its algorithm reads (a
+    field declared for other algorithms only, e.g. AES-RL's P in a P-CEM-RL run, is left out,
+    so changing AES-RL's preset keeps the other algorithms' runs) and the benchmark's own
+    settings (`extra`: budget, evaluation), normalised through JSON so a reloaded file compares
+    equal."""
+    from aes_rl.config import FIELDS
+
+    def read(name: str) -> bool:
+        owner = FIELDS[name].owner if name in FIELDS else ""
+        return not owner or cfg.algo in owner.split(", ")
+
+    mine = {k: v for k, v in cfg.to_dict().items() if read(k)}
+    return json.loads(json.dumps(dict(mine, **extra), sort_keys=True, default=str))
 
 
 class Partial:
@@ -831,9 +841,12 @@ class Partial:
                 self.done[key] = json.loads(f.read_text())
         value = self.done.get(key)
         kept = value.get(MADE_WITH) if isinstance(value, dict) else None
-        if settings is not None and kept is not None and kept != settings:
-            diff = sorted(k for k in kept.keys() | settings.keys()
-                          if kept.get(k) != settings.get(k))
+        # compared over what the run reads now: a kept field the algorithm does not read (or
+        # that no longer exists) does not matter; a field it reads that the run lacks does
+        diff = []
+        if settings is not None and kept is not None:
+            diff = sorted(k for k in settings if kept.get(k) != settings[k])
+        if diff:
             shown = "; ".join(f"{k}: {kept.get(k)!r} there, {settings.get(k)!r} here"
                               for k in diff[:4]) + ("; ..." if len(diff) > 4 else "")
             where = self.path if self.one_file else self._file(key)
