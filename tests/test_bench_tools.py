@@ -387,6 +387,19 @@ def test_a_kept_run_is_reused_only_by_the_settings_that_made_it(tmp_path):
     other = common.run_settings(cfg.replace(weight_init="flax"), steps=1000)
     with pytest.raises(ValueError, match="weight_init: 'torch' there, 'flax' here"):
         partial.get("probe/aes-rl/0", other)
+    # a field another algorithm reads (AES-RL's P) does not tell a P-CEM-RL run apart, a
+    # field it reads does; a kept run that recorded AES-RL's P (as before) still matches
+    sync = preset("probe", "p-cem-rl")
+    sync_made = common.run_settings(sync, steps=1000)
+    assert "mean_param" not in sync_made and "pop_size" in sync_made
+    assert "mean_param" in made and "pop_size" not in made
+    partial.put("probe/p-cem-rl/0", dict(final=3.0), dict(sync_made, mean_param=150.0))
+    again = common.run_settings(sync.replace(mean_param=50.0), steps=1000)
+    assert partial.get("probe/p-cem-rl/0", again)["final"] == 3.0
+    with pytest.raises(ValueError, match="pop_size"):
+        partial.get("probe/p-cem-rl/0", common.run_settings(sync.replace(pop_size=4), steps=1000))
+    with pytest.raises(ValueError, match="mean_param: 1.0 there, 50.0 here"):
+        partial.get("probe/aes-rl/0", common.run_settings(cfg.replace(mean_param=50.0), steps=1000))
     # a run kept before settings were recorded is returned unchecked; a missing key is None
     partial.put("probe/aes-rl/1", dict(final=2.0))
     assert partial.get("probe/aes-rl/1", other) == dict(final=2.0)
