@@ -149,7 +149,7 @@ def test_help_documents_every_option(capsys):
     # meaning, allowed range and the per-preset default of a hyper-parameter
     assert "Gain k of the population control" in text and "Allowed: in [0, 1e+06]" in text
     assert "(default: 200000; 1000000 for p-cem-rl, cem-rl, td3)" in text
-    assert "(default: halfcheetah 500, hopper 150, walker2d 200" in text
+    assert "(default: halfcheetah 500, hopper 50, walker2d 200" in text
     for command in ("resume", "eval", "render", "plot", "bench"):
         code, out, _ = call(capsys, command, "--help")
         assert code == 0 and "usage: aes-rl " + command in out

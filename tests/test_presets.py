@@ -27,15 +27,16 @@ def test_the_authors_values_are_kept_as_they_are():
     }
 
 
-@pytest.mark.parametrize("env", BRAX_ENVS)
-def test_every_brax_env_gets_a_quarter_of_the_authors_p(env):
+@pytest.mark.parametrize("env", [e for e in BRAX_ENVS if e != "hopper"])
+def test_every_brax_env_but_hopper_gets_a_quarter_of_the_authors_p(env):
     assert BRAX_P_FACTOR == 0.25
     assert preset(env).mean_param == 0.25 * AUTHORS_MEAN_PARAM[env]
 
 
 def test_the_measured_values_and_the_override():
     assert preset("walker2d").mean_param == 200.0  # measured: docs/findings.md
-    assert preset("hopper").mean_param == 150.0
+    assert preset("hopper").mean_param == 50.0  # measured below the quarter (150)
+    assert preset("hopper").mean_param < 0.25 * AUTHORS_MEAN_PARAM["hopper"]
     assert preset("walker2d", mean_param=800.0).mean_param == 800.0  # the authors' regime
     assert "walker2d 800" in FIELDS["mean_param"].help  # --help says what the authors used
 
@@ -56,4 +57,4 @@ def test_an_algorithms_preset_is_its_registry_records_and_the_env_declarations_c
 
 def test_the_help_lists_p_per_env_from_its_declaration():
     assert FIELDS["mean_param"].per_env == MEAN_PARAM
-    assert preset_default_text("mean_param").startswith("halfcheetah 500, hopper 150, walker2d 200")
+    assert preset_default_text("mean_param").startswith("halfcheetah 500, hopper 50, walker2d 200")

@@ -534,7 +534,7 @@ def _fmt(value: Any) -> str:
 def preset_default_text(name: str) -> str:
     """How `preset` sets field `name` across algorithms and Brax envs, for help texts:
     "600" or "400 300; 256 256 for td3, humanoid (aes-rl)"; a field declared per env lists
-    its values ("halfcheetah 500, hopper 150, ...")."""
+    its values ("halfcheetah 500, hopper 50, ...")."""
     per_env = FIELDS[name].per_env
     if all(e in per_env for e in BRAX_ENVS):  # one value per env: list them all
         return ", ".join(f"{e} {_fmt(per_env[e])}" for e in BRAX_ENVS)
