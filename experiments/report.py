@@ -84,12 +84,9 @@ class Setting:
                 f"{self.run_dirs} and {other.run_dirs}; give each seed once"
             )
         self.parts += other.parts
-        for mine, theirs in ((self.finals, other.finals), (self.pasts, other.pasts),
-                             (self.final_steps, other.final_steps)):
-            mine.update(theirs)
-            ordered = dict(sorted(mine.items()))
-            mine.clear()
-            mine.update(ordered)
+        self.finals = dict(sorted({**self.finals, **other.finals}.items()))
+        self.pasts = dict(sorted({**self.pasts, **other.pasts}.items()))
+        self.final_steps = dict(sorted({**self.final_steps, **other.final_steps}.items()))
 
 
 def _stored(run_dir: Path) -> tuple[dict, list[str]]:
