@@ -94,25 +94,11 @@ def config_flags(**notes: str):
             spec = FIELDS.get(name)
             if spec is None:
                 continue
-            text = spec.help
-            if spec.choices is None:
-                text += f" Allowed: {spec.range_text()}."
-            if name in notes:
-                text += " " + notes[name]
+            text = spec.help_text(note=notes.get(name, ""))
             own[name] = Annotated[hints[name], tyro.conf.arg(help=text)]
         return cls
 
     return wrap
-
-
-def flag_help(cls: type, name: str) -> str | None:
-    """The help a benchmark's flag got from `config_flags` (None: its own docstring)."""
-    from typing import get_type_hints
-
-    for meta in getattr(get_type_hints(cls, include_extras=True)[name], "__metadata__", ()):
-        if getattr(meta, "help", None):
-            return meta.help
-    return None
 
 
 @dataclass
@@ -800,11 +786,9 @@ def run_settings(cfg, **extra) -> dict:
     equal."""
     from aes_rl.config import FIELDS
 
-    def read(name: str) -> bool:
-        owner = FIELDS[name].owner if name in FIELDS else ""
-        return not owner or cfg.algo in owner.split(", ")
-
-    mine = {k: v for k, v in cfg.to_dict().items() if read(k)}
+    mine = {
+        k: v for k, v in cfg.to_dict().items() if k not in FIELDS or FIELDS[k].read_by(cfg.algo)
+    }
     return json.loads(json.dumps(dict(mine, **extra), sort_keys=True, default=str))
 
 

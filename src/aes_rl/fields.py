@@ -46,6 +46,18 @@ class Field:
         if self.traced and self.structural:
             raise ValueError("Field: a field is traced or structural, not both")
 
+    def read_by(self, algo: str) -> bool:
+        """Whether `algo` reads this field: every algorithm reads a shared field (no owner)."""
+        return not self.owner or algo in self.owner.split(", ")
+
+    def help_text(self, ranged: bool = True, note: str = "") -> str:
+        """The help, then `note`, then the allowed range when `ranged` and there are no
+        choices: how every front end (the CLI, the benchmarks) describes the field."""
+        text = f"{self.help} {note}" if note else self.help
+        if ranged and self.choices is None:
+            text += f" Allowed: {self.range_text()}."
+        return text
+
     @property
     def choices(self) -> tuple[str, ...] | None:
         return self.options() if callable(self.options) else self.options

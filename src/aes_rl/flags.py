@@ -216,9 +216,7 @@ def _override_type(f: dataclasses.Field, defaults: dict):
     hint = _hint(f.name, defaults)
     if f.type == "bool":
         return Annotated[bool, tyro.conf.arg(help=spec.help, help_behavior_hint=hint)]
-    text = spec.help
-    if spec.choices is None and f.type in ("int", "float"):
-        text += f" Allowed: {spec.range_text()}."
+    text = spec.help_text(ranged=f.type in ("int", "float"))
     arg = tyro.conf.arg(help=text, help_behavior_hint=hint, metavar=metavar)
     if kind is int:
         return Annotated[OptionalCount, arg]
@@ -232,9 +230,10 @@ def _sweep_type(f: dataclasses.Field, defaults: dict):
         # the help of the one-value form (its last annotation), not its parser
         return Annotated[tuple[str, ...] | None, _override_type(f, defaults).__metadata__[-1]]
     words = "{" + ",".join(spec.choices) + "} [...] | all" if spec.choices else "VALUE [VALUE ...]"
-    text = spec.help + " Several values are swept (the grid is the product of all swept lists)."
-    if spec.choices is None and f.type in ("int", "float"):
-        text += f" Allowed: {spec.range_text()}."
+    text = spec.help_text(
+        ranged=f.type in ("int", "float"),
+        note="Several values are swept (the grid is the product of all swept lists).",
+    )
     arg = tyro.conf.arg(help=text, help_behavior_hint=_hint(f.name, defaults), metavar=words)
     return Annotated[tuple[str, ...] | None, arg]
 
